@@ -1,0 +1,1 @@
+"""abri's Textual installer. Everything it does goes through tui.core."""

@@ -1,0 +1,198 @@
+"""Runs the site's playbooks through ansible-runner and feeds its events to the reducer.
+
+One function, `run_site`, serves the CLI (progress lines on the terminal) and the TUI (a
+worker that posts each new Progress to the UI). Artifacts go to abri's config folder, outside
+the site, and the last few runs are kept for inspection; tasks touching secrets are no_log,
+so no secret reaches them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tui.core import events, paths
+
+if TYPE_CHECKING:
+    from tui.core.site import Site
+
+KEEP_RUNS = 10
+
+
+@dataclass
+class RunResult:
+    mode: str
+    status: str  # successful, failed, canceled, timeout
+    rc: int
+    progress: events.Progress
+    artifact_dir: Path
+    events: list[dict[str, Any]]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "successful" and self.rc == 0 and self.progress.ok
+
+
+def runs_dir(site: Site) -> Path:
+    return paths.config_home() / "runs" / site.site_id
+
+
+def _total_hint(site: Site, mode: str) -> int:
+    try:
+        return int(json.loads((runs_dir(site) / f"last-{mode}.json").read_text())["tasks"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def _prune(directory: Path) -> None:
+    runs = sorted((p for p in directory.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for old in runs[:-KEEP_RUNS]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def run_site(site: Site, mode: str = "apply", limit: str | None = None,
+             on_progress: Callable[[events.Progress], None] | None = None,
+             cancel: threading.Event | None = None, extra_args: list[str] | None = None,
+             ) -> RunResult:
+    """Run site.yml in mode 'apply' or 'plan' (check mode with diff)."""
+    import ansible_runner
+
+    site.save()  # validates, and refreshes ansible.cfg/site.yml paths for this machine
+    base = runs_dir(site)
+    base.mkdir(parents=True, exist_ok=True)
+    ident = time.strftime("%Y%m%d-%H%M%S") + f"-{mode}"
+    private = base / ident
+    private.mkdir()
+    cmdline = ["--check", "--diff"] if mode == "plan" else []
+    cmdline += extra_args or []
+    bindir = Path(sys.executable).parent
+    playbook_bin = bindir / "ansible-playbook"
+    state = events.Progress(total_hint=_total_hint(site, mode))
+    recorded: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def handler(event: dict[str, Any]) -> bool:
+        nonlocal state
+        with lock:
+            recorded.append(event)
+            new = events.reduce(state, event)
+            changed = new is not state
+            state = new
+        if changed and on_progress:
+            on_progress(new)
+        return True
+
+    import os
+
+    env = {
+        "ANSIBLE_CONFIG": str(site.path.resolve() / "ansible.cfg"),
+        "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+    }
+    kwargs: dict[str, Any] = {
+        "private_data_dir": str(private),
+        "project_dir": str(site.path.resolve()),
+        "playbook": str(site.path.resolve() / "site.yml"),
+        "inventory": str(site.path.resolve() / "inventory.ini"),
+        "envvars": env,
+        "cmdline": " ".join(cmdline) if cmdline else None,
+        "event_handler": handler,
+        "cancel_callback": (lambda: cancel.is_set()) if cancel else None,
+        "quiet": True,
+        "ident": "run",
+    }
+    if playbook_bin.exists():
+        kwargs["binary"] = str(playbook_bin)
+    if limit:
+        kwargs["limit"] = limit
+    result = ansible_runner.run(**{k: v for k, v in kwargs.items() if v is not None})
+    status = result.status
+    if state.tasks_started and status == "successful":
+        (base / f"last-{mode}.json").write_text(json.dumps({"tasks": state.tasks_started}))
+    _prune(base)
+    return RunResult(mode, status, result.rc if result.rc is not None else 1, state,
+                     private / "artifacts" / "run", recorded)
+
+
+# ---------------------------------------------------------------- terminal front end
+def _bar(percent: float, width: int = 24) -> str:
+    filled = int(width * percent / 100)
+    return "#" * filled + "-" * (width - filled)
+
+
+class TerminalProgress:
+    """Prints one line per task with a bar that never goes backwards."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self.last_task = None
+
+    def __call__(self, p: events.Progress) -> None:
+        if p.task and p.task != self.last_task:
+            self.last_task = p.task
+            hosts = ", ".join(r.name for r in p.hosts if r.status == events.RUNNING)
+            suffix = f"  [{hosts}]" if hosts else ""
+            print(f"[{_bar(p.percent)}] {p.percent:5.1f}%  {p.task}{suffix}", file=self.stream,
+                  flush=True)
+
+
+def print_recap(result: RunResult, stream=None) -> None:
+    stream = stream or sys.stdout
+    p = result.progress
+    if result.mode == "plan":
+        by_host: dict[str, list[str]] = {}
+        for host, task in p.changes:
+            by_host.setdefault(host, []).append(task)
+        print("\nPlan: what apply would change", file=stream)
+        for row in p.hosts:
+            tasks = by_host.get(row.name, [])
+            print(f"  {row.name}: {len(tasks)} change(s)", file=stream)
+            for task in tasks:
+                print(f"    ~ {task}", file=stream)
+    print("\nRecap:", file=stream)
+    for host, counts in sorted(p.recap.items()):
+        print(f"  {host:<20} ok={counts['ok']} changed={counts['changed']} "
+              f"failed={counts['failed']} unreachable={counts['unreachable']} "
+              f"skipped={counts['skipped']}", file=stream)
+    for f in p.failures:
+        print(f"  FAILED {f.host}: {f.task}: {f.message}", file=stream)
+    if result.status == "canceled":
+        print("  the run was canceled", file=stream)
+
+
+def run_cli(site: Site, mode: str, limit: str | None = None, verify: bool = False) -> int:
+    result = run_site(site, mode, limit=limit, on_progress=TerminalProgress())
+    print_recap(result)
+    if not result.ok:
+        return 1
+    if verify:
+        return verify_cli(site, limit=limit)
+    return 0
+
+
+def verify_cli(site: Site, limit: str | None = None, as_json: bool = False) -> int:
+    from tui.core import verify
+
+    reports = []
+    for host in site.hosts.values():
+        if limit and host.name != limit:
+            continue
+        if not host.stacks:
+            continue
+        info = {"name": host.name, "address": host.service_address, "stacks": host.stacks}
+        checks = verify.verify_host(info, site.secrets.get(host.name, {}))
+        reports.append((host.name, checks))
+    if as_json:
+        print(json.dumps([{"host": h, "checks": [c.__dict__ for c in cs]} for h, cs in reports],
+                         indent=2))
+    else:
+        print(verify.format_report(reports))
+    return 0 if all(c.ok for _, cs in reports for c in cs) else 1

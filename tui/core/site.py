@@ -1,0 +1,403 @@
+"""The user's site: a plain Ansible project directory that abri reads, validates and writes.
+
+Layout (everything but the vault password is inside the site and safe to commit):
+
+    inventory.ini                 hosts by kind (abri's block, plus whatever the user adds)
+    group_vars/all/abri.yml       site settings (registry mirror, stacks root, site id)
+    host_vars/<host>/abri.yml     the host's kind, address and stacks with their settings
+    host_vars/<host>/vault.yml    the host's generated secrets, ansible-vault encrypted
+    site.yml  ansible.cfg         generated; run with plain ansible-playbook too
+
+Every change goes through load -> mutate -> validate -> save: nothing is written unless the
+whole site validates, and each file is replaced atomically. Files abri does not manage are
+never touched.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tui.core import inventory, render, validate
+from tui.core import secrets as vault
+from tui.core.atomic import write_atomic
+from tui.core.catalog import Catalog
+from tui.core.errors import AbriError, Problem, SiteError
+from tui.core.inventory import KINDS, TARGET_KINDS, HostEntry
+
+SITE_VARS = Path("group_vars/all/abri.yml")
+HOST_VARS = "abri.yml"
+MANAGED_NOTE = "# Managed by abri: it rewrites this file. Put your own variables in another file.\n"
+
+
+@dataclass
+class SiteSettings:
+    registry_mirror: str = ""
+    registry_insecure: bool = False
+    stacks_root: str = "/opt/abri"
+
+    FIELDS = ("registry_mirror", "registry_insecure", "stacks_root")
+
+    def set(self, key: str, raw: Any) -> None:
+        """Set one site setting from user input; ValueError says what would be valid."""
+        if key == "registry_mirror":
+            self.registry_mirror = validate.registry(str(raw))
+        elif key == "registry_insecure":
+            text = str(raw).strip().lower()
+            if text not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+                raise ValueError(f"{raw!r} is not true or false")
+            self.registry_insecure = text in ("true", "yes", "1", "on")
+        elif key == "stacks_root":
+            self.stacks_root = validate.absolute_dir(str(raw))
+        else:
+            raise KeyError(key)
+
+
+@dataclass
+class Host:
+    name: str
+    kind: str
+    address: str | None = None
+    port: int | None = None
+    user: str | None = None
+    key: str | None = None
+    parent: str | None = None
+    stacks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def service_address(self) -> str:
+        """Where the controller reaches this host's services."""
+        return "127.0.0.1" if self.kind == "local" else (self.address or self.name)
+
+    def entry(self) -> HostEntry:
+        return HostEntry(self.name, self.kind, self.address, self.port, self.user, self.key,
+                         self.parent)
+
+
+class Site:
+    def __init__(self, path: Path, site_id: str, settings: SiteSettings,
+                 hosts: dict[str, Host], secrets: dict[str, dict[str, dict[str, str]]],
+                 catalog: Catalog):
+        self.path = Path(path)
+        self.site_id = site_id
+        self.settings = settings
+        self.hosts = hosts
+        self.secrets = secrets  # host -> stack -> key -> value; kept for removed stacks too
+        self.catalog = catalog
+
+    # ------------------------------------------------------------------ loading
+    @staticmethod
+    def exists(path: Path) -> bool:
+        return (Path(path) / SITE_VARS).is_file()
+
+    @classmethod
+    def init(cls, path: Path, catalog: Catalog | None = None,
+             settings: SiteSettings | None = None) -> Site:
+        """A new, empty site. Refuses a folder that already holds an abri site."""
+        path = Path(path)
+        if cls.exists(path):
+            raise SiteError(Problem(str(path), "", "already holds an abri site "
+                                    f"({SITE_VARS}); use it, or choose an empty folder"))
+        if (path / "inventory.ini").exists():
+            raise SiteError(Problem(str(path / "inventory.ini"), "", "already exists and "
+                                    "was not made by abri; choose an empty folder"))
+        site = cls(path, uuid.uuid4().hex, settings or SiteSettings(), {}, {},
+                   catalog or Catalog.load())
+        vault.ensure_vault_password(site.site_id)
+        return site
+
+    @classmethod
+    def load(cls, path: Path, catalog: Catalog | None = None) -> Site:
+        path = Path(path)
+        catalog = catalog or Catalog.load()
+        if not path.is_dir():
+            raise SiteError(Problem(str(path), "", "is not a folder; create a site with "
+                                    "'abri init --site DIR'"))
+        if not cls.exists(path):
+            raise SiteError(Problem(str(path), "", f"is not an abri site (no {SITE_VARS}); "
+                                    "create one with 'abri init'"))
+        site_vars = _read_yaml(path / SITE_VARS)
+        site_id = site_vars.get("abri_site_id")
+        if not isinstance(site_id, str) or not site_id.isalnum():
+            raise SiteError(Problem(str(SITE_VARS), "abri_site_id",
+                                    "is missing or not a plain id; restore it from git"))
+        settings = SiteSettings()
+        problems: list[Problem] = []
+        for key in SiteSettings.FIELDS:
+            if f"abri_{key}" in site_vars:
+                try:
+                    settings.set(key, site_vars[f"abri_{key}"])
+                except ValueError as exc:
+                    problems.append(Problem(str(SITE_VARS), f"abri_{key}", str(exc)))
+        if not (path / "inventory.ini").is_file():
+            raise SiteError(Problem(str(path / "inventory.ini"), "", "is missing"))
+        entries = inventory.parse(path / "inventory.ini")
+        hosts: dict[str, Host] = {}
+        secrets: dict[str, dict[str, dict[str, str]]] = {}
+        for name, e in entries.items():
+            host = Host(e.name, e.kind, e.address, e.port, e.user, e.key, e.parent)
+            host_dir = path / "host_vars" / name
+            data = _read_yaml(host_dir / HOST_VARS) if (host_dir / HOST_VARS).exists() else {}
+            stacks = data.get("abri_stacks") or {}
+            where = f"host_vars/{name}/{HOST_VARS}"
+            if not isinstance(stacks, dict):
+                problems.append(Problem(where, "abri_stacks", "must be a mapping of stack "
+                                        "names to their settings"))
+                stacks = {}
+            for stack, values in stacks.items():
+                if not isinstance(values, dict):
+                    values = {}
+                host.stacks[str(stack)] = dict(values)
+            hosts[name] = host
+            secrets[name] = vault.read_host_secrets(site_id, host_dir)
+        site = cls(path, site_id, settings, hosts, secrets, catalog)
+        problems.extend(site.problems())
+        if problems:
+            raise SiteError(problems)
+        return site
+
+    # ------------------------------------------------------------------ changes
+    def add_host(self, name: str, kind: str, address: str | None = None,
+                 port: int | str | None = None, user: str | None = None,
+                 key: str | None = None, parent: str | None = None) -> Host:
+        where = f"host '{name}'"
+        problems: list[Problem] = []
+
+        def check(fieldname: str, fn, value):
+            try:
+                return fn(value)
+            except ValueError as exc:
+                problems.append(Problem(where, fieldname, str(exc)))
+                return None
+
+        name = check("name", validate.host_name, name) or name
+        if kind not in KINDS:
+            problems.append(Problem(where, "kind", f"{kind!r} is not a host kind; use one of "
+                                    + ", ".join(KINDS)))
+        if name in self.hosts:
+            problems.append(Problem(where, "name", "is already in this site; choose another "
+                                    "name or remove the host first"))
+        clean_address = check("address", validate.address, address) if address else None
+        clean_port = check("port", validate.port, port) if port not in (None, "") else None
+        clean_user = check("user", validate.ssh_user, user) if user else None
+        clean_key = check("key", validate.key_path, key) if key else None
+        if kind == "local":
+            for fieldname, given in (("address", address), ("port", port), ("key", key)):
+                if given:
+                    problems.append(Problem(where, fieldname, "a local host is this machine "
+                                            f"and takes no {fieldname}; leave it out, or use "
+                                            "kind ssh for another machine"))
+            others = [h.name for h in self.hosts.values() if h.kind == "local"]
+            if others:
+                problems.append(Problem(where, "kind", f"this site already has a local host "
+                                        f"({others[0]}); a site has at most one"))
+        elif kind in ("ssh", "vps", "proxmox") and not address:
+            problems.append(Problem(where, "address", f"is required for a {kind} host; give "
+                                    "its IP address or DNS name"))
+        if kind == "guest":
+            if not parent:
+                problems.append(Problem(where, "parent", "a guest needs the proxmox host that "
+                                        "owns it (--parent NAME)"))
+            elif parent not in self.hosts or self.hosts[parent].kind != "proxmox":
+                nodes = [h.name for h in self.hosts.values() if h.kind == "proxmox"]
+                problems.append(Problem(where, "parent", f"{parent!r} is not a proxmox host of "
+                                        "this site; valid: " + (", ".join(nodes) or "none yet")))
+        elif parent:
+            problems.append(Problem(where, "parent", "only a guest has a parent"))
+        if problems:
+            raise AbriError(problems)
+        host = Host(name, kind, clean_address, clean_port, clean_user, clean_key,
+                    parent if kind == "guest" else None)
+        self.hosts[name] = host
+        return host
+
+    def remove_host(self, name: str) -> None:
+        self._host(name)
+        guests = [h.name for h in self.hosts.values() if h.parent == name]
+        if guests:
+            raise AbriError(Problem(f"host '{name}'", "name", "owns the guests "
+                                    + ", ".join(guests) + "; remove them first"))
+        del self.hosts[name]
+
+    def add_stack(self, host_name: str, stack_name: str,
+                  sets: dict[str, str] | None = None) -> None:
+        host = self._host(host_name)
+        where = f"host '{host_name}', stack '{stack_name}'"
+        if stack_name not in self.catalog:
+            raise AbriError(Problem(where, "stack", f"{stack_name!r} is not in the catalog; "
+                                    "valid: " + ", ".join(self.catalog.names())))
+        if host.kind not in TARGET_KINDS:
+            raise AbriError(Problem(where, "host", f"a {host.kind} host runs no stacks; add "
+                                    "them to one of its guests"))
+        stack = self.catalog[stack_name]
+        values = dict(host.stacks.get(stack_name) or stack.defaults())
+        secrets = dict(self.secrets.get(host_name, {}).get(stack_name, {}))
+        problems = self._apply_sets(where, stack, values, secrets, sets or {})
+        if problems:
+            raise AbriError(problems)
+        for key in stack.secret_keys:
+            if not secrets.get(key):
+                secrets[key] = vault.generate()
+        host.stacks.pop(stack_name, None)  # re-insert last: a collision is reported on it
+        host.stacks[stack_name] = values
+        self.secrets.setdefault(host_name, {})[stack_name] = secrets
+
+    def set_stack(self, host_name: str, stack_name: str, sets: dict[str, str]) -> None:
+        host = self._host(host_name)
+        if stack_name not in host.stacks:
+            raise AbriError(Problem(f"host '{host_name}'", "stack", f"{stack_name!r} is not on "
+                                    "this host; add it with 'abri stack add'"))
+        self.add_stack(host_name, stack_name, sets)
+
+    def remove_stack(self, host_name: str, stack_name: str) -> None:
+        """Take a stack off a host. Its secrets stay in the vault: the data it leaves on
+        the host (kept on purpose) still belongs to those credentials."""
+        host = self._host(host_name)
+        if stack_name not in host.stacks:
+            raise AbriError(Problem(f"host '{host_name}'", "stack", f"{stack_name!r} is not on "
+                                    "this host; on it: " + (", ".join(host.stacks) or "nothing")))
+        del host.stacks[stack_name]
+
+    def _apply_sets(self, where: str, stack, values: dict, secrets: dict,
+                    sets: dict[str, str]) -> list[Problem]:
+        problems = []
+        for key, raw in sets.items():
+            setting = stack.setting(key)
+            if setting is None:
+                valid = ", ".join(s.key for s in stack.settings) or "none"
+                problems.append(Problem(where, key, f"is not a setting of {stack.name}; valid: "
+                                        f"{valid}"))
+                continue
+            try:
+                value = setting.convert(raw)
+            except ValueError as exc:
+                problems.append(Problem(where, key, str(exc)))
+                continue
+            if setting.secret:
+                secrets[key] = value
+            else:
+                values[key] = value
+        return problems
+
+    def _host(self, name: str) -> Host:
+        if name not in self.hosts:
+            raise AbriError(Problem(f"host '{name}'", "name", "is not in this site; hosts: "
+                                    + (", ".join(self.hosts) or "none yet")))
+        return self.hosts[name]
+
+    # ------------------------------------------------------------------ validation
+    def problems(self) -> list[Problem]:
+        """Everything wrong with the site as a whole (cross-field and cross-stack checks)."""
+        out: list[Problem] = []
+        for host in self.hosts.values():
+            out.extend(self._host_problems(host))
+        return out
+
+    def _host_problems(self, host: Host) -> list[Problem]:
+        out: list[Problem] = []
+        if host.stacks and host.kind not in TARGET_KINDS:
+            out.append(Problem(f"host '{host.name}'", "stacks", f"a {host.kind} host runs no "
+                               "stacks; move them to a guest"))
+            return out
+        claimed: dict[tuple[int, str], str] = {}
+        if host.kind != "local":
+            claimed[(host.port or 22, "tcp")] = "SSH"
+        provided = {cap for s in host.stacks if s in self.catalog
+                    for cap in self.catalog[s].provides}
+        for name, raw in host.stacks.items():  # insertion order: the newest stack last
+            where = f"host '{host.name}', stack '{name}'"
+            if name not in self.catalog:
+                out.append(Problem(where, "stack", f"{name!r} is not in the catalog; valid: "
+                                   + ", ".join(self.catalog.names())))
+                continue
+            stack = self.catalog[name]
+            values = stack.defaults()
+            for key, value in raw.items():
+                setting = stack.setting(key)
+                if setting is None or setting.secret:
+                    valid = ", ".join(s.key for s in stack.settings if not s.secret)
+                    what = "a secret (kept in the vault)" if setting else "not a setting"
+                    out.append(Problem(where, key, f"is {what} of {name}; valid here: {valid}"))
+                    continue
+                try:
+                    values[key] = setting.convert(value)
+                except ValueError as exc:
+                    out.append(Problem(where, key, str(exc)))
+            raw.clear()
+            raw.update(values)
+            for cap in stack.uses:
+                if cap not in provided:
+                    providers = self.catalog.providers(cap) or ["(none in the catalog)"]
+                    out.append(Problem(where, "uses", f"needs {cap}, which no stack on this host "
+                                       f"provides; add {' or '.join(providers)} to "
+                                       f"'{host.name}' first"))
+            for port, number in stack.active_ports(values):
+                key = (number, port.protocol)
+                if key in claimed:
+                    out.append(Problem(where, port.setting, f"port {number}/{port.protocol} is "
+                                       f"already used by {claimed[key]} on this host; choose "
+                                       "another port"))
+                else:
+                    claimed[key] = f"{name} ({port.name})"
+        return out
+
+    def check(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise AbriError(problems)
+
+    # ------------------------------------------------------------------ writing
+    def save(self) -> None:
+        """Validate, then write every managed file atomically. Nothing is written when the
+        site has problems."""
+        self.check()
+        files = render.site_files(self)
+        existing_inventory = None
+        inv = self.path / "inventory.ini"
+        if inv.exists():
+            existing_inventory = inv.read_text(encoding="utf-8")
+        inventory_text = inventory.merge(existing_inventory,
+                                         [h.entry() for h in self.hosts.values()])
+        self.path.mkdir(parents=True, exist_ok=True)
+        vault.ensure_vault_password(self.site_id)
+        write_atomic(inv, inventory_text)
+        for rel, text in files.items():
+            write_atomic(self.path / rel, text)
+        for host in self.hosts.values():
+            host_dir = self.path / "host_vars" / host.name
+            vault.write_host_secrets(self.site_id, host_dir, self.secrets.get(host.name, {}))
+        # hosts removed from the site: drop abri's vars file, keep secrets and user files
+        for host_dir in sorted((self.path / "host_vars").glob("*")):
+            if host_dir.is_dir() and host_dir.name not in self.hosts:
+                managed = host_dir / HOST_VARS
+                if managed.exists():
+                    managed.unlink()
+
+    def copy(self) -> Site:
+        return Site(self.path, self.site_id, copy.deepcopy(self.settings),
+                    copy.deepcopy(self.hosts), copy.deepcopy(self.secrets), self.catalog)
+
+    def all_secret_values(self) -> list[str]:
+        return [v for stacks in self.secrets.values() for keys in stacks.values()
+                for v in keys.values()]
+
+
+def _read_yaml(file: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SiteError(Problem(str(file), "", f"cannot be read: {exc.strerror}")) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise SiteError(Problem(str(file), "", f"is not valid YAML{at}")) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SiteError(Problem(str(file), "", "must hold a mapping of variables"))
+    return data

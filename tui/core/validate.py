@@ -1,0 +1,101 @@
+"""Field validators shared by the CLI, the TUI (as-you-type) and the site loader.
+
+Each returns the cleaned value or raises ValueError with a message that says what was
+wrong and what would be valid. Callers attach the host, stack and field names.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path
+
+_HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+
+
+def host_name(value: str) -> str:
+    value = (value or "").strip()
+    if not _HOST_NAME.match(value):
+        raise ValueError(f"{value!r} is not a valid host name; use 1-63 letters, digits and "
+                         "hyphens, not starting or ending with a hyphen (e.g. home-server)")
+    return value
+
+
+def address(value: str) -> str:
+    value = (value or "").strip()
+    if not value:
+        raise ValueError("is empty; give an IP address or a DNS name (e.g. 192.168.1.20)")
+    try:
+        return str(ipaddress.ip_address(value.strip("[]")))
+    except ValueError:
+        pass
+    labels = value.rstrip(".").split(".")
+    if (len(value) > 253 or not all(_DNS_LABEL.match(label) for label in labels)
+            or labels[-1].isdigit()):
+        raise ValueError(f"{value!r} is neither an IP address nor a DNS name; use e.g. "
+                         "192.168.1.20, fd00::20 or pi.home.arpa")
+    return value
+
+
+def port(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a port; use a number from 1 to 65535")
+    try:
+        number = int(str(value).strip(), 10)
+    except ValueError:
+        raise ValueError(f"{str(value)!r} is not a port; use a number from 1 to 65535") from None
+    if not 1 <= number <= 65535:
+        raise ValueError(f"{number} is out of range; use a number from 1 to 65535")
+    return number
+
+
+def ssh_user(value: str) -> str:
+    value = (value or "").strip()
+    if not _USER.match(value):
+        raise ValueError(f"{value!r} is not a valid user name; use a lowercase letter or _ "
+                         "then up to 31 lowercase letters, digits, _ or - (e.g. root, pi)")
+    return value
+
+
+def key_path(value: str) -> str:
+    raw = (value or "").strip()
+    if not raw:
+        raise ValueError("is empty; give the path of an SSH private key (e.g. ~/.ssh/id_ed25519)")
+    path = Path(os.path.expanduser(raw))
+    if not path.is_absolute():
+        path = path.resolve()
+    if not path.exists():
+        raise ValueError(f"{str(path)!r} does not exist; give the path of an existing SSH "
+                         "private key file")
+    if not path.is_file():
+        raise ValueError(f"{str(path)!r} is not a file; give an SSH private key file")
+    try:
+        head = path.read_bytes()[:64]
+    except OSError:
+        raise ValueError(f"{str(path)!r} cannot be read; check its permissions") from None
+    if b"PRIVATE KEY" not in head:
+        raise ValueError(f"{str(path)!r} is not an SSH private key (no PRIVATE KEY header); "
+                         "give the private half, not the .pub file")
+    return str(path)
+
+
+def registry(value: str) -> str:
+    value = (value or "").strip()
+    if value and not _REGISTRY.match(value):
+        raise ValueError(f"{value!r} is not a registry address; use host or host:port "
+                         "(e.g. registry.example.eu or 10.0.0.5:5000), or empty for upstream")
+    if ":" in value:
+        port(value.rsplit(":", 1)[1])
+    return value
+
+
+def absolute_dir(value: str) -> str:
+    value = (value or "").strip()
+    if not value.startswith("/") or re.search(r"[\s'\"\\]", value) or ".." in value.split("/"):
+        raise ValueError(f"{value!r} is not an absolute folder path without spaces or '..' "
+                         "(e.g. /opt/abri)")
+    return value.rstrip("/") or "/"
