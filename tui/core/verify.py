@@ -1,0 +1,411 @@
+"""Post-deploy checks against the real services of a host (headless, never imports textual).
+
+``verify_host(host, secrets)`` talks to what the deploy put on one host, from this machine:
+
+* the MQTT broker (paho-mqtt): a publish/subscribe round trip as the admin user and as each
+  client user (one per stack that uses mqtt), anonymous clients and a wrong password refused,
+  and an ACL violation not delivered;
+* Home Assistant (its REST API, a token from the login flow with the owner's credentials): the
+  API answers, the MQTT integration is loaded, and an MQTT discovery config plus a state for a
+  test sensor show up as ``sensor.<slug>`` with that state (the sensor is removed afterwards).
+
+Every check becomes a ``Check(name, ok, detail)``; no secret ever goes into a detail.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets as _secrets
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = ["Check", "format_report", "verify_host"]
+
+ADMIN_USER = "admin"
+VERIFY_SENSOR_ID = "abri_verify"
+VERIFY_SENSOR_NAME = "abri verify"
+
+
+@dataclass(frozen=True)
+class Check:
+    """The outcome of one check: a short name, whether it passed, and what was seen."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+# --------------------------------------------------------------------------------------------
+# MQTT
+
+
+class _Mqtt:
+    """A small synchronous wrapper around a paho-mqtt client running its own network loop."""
+
+    def __init__(self, host: str, port: int, username: str | None, password: str | None,
+                 timeout: float):
+        import paho.mqtt.client as mqtt
+
+        self.timeout = timeout
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=f"abri-verify-{_secrets.token_hex(4)}")
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self.reason: object = None
+        self.messages: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.host, self.port = host, port
+
+    def _on_connect(self, client, userdata, flags, reason, properties):
+        self.reason = reason
+        self._connected.set()
+
+    def _on_message(self, client, userdata, msg):
+        with self._arrived:
+            self.messages.append((msg.topic, bytes(msg.payload)))
+            self._arrived.notify_all()
+
+    def connect(self) -> tuple[bool, str]:
+        """(accepted, reason text)."""
+        try:
+            self.client.connect(self.host, self.port, keepalive=30)
+        except OSError as exc:
+            return False, f"cannot reach {self.host}:{self.port}: {exc.strerror or exc}"
+        self.client.loop_start()
+        if not self._connected.wait(self.timeout):
+            return False, "no answer to CONNECT"
+        failed = getattr(self.reason, "is_failure", False)
+        return (not failed), str(self.reason)
+
+    def subscribe(self, topic: str) -> bool:
+        self._subscribed.clear()
+        self.client.subscribe(topic, qos=1)
+        return self._subscribed.wait(self.timeout)
+
+    def publish(self, topic: str, payload: str | bytes, *, retain: bool = False) -> bool:
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        try:
+            info.wait_for_publish(self.timeout)
+        except (ValueError, RuntimeError):
+            return False
+        return info.is_published()
+
+    def wait_for(self, topic: str, payload: bytes, timeout: float | None = None) -> bool:
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        with self._arrived:
+            while (topic, payload) not in self.messages:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._arrived.wait(left)
+        return True
+
+    def seen(self, topic: str) -> bool:
+        with self._lock:
+            return any(t == topic for t, _ in self.messages)
+
+    def close(self) -> None:
+        try:
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
+
+
+def _check_refused(name: str, host: str, port: int, username: str | None,
+                   password: str | None, timeout: float) -> Check:
+    client = _Mqtt(host, port, username, password, timeout)
+    try:
+        accepted, reason = client.connect()
+    finally:
+        client.close()
+    if accepted:
+        return Check(name, False, "the broker accepted the connection")
+    if reason.startswith("cannot reach") or reason == "no answer to CONNECT":
+        return Check(name, False, reason)
+    return Check(name, True, f"refused: {reason}")
+
+
+def _round_trip(user: str, password: str, host: str, port: int, topic: str,
+                timeout: float) -> Check:
+    name = f"mqtt round trip as {user}"
+    client = _Mqtt(host, port, user, password, timeout)
+    try:
+        accepted, reason = client.connect()
+        if not accepted:
+            return Check(name, False, f"connection refused: {reason}")
+        if not client.subscribe(topic):
+            return Check(name, False, f"no SUBACK for {topic}")
+        payload = _secrets.token_hex(8).encode()
+        if not client.publish(topic, payload):
+            return Check(name, False, f"publish to {topic} not acknowledged")
+        if not client.wait_for(topic, payload):
+            return Check(name, False, f"own message on {topic} did not come back")
+        return Check(name, True, f"published and received on {topic}")
+    finally:
+        client.close()
+
+
+def _acl_violation(client_user: str, client_password: str, admin_password: str, host: str,
+                   port: int, timeout: float) -> Check:
+    """``client_user`` publishes where it may not; the admin, subscribed there, must not see it.
+
+    After the forbidden publish is acknowledged, the admin publishes a marker on the same topic:
+    once the marker arrives, the broker has long routed the forbidden message, if it ever would.
+    """
+    name = f"mqtt acl: {client_user} cannot write outside its topics"
+    nonce = _secrets.token_hex(6)
+    topic = f"abri/verify/acl-{nonce}"
+    admin = _Mqtt(host, port, ADMIN_USER, admin_password, timeout)
+    client = _Mqtt(host, port, client_user, client_password, timeout)
+    try:
+        ok, reason = admin.connect()
+        if not ok or not admin.subscribe(topic):
+            return Check(name, False, f"admin could not subscribe to {topic}: {reason}")
+        ok, reason = client.connect()
+        if not ok:
+            return Check(name, False, f"{client_user} could not connect: {reason}")
+        client.publish(topic, b"forbidden")
+        marker = f"marker-{nonce}".encode()
+        if not admin.publish(topic, marker) or not admin.wait_for(topic, marker):
+            return Check(name, False, f"admin's marker on {topic} did not come back")
+        with admin._lock:
+            leaked = (topic, b"forbidden") in admin.messages
+        if leaked:
+            return Check(name, False, f"{client_user}'s message on {topic} was delivered")
+        return Check(name, True, f"{client_user}'s message on {topic} was dropped")
+    finally:
+        client.close()
+        admin.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Home Assistant
+
+
+class _Http:
+    def __init__(self, base: str, timeout: float):
+        self.base = base.rstrip("/")
+        self.timeout = timeout
+        self.token: str | None = None
+
+    def request(self, method: str, path: str, *, json_body=None, form=None):
+        data = None
+        headers = {"Accept": "application/json"}
+        if json_body is not None:
+            data = json.dumps(json_body).encode()
+            headers["Content-Type"] = "application/json"
+        elif form is not None:
+            data = urllib.parse.urlencode(form).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(self.base + path, data=data, headers=headers, method=method)
+        with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 (own host)
+            body = resp.read()
+            return resp.status, (json.loads(body) if body else None)
+
+    def login(self, username: str, password: str) -> str:
+        """Log in through the login flow; keeps and returns the refresh token."""
+        client_id = self.base + "/"
+        redirect = client_id + "?auth_callback=1"
+        _, flow = self.request("POST", "/auth/login_flow", json_body={
+            "client_id": client_id, "handler": ["homeassistant", None],
+            "redirect_uri": redirect})
+        _, step = self.request("POST", f"/auth/login_flow/{flow['flow_id']}", json_body={
+            "client_id": client_id, "username": username, "password": password})
+        if step.get("type") != "create_entry":
+            raise PermissionError(f"login flow answered {step.get('type')}: "
+                                  f"{', '.join((step.get('errors') or {}).values()) or 'no code'}")
+        _, tokens = self.request("POST", "/auth/token", form={
+            "grant_type": "authorization_code", "code": step["result"], "client_id": client_id})
+        self.token = tokens["access_token"]
+        return tokens.get("refresh_token", "")
+
+    def revoke(self, refresh_token: str) -> None:
+        if refresh_token:
+            try:
+                self.request("POST", "/auth/revoke", form={"token": refresh_token})
+            except (urllib.error.URLError, OSError):
+                pass
+
+
+def _http_error(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError):
+        return f"cannot reach: {exc.reason}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _slug(name: str) -> str:
+    out, last_us = [], False
+    for ch in name.lower():
+        if ch.isalnum():
+            out.append(ch)
+            last_us = False
+        elif not last_us:
+            out.append("_")
+            last_us = True
+    return "".join(out).strip("_")
+
+
+def _homeassistant_checks(host: dict, settings: dict, ha_secrets: dict, admin_password: str | None,
+                          mqtt_port: int | None, timeout: float, state_timeout: float) -> list[Check]:
+    address = host["address"]
+    port = int(settings.get("port", 8123))
+    http = _Http(f"http://{address}:{port}", timeout)
+    username = settings.get("owner_username", "owner")
+    checks: list[Check] = []
+    try:
+        status, body = http.request("GET", "/api/onboarding")
+        open_steps = [s["step"] for s in body if not s.get("done")]
+        checks.append(Check("homeassistant onboarded", not open_steps,
+                            "all steps done" if not open_steps
+                            else f"open steps: {', '.join(open_steps)}"))
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as exc:
+        return [Check("homeassistant answers", False, f"{http.base}: {_http_error(exc)}")]
+
+    password = ha_secrets.get("owner_password")
+    if not password:
+        return checks + [Check("homeassistant login", False, "no owner password in the secrets")]
+    refresh = ""
+    try:
+        refresh = http.login(username, password)
+        checks.append(Check("homeassistant login", True, f"token for {username} from the login flow"))
+        _, api = http.request("GET", "/api/")
+        checks.append(Check("homeassistant api", True, (api or {}).get("message", "answers")))
+        _, entries = http.request("GET", "/api/config/config_entries/entry")
+        domains = {e["domain"]: e.get("state") for e in entries}
+        outside = sorted(d for d in domains if d in ("google_translate", "radio_browser", "met",
+                                                      "cloud", "homeassistant_alerts"))
+        checks.append(Check("homeassistant without outside integrations", not outside,
+                            "none configured" if not outside else f"found: {', '.join(outside)}"))
+        if mqtt_port is None:
+            return checks
+        mqtt_state = domains.get("mqtt")
+        checks.append(Check("homeassistant mqtt integration", mqtt_state == "loaded",
+                            f"config entry state: {mqtt_state or 'missing'}"))
+        if admin_password:
+            checks.append(_discovery_check(http, address, mqtt_port, admin_password,
+                                           timeout, state_timeout))
+    except PermissionError as exc:
+        checks.append(Check("homeassistant login", False, str(exc)))
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as exc:
+        checks.append(Check("homeassistant api", False, _http_error(exc)))
+    finally:
+        http.revoke(refresh)
+    return checks
+
+
+def _discovery_check(http: _Http, address: str, mqtt_port: int, admin_password: str,
+                     timeout: float, state_timeout: float) -> Check:
+    """Discovery config + state over MQTT, then the entity's state over the REST API."""
+    name = "homeassistant sees an mqtt sensor"
+    entity = f"sensor.{_slug(VERIFY_SENSOR_NAME)}"
+    config_topic = f"homeassistant/sensor/{VERIFY_SENSOR_ID}/config"
+    state_topic = f"abri/verify/{VERIFY_SENSOR_ID}/state"
+    value = str(_secrets.randbelow(10**6))
+    mqtt = _Mqtt(address, mqtt_port, ADMIN_USER, admin_password, timeout)
+    try:
+        ok, reason = mqtt.connect()
+        if not ok:
+            return Check(name, False, f"admin could not connect: {reason}")
+        config = {"name": VERIFY_SENSOR_NAME, "state_topic": state_topic,
+                  "unique_id": f"{VERIFY_SENSOR_ID}_sensor"}
+        mqtt.publish(config_topic, json.dumps(config), retain=True)
+        deadline = time.monotonic() + state_timeout
+        last = "not found"
+        while time.monotonic() < deadline:
+            # the state is published again until it shows: the entity may appear after the
+            # first state was sent
+            mqtt.publish(state_topic, value, retain=True)
+            try:
+                _, state = http.request("GET", f"/api/states/{entity}")
+                last = f"state {state.get('state')!r}"
+                if state.get("state") == value:
+                    return Check(name, True, f"{entity} = {value} within "
+                                 f"{state_timeout - (deadline - time.monotonic()):.1f}s")
+            except urllib.error.HTTPError as exc:
+                last = f"HTTP {exc.code}"
+            time.sleep(1)
+        return Check(name, False, f"{entity}: {last} after {state_timeout:.0f}s, wanted {value}")
+    finally:
+        try:
+            # remove the test sensor again (an empty retained config deletes the entity)
+            mqtt.publish(config_topic, b"", retain=True)
+            mqtt.publish(state_topic, b"", retain=True)
+        finally:
+            mqtt.close()
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def verify_host(host: dict, secrets: dict, *, timeout: float = 10.0,
+                state_timeout: float = 60.0) -> list[Check]:
+    """Check the services deployed on one host.
+
+    host: {"name", "address", "stacks": {stack name: settings}}; secrets: that host's
+    abri_secrets ({stack: {key: value}}). timeout bounds each network step, state_timeout the
+    wait for Home Assistant to show the test sensor.
+    """
+    stacks = host.get("stacks") or {}
+    address = host["address"]
+    secrets = secrets or {}
+    checks: list[Check] = []
+    admin_password = None
+    mqtt_port = None
+    if "mosquitto" in stacks:
+        mqtt_port = int(stacks["mosquitto"].get("port", 1883))
+        admin_password = (secrets.get("mosquitto") or {}).get("admin_password")
+        if not admin_password:
+            checks.append(Check("mqtt admin password", False, "missing from the secrets"))
+        else:
+            nonce = _secrets.token_hex(6)
+            checks.append(_round_trip(ADMIN_USER, admin_password, address, mqtt_port,
+                                      f"abri/verify/{nonce}", timeout))
+            checks.append(_check_refused("mqtt anonymous refused", address, mqtt_port,
+                                         None, None, timeout))
+            checks.append(_check_refused("mqtt wrong password refused", address, mqtt_port,
+                                         ADMIN_USER, "wrong-" + _secrets.token_hex(8), timeout))
+            for stack in sorted(stacks):
+                client_password = (secrets.get(stack) or {}).get("mqtt_password")
+                if stack == "mosquitto" or not client_password:
+                    continue
+                checks.append(_round_trip(stack, client_password, address, mqtt_port,
+                                          f"{stack}/abri_verify/{nonce}", timeout))
+                checks.append(_acl_violation(stack, client_password, admin_password, address,
+                                             mqtt_port, timeout))
+    if "homeassistant" in stacks:
+        checks.extend(_homeassistant_checks(host, stacks["homeassistant"],
+                                            secrets.get("homeassistant") or {}, admin_password,
+                                            mqtt_port, timeout, state_timeout))
+    if not checks:
+        checks.append(Check("nothing to verify", True, "no stack with checks on this host"))
+    return checks
+
+
+def format_report(results: Iterable[tuple[str, list[Check]]]) -> str:
+    """Plain-text report of ``[(host name, checks), ...]``: one line per check, then a total."""
+    lines: list[str] = []
+    passed = failed = 0
+    for host, checks in results:
+        lines.append(f"{host}:")
+        for check in checks:
+            mark = "ok  " if check.ok else "FAIL"
+            lines.append(f"  {mark} {check.name}" + (f": {check.detail}" if check.detail else ""))
+            passed += check.ok
+            failed += not check.ok
+    lines.append(f"verify: {passed} passed, {failed} failed")
+    return "\n".join(lines)
