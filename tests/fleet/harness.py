@@ -1,0 +1,897 @@
+"""abri fleet harness: real Debian 13 test hosts in Docker, local service images, local registry.
+
+Plain Python (no pytest needed), so benchmark scripts can use it too:
+
+    import sys; sys.path.insert(0, "tests/fleet")
+    import harness
+    images = harness.build_images()              # host images + service images, cached by hash
+    reg = harness.ensure_registry(images)         # local registry with the service images
+    with harness.start_fleet(2) as fleet:         # two hosts with Docker preinstalled
+        print(fleet.hosts[0].exec("hostname").stdout)
+
+Everything this module creates in Docker is named with the prefix ``abri-fleet-`` and carries the
+labels ``abri.fleet.run`` (one id per Fleet) and ``abri.fleet.pid`` (the owning process), so
+leftovers can be found and reaped without touching anybody else's fleet.
+
+The engine itself is set up by ``tests/fleet/engine.sh start``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import io
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+IMAGES_DIR = HERE / "images"
+PREFIX = "abri-fleet-"
+LABEL_RUN = "abri.fleet.run"
+LABEL_PID = "abri.fleet.pid"
+LABEL_RECIPE = "abri.fleet.recipe"
+
+HA_VERSION = "2025.4.4"
+#: what Debian 13 ships; the kit's stack manifest pins the same upstream tag
+MOSQUITTO_VERSION = "2.0.21"
+REGISTRY_PORT = 5000
+REGISTRY_ROOT = Path(os.environ.get("ABRI_TEST_REGISTRY_ROOT", "/var/lib/abri-test-registry"))
+REGISTRY_PIDFILE = Path("/tmp/abri-test-registry.pid")
+REGISTRY_LOG = Path("/tmp/abri-test-registry.log")
+BUILD_LOCK = Path("/tmp/abri-fleet-build.lock")
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+HOST_PACKAGES = (
+    "systemd,systemd-sysv,openssh-server,python3,sudo,dbus,iproute2,ca-certificates"
+)
+#: flags that boot systemd as PID 1 on this kind of machine (--privileged does not work here)
+SYSTEMD_FLAGS = (
+    "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--cap-add", "SYS_PTRACE",
+    "--cap-add", "MKNOD",
+    "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+    "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    "--tmpfs", "/run", "--tmpfs", "/run/lock",
+    "--stop-signal", "SIGRTMIN+3",
+)
+SSH_OPTS = (
+    "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
+    "-o", "IdentitiesOnly=yes",
+)
+
+
+class FleetError(RuntimeError):
+    """Something in the fleet machinery failed; the message says what and where to look."""
+
+
+def say(msg: str) -> None:
+    print(f"[abri-fleet] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- docker helpers
+
+
+def docker(
+    *args: str,
+    input: str | bytes | None = None,
+    check: bool = True,
+    timeout: float | None = 600,
+    capture: bool = True,
+) -> subprocess.CompletedProcess:
+    """Run the docker CLI. Text output unless ``input`` is bytes."""
+    env = dict(os.environ)
+    env.setdefault("DOCKER_BUILDKIT", "0")  # the classic builder; no buildx plugin needed
+    text = not isinstance(input, bytes)
+    try:
+        proc = subprocess.run(
+            ["docker", *args],
+            input=input,
+            capture_output=capture,
+            text=text,
+            timeout=timeout,
+            env=env,
+        )
+    except FileNotFoundError as exc:
+        raise FleetError("the docker CLI is not installed (run tests/fleet/engine.sh start)") from exc
+    if check and proc.returncode != 0:
+        err = proc.stderr if capture else ""
+        if isinstance(err, bytes):
+            err = err.decode(errors="replace")
+        raise FleetError(f"docker {' '.join(args[:3])} ... failed ({proc.returncode}): {err.strip()}")
+    return proc
+
+
+def engine_status() -> tuple[bool, str]:
+    """(True, "") when we are root and a Docker engine answers; else (False, one-line reason)."""
+    if os.geteuid() != 0:
+        return False, "fleet tests need root (they start containers with systemd)"
+    if shutil.which("docker") is None:
+        return False, "no docker CLI; run tests/fleet/engine.sh start"
+    try:
+        proc = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True, text=True, timeout=20,
+        )
+    except subprocess.TimeoutExpired:
+        return False, "docker info timed out; run tests/fleet/engine.sh start"
+    if proc.returncode != 0:
+        return False, "no Docker engine answers; run tests/fleet/engine.sh start"
+    return True, ""
+
+
+def image_exists(ref: str) -> bool:
+    return docker("image", "inspect", ref, check=False).returncode == 0
+
+
+def image_id(ref: str) -> str:
+    return docker("image", "inspect", "-f", "{{.Id}}", ref).stdout.strip()
+
+
+def image_size(ref: str) -> int:
+    return int(docker("image", "inspect", "-f", "{{.Size}}", ref).stdout.strip())
+
+
+# --------------------------------------------------------------------------- recipe hashing
+
+
+def recipe_hash(directory: Path, *extra: str | bytes) -> str:
+    """sha256 (12 hex) over every file of a recipe folder (path + content) and extra inputs."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        if "__pycache__" in path.parts:
+            continue
+        h.update(str(path.relative_to(directory)).encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    for item in extra:
+        h.update(item if isinstance(item, bytes) else item.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:12]
+
+
+@dataclasses.dataclass
+class ImageResult:
+    """One image: its local reference, whether this call built it, and how long that took."""
+
+    name: str
+    ref: str
+    built: bool
+    seconds: float
+
+    @property
+    def reused(self) -> bool:
+        return not self.built
+
+
+@contextlib.contextmanager
+def _build_lock() -> Iterator[None]:
+    """Serialise image builds across processes (two test runs on one machine)."""
+    with open(BUILD_LOCK, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _cached_or_build(name: str, ref: str, build, force: bool) -> ImageResult:
+    start = time.monotonic()
+    if not force and image_exists(ref):
+        say(f"cache hit: {name} image {ref} (recipe unchanged, not rebuilt)")
+        return ImageResult(name, ref, False, time.monotonic() - start)
+    with _build_lock():
+        if not force and image_exists(ref):
+            say(f"cache hit: {name} image {ref} (built meanwhile by another process)")
+            return ImageResult(name, ref, False, time.monotonic() - start)
+        say(f"building {name} image {ref} (recipe changed or never built)")
+        build()
+    seconds = time.monotonic() - start
+    say(f"built {name} image {ref} in {seconds:.0f}s")
+    return ImageResult(name, ref, True, seconds)
+
+
+def _run_logged(cmd: list[str], what: str, env: dict | None = None, timeout: float = 3600) -> None:
+    """Run a long build command; on failure raise with the tail of its output."""
+    full_env = dict(os.environ)
+    full_env.setdefault("DOCKER_BUILDKIT", "0")
+    if env:
+        full_env.update(env)
+    with tempfile.TemporaryFile(mode="w+") as out:
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, text=True,
+                              env=full_env, timeout=timeout)
+        if proc.returncode != 0:
+            out.seek(0)
+            tail = "".join(out.readlines()[-40:])
+            raise FleetError(f"{what} failed ({proc.returncode}); last output:\n{tail}")
+
+
+def _mmdebstrap_import(
+    suite: str, include: str, ref: str, changes: list[str], hook: Path | None = None,
+    env: dict | None = None,
+) -> None:
+    if shutil.which("mmdebstrap") is None:
+        raise FleetError("mmdebstrap is not installed (run tests/fleet/engine.sh start)")
+    with tempfile.TemporaryDirectory(prefix="abri-fleet-mm-", dir="/var/tmp") as tmp:
+        tar = Path(tmp) / "rootfs.tar"
+        cmd = ["mmdebstrap", "--variant=apt", f"--include={include}"]
+        if hook is not None:
+            cmd.append(f'--customize-hook=sh "{hook}" "$1"')
+        cmd += [suite, str(tar)]
+        _run_logged(cmd, f"mmdebstrap {suite}", env=env)
+        args = ["import"]
+        for change in changes:
+            args += ["-c", change]
+        docker(*args, str(tar), ref)
+
+
+def _docker_build(context: Path, ref: str, build_args: dict[str, str], recipe: str) -> None:
+    cmd = ["docker", "build", "--pull=false", "--label", f"{LABEL_RECIPE}={recipe}", "-t", ref]
+    for key, value in build_args.items():
+        cmd += ["--build-arg", f"{key}={value}"]
+    cmd.append(str(context))
+    _run_logged(cmd, f"docker build {ref}")
+
+
+# --------------------------------------------------------------------------- images
+
+
+HOST_SUITES = {"trixie": "13", "bookworm": "12"}
+
+
+def build_host_image(suite: str = "trixie", force: bool = False) -> ImageResult:
+    """Debian with systemd as PID 1, sshd, python3, sudo: abri-test/host:<hash> (trixie)
+    or abri-test/host-bookworm:<hash> (a Debian 12 host, for the "unsupported OS" path)."""
+    if suite not in HOST_SUITES:
+        raise ValueError(f"unknown suite {suite!r}; known: {sorted(HOST_SUITES)}")
+    recipe_dir = IMAGES_DIR / "host"
+    h = recipe_hash(recipe_dir, suite, HOST_PACKAGES)
+    name = "host" if suite == "trixie" else f"host-{suite}"
+    ref = f"abri-test/{name}:{h}"
+
+    def build() -> None:
+        _mmdebstrap_import(
+            suite, HOST_PACKAGES, ref,
+            changes=['CMD ["/sbin/init"]', "ENV container=docker"],
+            hook=recipe_dir / "customize.sh",
+            env={"ABRI_RECIPE_DIR": str(recipe_dir), "ABRI_SUITE": suite},
+        )
+
+    return _cached_or_build(name, ref, build, force)
+
+
+def build_host_docker_image(force: bool = False, host: ImageResult | None = None) -> ImageResult:
+    """The trixie host plus Debian's docker.io and docker-compose: abri-test/host-docker:<hash>."""
+    host = host or build_host_image("trixie")
+    recipe_dir = IMAGES_DIR / "host-docker"
+    h = recipe_hash(recipe_dir, host.ref)
+    ref = f"abri-test/host-docker:{h}"
+    return _cached_or_build(
+        "host-docker", ref,
+        lambda: _docker_build(recipe_dir, ref, {"BASE_IMAGE": host.ref}, h), force,
+    )
+
+
+def build_debian_base(force: bool = False) -> ImageResult:
+    """Debian 13 base for the service images: abri-test/debian:trixie-<hash>."""
+    recipe_dir = IMAGES_DIR / "debian"
+    h = recipe_hash(recipe_dir, "trixie", "ca-certificates")
+    ref = f"abri-test/debian:trixie-{h}"
+
+    def build() -> None:
+        _mmdebstrap_import(
+            "trixie", "ca-certificates", ref,
+            changes=['CMD ["/bin/bash"]', "ENV LANG=C.UTF-8"],
+        )
+
+    return _cached_or_build("debian", ref, build, force)
+
+
+def build_mosquitto_image(force: bool = False, base: ImageResult | None = None) -> ImageResult:
+    base = base or build_debian_base()
+    recipe_dir = IMAGES_DIR / "mosquitto"
+    h = recipe_hash(recipe_dir, base.ref)
+    ref = f"abri-test/mosquitto:{MOSQUITTO_VERSION}-{h}"
+    return _cached_or_build(
+        "mosquitto", ref,
+        lambda: _docker_build(recipe_dir, ref, {"BASE_IMAGE": base.ref}, h), force,
+    )
+
+
+def build_homeassistant_image(force: bool = False, base: ImageResult | None = None,
+                              verify: bool = True) -> ImageResult:
+    base = base or build_debian_base()
+    recipe_dir = IMAGES_DIR / "homeassistant"
+    ca = CA_BUNDLE.read_bytes()
+    h = recipe_hash(recipe_dir, base.ref, HA_VERSION, ca)
+    ref = f"abri-test/home-assistant:{HA_VERSION}-{h}"
+
+    def build() -> None:
+        with tempfile.TemporaryDirectory(prefix="abri-fleet-ha-") as tmp:
+            ctx = Path(tmp) / "ctx"
+            shutil.copytree(recipe_dir, ctx)
+            (ctx / "ca-certificates.crt").write_bytes(ca)
+            _docker_build(ctx, ref, {"BASE_IMAGE": base.ref, "HA_VERSION": HA_VERSION}, h)
+        if verify:
+            try:
+                verify_homeassistant_image(ref)
+            except Exception:
+                docker("rmi", "-f", ref, check=False)
+                raise
+
+    return _cached_or_build("home-assistant", ref, build, force)
+
+
+def verify_homeassistant_image(ref: str, timeout: float = 300) -> dict:
+    """Start the image once, wait for /api/onboarding to answer, stop it. Returns facts."""
+    name = f"{PREFIX}verify-ha-{secrets.token_hex(3)}"
+    docker("run", "-d", "--name", name, "--label", f"{LABEL_PID}={os.getpid()}",
+           "-e", "TZ=Europe/Berlin", ref)
+    start = time.monotonic()
+    try:
+        ip = docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", name).stdout.strip()
+        url = f"http://{ip}:8123/api/onboarding"
+        body = None
+        while time.monotonic() - start < timeout:
+            state = docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip()
+            if state != "true":
+                break
+            try:
+                with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (own container)
+                    body = json.loads(resp.read())
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                time.sleep(2)
+        logs = docker("logs", name, check=False).stderr or ""
+        if body is None:
+            raise FleetError(
+                f"Home Assistant image {ref} did not serve {url} within {timeout:.0f}s;"
+                f" container log tail:\n{logs[-4000:]}"
+            )
+        installs = [line for line in logs.splitlines() if "Attempting install" in line]
+        seconds = time.monotonic() - start
+        say(f"verified {ref}: /api/onboarding answered after {seconds:.0f}s: {body}")
+        if installs:
+            say("Home Assistant installed requirements at first start: " + "; ".join(installs))
+        return {"seconds": seconds, "onboarding": body, "runtime_installs": installs}
+    finally:
+        docker("rm", "-f", name, check=False)
+
+
+@dataclasses.dataclass
+class Images:
+    """Every image the fleet tests use, with the built/reused flag of each."""
+
+    host: ImageResult
+    host_docker: ImageResult
+    debian: ImageResult
+    mosquitto: ImageResult
+    homeassistant: ImageResult | None
+
+    def all(self) -> list[ImageResult]:
+        return [
+            r for r in (self.host, self.host_docker, self.debian, self.mosquitto,
+                        self.homeassistant) if r is not None
+        ]
+
+    @property
+    def any_built(self) -> bool:
+        return any(r.built for r in self.all())
+
+
+def build_images(homeassistant: bool = True, force: bool = False) -> Images:
+    """Build (or reuse by recipe hash) every image the fleet needs."""
+    host = build_host_image("trixie", force=force)
+    host_docker = build_host_docker_image(force=force, host=host)
+    debian = build_debian_base(force=force)
+    mosquitto = build_mosquitto_image(force=force, base=debian)
+    ha = build_homeassistant_image(force=force, base=debian) if homeassistant else None
+    return Images(host, host_docker, debian, mosquitto, ha)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def bridge_gateway() -> str:
+    """The docker bridge's gateway address (172.17.0.1 normally), reachable from every host."""
+    out = docker("network", "inspect", "bridge", "-f",
+                 "{{range .IPAM.Config}}{{.Gateway}} {{end}}").stdout.split()
+    if out:
+        return out[0]
+    # Debian's engine leaves the gateway out of IPAM; read it off the bridge interface
+    iface = docker("network", "inspect", "bridge", "-f",
+                   '{{index .Options "com.docker.network.bridge.name"}}').stdout.strip() or "docker0"
+    proc = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", iface],
+                          capture_output=True, text=True, check=False)
+    for word in proc.stdout.split():
+        if "/" in word and word[0].isdigit():
+            return word.split("/")[0]
+    raise FleetError(f"cannot find the docker bridge gateway address (interface {iface})")
+
+
+#: upstream repository paths, mirrored in the local registry
+UPSTREAM = {
+    "mosquitto": ("library/eclipse-mosquitto", [MOSQUITTO_VERSION, "2.0", "2"]),
+    "homeassistant": ("homeassistant/home-assistant", [HA_VERSION]),
+}
+
+
+@dataclasses.dataclass
+class Registry:
+    """The local image registry and what it holds.
+
+    address: "172.17.0.1:5000"; refs: {"mosquitto": "172.17.0.1:5000/library/eclipse-mosquitto:2.0.21",
+    "homeassistant": "172.17.0.1:5000/homeassistant/home-assistant:2025.4.4"};
+    upstream: the same keys with the docker.io references they stand in for;
+    pushed: {key: True if this call pushed, False if the registry already had it}.
+    """
+
+    address: str
+    refs: dict[str, str]
+    upstream: dict[str, str]
+    pushed: dict[str, bool]
+
+    def __str__(self) -> str:
+        return self.address
+
+
+def _registry_answers(address: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{address}/v2/", timeout=3) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_registry(address: str | None = None, timeout: float = 30) -> str:
+    """Start Debian's docker-registry on the bridge gateway unless one answers there."""
+    address = address or f"{bridge_gateway()}:{REGISTRY_PORT}"
+    if _registry_answers(address):
+        return address
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        raise FleetError("docker-registry is not installed (run tests/fleet/engine.sh start)")
+    REGISTRY_ROOT.mkdir(parents=True, exist_ok=True)
+    config = REGISTRY_ROOT / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: warn\n"
+        "storage:\n"
+        f"  filesystem:\n    rootdirectory: {REGISTRY_ROOT / 'data'}\n"
+        "  delete:\n    enabled: true\n"
+        f"http:\n  addr: {address}\n"
+    )
+    say(f"starting docker-registry on {address} (storage {REGISTRY_ROOT}, log {REGISTRY_LOG})")
+    with open(REGISTRY_LOG, "ab") as log:
+        proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    REGISTRY_PIDFILE.write_text(str(proc.pid))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _registry_answers(address):
+            return address
+        if proc.poll() is not None:
+            break
+        time.sleep(0.3)
+    tail = REGISTRY_LOG.read_text(errors="replace")[-2000:] if REGISTRY_LOG.exists() else ""
+    raise FleetError(f"docker-registry did not answer on {address}; log tail:\n{tail}")
+
+
+def stop_registry() -> None:
+    """Stop the registry only if this harness started it (pid file)."""
+    if not REGISTRY_PIDFILE.exists():
+        return
+    pid = int(REGISTRY_PIDFILE.read_text().strip() or 0)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"docker-registry" in cmdline:
+            os.kill(pid, 15)
+    REGISTRY_PIDFILE.unlink(missing_ok=True)
+
+
+def _registry_config_digest(address: str, repo: str, tag: str) -> str | None:
+    req = urllib.request.Request(
+        f"http://{address}/v2/{repo}/manifests/{tag}",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read()).get("config", {}).get("digest")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def push_image(local_ref: str, address: str, repo: str, tags: Iterable[str]) -> bool:
+    """Push local_ref as address/repo:tag for each tag; skip tags that already hold it."""
+    want = image_id(local_ref)
+    pushed = False
+    for tag in tags:
+        remote = f"{address}/{repo}:{tag}"
+        if _registry_config_digest(address, repo, tag) == want:
+            say(f"cache hit: registry already has {remote}")
+            continue
+        say(f"pushing {local_ref} -> {remote}")
+        docker("tag", local_ref, remote)
+        try:
+            docker("push", remote, timeout=1800)
+        except FleetError as exc:
+            raise FleetError(
+                f"{exc}\nThe engine must trust the plain-HTTP registry {address}: start it with"
+                " tests/fleet/engine.sh start (it passes --insecure-registry), or list the address"
+                " under insecure-registries in /etc/docker/daemon.json."
+            ) from exc
+        pushed = True
+    return pushed
+
+
+def ensure_registry(images: Images | None = None) -> Registry:
+    """Start the registry and push the service images under their upstream repository paths."""
+    images = images or build_images()
+    address = start_registry()
+    refs, upstream, pushed = {}, {}, {}
+    local = {"mosquitto": images.mosquitto, "homeassistant": images.homeassistant}
+    for key, result in local.items():
+        if result is None:
+            continue
+        repo, tags = UPSTREAM[key]
+        pushed[key] = push_image(result.ref, address, repo, tags)
+        refs[key] = f"{address}/{repo}:{tags[0]}"
+        upstream[key] = f"docker.io/{repo}:{tags[0]}"
+    return Registry(address, refs, upstream, pushed)
+
+
+# --------------------------------------------------------------------------- hosts and fleets
+
+
+def _tar_files(files: dict[str, tuple[bytes, int]]) -> bytes:
+    """A tar stream of {path: (content, mode)} owned by root, for `docker cp - CONTAINER:/`."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        dirs: set[str] = set()
+        for path in files:
+            parts = Path(path).parts[:-1]
+            for i in range(1, len(parts) + 1):
+                dirs.add(str(Path(*parts[:i])))
+        for d in sorted(dirs):
+            info = tarfile.TarInfo(d)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o700 if d.endswith(".ssh") else 0o755
+            tar.addfile(info)
+        for path, (content, mode) in files.items():
+            info = tarfile.TarInfo(path)
+            info.size = len(content)
+            info.mode = mode
+            tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+@dataclasses.dataclass
+class Host:
+    """One running test host.
+
+    name: container name = hostname = DNS name on the fleet network (prefix abri-fleet-)
+    ssh_port: sshd published on 127.0.0.1:<ssh_port>;  ssh_user: "root"
+    key_path: private ed25519 key (the public key is key_path + ".pub")
+    address: IPv4 address on the fleet network;  network: that network's name
+    """
+
+    name: str
+    ssh_port: int
+    ssh_user: str
+    key_path: Path
+    address: str
+    network: str
+    image: str
+    ssh_host: str = "127.0.0.1"
+
+    def exec(self, cmd: str, *, input: str | None = None, check: bool = True,
+             timeout: float = 600, user: str | None = None) -> subprocess.CompletedProcess:
+        """Run a shell command inside the host (docker exec; -i when input is given)."""
+        args = ["exec"]
+        if input is not None:
+            args.append("-i")
+        if user:
+            args += ["-u", user]
+        args += [self.name, "bash", "-c", cmd]
+        proc = docker(*args, input=input, check=False, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise FleetError(
+                f"{self.name}: {cmd!r} exited {proc.returncode}\n"
+                f"stdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-2000:]}"
+            )
+        return proc
+
+    def ssh(self, cmd: str, *, check: bool = True, timeout: float = 120
+            ) -> subprocess.CompletedProcess:
+        """Run a command over SSH, as Ansible would reach the host."""
+        proc = subprocess.run(
+            ["ssh", *SSH_OPTS, "-i", str(self.key_path), "-p", str(self.ssh_port),
+             f"{self.ssh_user}@{self.ssh_host}", cmd],
+            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        )
+        if check and proc.returncode != 0:
+            raise FleetError(f"{self.name}: ssh {cmd!r} exited {proc.returncode}: {proc.stderr}")
+        return proc
+
+    def journal_tail(self, lines: int = 80) -> str:
+        """The last lines of the host's systemd journal (docker logs if it is not running)."""
+        proc = docker("exec", self.name, "journalctl", "--no-pager", "-n", str(lines),
+                      check=False, timeout=30)
+        if proc.returncode == 0:
+            return proc.stdout
+        logs = docker("logs", "--tail", str(lines), self.name, check=False, timeout=30)
+        return f"(journalctl failed: {proc.stderr.strip()})\n{logs.stdout}{logs.stderr}"
+
+    def inventory_vars(self) -> str:
+        """Ansible connection variables for this host (one INI line without the name)."""
+        return (
+            f"ansible_host={self.ssh_host} ansible_port={self.ssh_port}"
+            f" ansible_user={self.ssh_user} ansible_ssh_private_key_file={self.key_path}"
+            " ansible_python_interpreter=/usr/bin/python3"
+            " ansible_ssh_common_args='-o StrictHostKeyChecking=no"
+            " -o UserKnownHostsFile=/dev/null'"
+        )
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        """Wait until systemd is running/degraded and sshd accepts our key."""
+        deadline = time.monotonic() + timeout
+        state = ""
+        while time.monotonic() < deadline:
+            proc = docker("exec", self.name, "systemctl", "is-system-running",
+                          check=False, timeout=30)
+            state = proc.stdout.strip()
+            if state in ("running", "degraded"):
+                break
+            time.sleep(0.5)
+        else:
+            raise FleetError(
+                f"{self.name}: systemd did not come up (state {state!r});"
+                f" journal:\n{self.journal_tail()}"
+            )
+        last = ""
+        while time.monotonic() < deadline:
+            proc = self.ssh("true", check=False, timeout=30)
+            if proc.returncode == 0:
+                return
+            last = proc.stderr.strip()
+            time.sleep(0.5)
+        raise FleetError(
+            f"{self.name}: sshd on 127.0.0.1:{self.ssh_port} did not accept the key ({last});"
+            f" journal:\n{self.journal_tail()}"
+        )
+
+
+IMAGE_KINDS = ("docker", "plain", "bookworm")
+
+
+class Fleet:
+    """A set of hosts on one dedicated docker network. Use as a context manager, or call
+    teardown(); teardown removes containers, volumes and the network, and never raises."""
+
+    def __init__(self, workdir: Path | None = None, registry: str | None = None):
+        self.id = secrets.token_hex(3)
+        self.prefix = f"{PREFIX}{self.id}"
+        self.network = f"{self.prefix}-net"
+        self.hosts: list[Host] = []
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"{self.prefix}-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.registry = registry
+        self._labels = ["--label", f"{LABEL_RUN}={self.id}", "--label", f"{LABEL_PID}={os.getpid()}"]
+        self._network_created = False
+        self._volumes: list[str] = []
+        self._containers: list[str] = []
+
+    # -- lifecycle
+
+    def _ensure_network(self) -> None:
+        if not self._network_created:
+            docker("network", "create", *self._labels, self.network)
+            self._network_created = True
+
+    def add_hosts(self, n: int, image: str = "docker", timeout: float = 120) -> list[Host]:
+        """Start n hosts. image: "docker" (Debian 13 + docker.io/compose preinstalled),
+        "plain" (Debian 13 only), "bookworm" (Debian 12), or an image reference."""
+        ref = _resolve_host_image(image)
+        self._ensure_network()
+        registry = self.registry or f"{bridge_gateway()}:{REGISTRY_PORT}"
+        daemon_json = json.dumps({"insecure-registries": [registry]}, indent=2).encode() + b"\n"
+        new: list[Host] = []
+        for _ in range(n):
+            index = len(self.hosts) + len(new) + 1
+            name = f"{self.prefix}-h{index}"
+            key = self.workdir / f"{name}_ed25519"
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name,
+                            "-f", str(key)], check=True, capture_output=True)
+            volume = f"{name}-docker"
+            docker("volume", "create", *self._labels, volume)
+            self._volumes.append(volume)
+            docker("create", "--name", name, "--hostname", name, *self._labels,
+                   "--network", self.network, "-p", "127.0.0.1::22",
+                   "-v", f"{volume}:/var/lib/docker", *SYSTEMD_FLAGS, ref, "/sbin/init")
+            self._containers.append(name)
+            pub = Path(f"{key}.pub").read_bytes()
+            files = {
+                "root/.ssh/authorized_keys": (pub, 0o600),
+                "etc/docker/daemon.json": (daemon_json, 0o644),
+            }
+            docker("cp", "-", f"{name}:/", input=_tar_files(files))
+            new.append(Host(name=name, ssh_port=0, ssh_user="root", key_path=key,
+                            address="", network=self.network, image=ref))
+        for host in new:
+            docker("start", host.name)
+        for host in new:
+            port = docker("port", host.name, "22/tcp").stdout.split("\n")[0].rsplit(":", 1)[1]
+            host.ssh_port = int(port)
+            host.address = docker(
+                "inspect", "-f",
+                "{{(index .NetworkSettings.Networks \"%s\").IPAddress}}" % self.network,
+                host.name,
+            ).stdout.strip()
+        self.hosts.extend(new)
+        for host in new:
+            host.wait_ready(timeout=timeout)
+        return new
+
+    def teardown(self) -> list[str]:
+        """Remove everything this fleet made; returns the problems (empty when all went)."""
+        problems = []
+        if self._containers:
+            proc = docker("rm", "-f", "-v", *self._containers, check=False, timeout=120)
+            if proc.returncode != 0 and "No such container" not in proc.stderr:
+                problems.append(proc.stderr.strip())
+        if self._volumes:
+            proc = docker("volume", "rm", "-f", *self._volumes, check=False, timeout=120)
+            if proc.returncode != 0:
+                problems.append(proc.stderr.strip())
+        if self._network_created:
+            proc = docker("network", "rm", self.network, check=False, timeout=60)
+            if proc.returncode != 0 and "not found" not in proc.stderr:
+                problems.append(proc.stderr.strip())
+        self._containers, self._volumes, self._network_created = [], [], False
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        for problem in problems:
+            say(f"teardown of fleet {self.id}: {problem}")
+        return problems
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.teardown()
+
+    # -- helpers
+
+    def __iter__(self) -> Iterator[Host]:
+        return iter(self.hosts)
+
+    def __len__(self) -> int:
+        return len(self.hosts)
+
+    def __getitem__(self, index: int) -> Host:
+        return self.hosts[index]
+
+    def inventory(self, path: Path | None = None, group: str = "fleet") -> Path:
+        """Write an Ansible INI inventory of all hosts (under [group]) and return its path."""
+        path = path or self.workdir / "inventory.ini"
+        lines = [f"[{group}]"] + [f"{h.name} {h.inventory_vars()}" for h in self.hosts]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def journal_tails(self, lines: int = 80) -> dict[str, str]:
+        return {h.name: h.journal_tail(lines) for h in self.hosts}
+
+
+def _resolve_host_image(image: str) -> str:
+    if image == "docker":
+        return build_host_docker_image().ref
+    if image == "plain":
+        return build_host_image("trixie").ref
+    if image == "bookworm":
+        return build_host_image("bookworm").ref
+    return image
+
+
+def start_fleet(n: int, image: str = "docker", *, workdir: Path | None = None,
+                registry: str | None = None, timeout: float = 120) -> Fleet:
+    """Start a fleet of n hosts (see Fleet.add_hosts); tears down again if booting fails."""
+    fleet = Fleet(workdir=workdir, registry=registry)
+    try:
+        fleet.add_hosts(n, image=image, timeout=timeout)
+    except BaseException:
+        fleet.teardown()
+        raise
+    return fleet
+
+
+# --------------------------------------------------------------------------- leftovers
+
+
+def leftovers(run: str | None = None, pid: int | None = None) -> dict[str, list[str]]:
+    """Containers, volumes and networks named abri-fleet-*, optionally only one run's or
+    one process's (by label)."""
+    filters = ["--filter", f"name={PREFIX}"]
+    if run:
+        filters += ["--filter", f"label={LABEL_RUN}={run}"]
+    if pid:
+        filters += ["--filter", f"label={LABEL_PID}={pid}"]
+    containers = docker("ps", "-a", *filters, "--format", "{{.Names}}").stdout.split()
+    volumes = docker("volume", "ls", "-q", *filters).stdout.split()
+    networks = docker("network", "ls", *filters, "--format", "{{.Name}}").stdout.split()
+    # name filters match substrings; keep true prefixes only
+    return {
+        "containers": [c for c in containers if c.startswith(PREFIX)],
+        "volumes": [v for v in volumes if v.startswith(PREFIX)],
+        "networks": [n for n in networks if n.startswith(PREFIX)],
+    }
+
+
+def reap_orphans() -> dict[str, list[str]]:
+    """Remove abri-fleet-* resources whose owning process is gone (crashed earlier runs).
+    Live fleets of other processes on this machine are left alone."""
+
+    def owner_alive(kind: str, name: str) -> bool:
+        fmt = '{{index .Config.Labels "%s"}}' if kind == "container" else '{{index .Labels "%s"}}'
+        args = ["inspect", "-f", fmt % LABEL_PID, name] if kind == "container" else [
+            kind, "inspect", "-f", fmt % LABEL_PID, name]
+        proc = docker(*args, check=False)
+        pid = proc.stdout.strip()
+        if not pid.isdigit():
+            return False
+        return Path(f"/proc/{pid}").exists()
+
+    found = leftovers()
+    reaped: dict[str, list[str]] = {"containers": [], "volumes": [], "networks": []}
+    for name in found["containers"]:
+        if not owner_alive("container", name):
+            docker("rm", "-f", "-v", name, check=False)
+            reaped["containers"].append(name)
+    for name in found["volumes"]:
+        if not owner_alive("volume", name):
+            if docker("volume", "rm", "-f", name, check=False).returncode == 0:
+                reaped["volumes"].append(name)
+    for name in found["networks"]:
+        if not owner_alive("network", name):
+            if docker("network", "rm", name, check=False).returncode == 0:
+                reaped["networks"].append(name)
+    if any(reaped.values()):
+        say(f"reaped leftovers of dead runs: {reaped}")
+    return reaped
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use
+    import argparse
+
+    parser = argparse.ArgumentParser(description="abri fleet harness")
+    parser.add_argument("command", choices=["images", "registry", "reap", "leftovers", "up"])
+    parser.add_argument("-n", type=int, default=1)
+    args = parser.parse_args()
+    if args.command == "images":
+        imgs = build_images()
+        for r in imgs.all():
+            print(f"{r.name:15} {r.ref:55} {'built' if r.built else 'reused'} {r.seconds:.0f}s")
+    elif args.command == "registry":
+        reg = ensure_registry()
+        print(json.dumps(dataclasses.asdict(reg), indent=2))
+    elif args.command == "reap":
+        print(reap_orphans())
+    elif args.command == "leftovers":
+        print(leftovers())
+    elif args.command == "up":
+        fl = start_fleet(args.n)
+        for h in fl:
+            print(h)
+        input("fleet is up; press Enter to tear it down ")
+        fl.teardown()
