@@ -1,3 +1,3 @@
-"""abri: a sovereign smart-home kit. The package holds the engine (tui.core) and the UI (tui.app)."""
+"""abri: a sovereign smart-home kit: the engine (tui.core) and the installer UI (tui.app)."""
 
 __version__ = "0.1.0"

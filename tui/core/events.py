@@ -161,7 +161,8 @@ def reduce(state: Progress, event: dict[str, Any]) -> Progress:
                 recap[h][label] = int(n)
         hosts = state.hosts
         for h, counts in recap.items():
-            for label in ("ok", "changed", "failed", "unreachable", "skipped"):
+            for label in ("ok", "changed", "failed", "unreachable", "skipped", "rescued",
+                          "ignored"):
                 counts.setdefault(label, 0)
             status = (UNREACHABLE if counts["unreachable"] else FAILED if counts["failed"]
                       else CHANGED if counts["changed"] else OK)

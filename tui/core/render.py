@@ -23,6 +23,9 @@ def _yaml(data: Any) -> str:
                                     allow_unicode=True)
 
 
+SSH_ARGS = ("-o ControlMaster=auto", "-o ControlPersist=60s", "-o StrictHostKeyChecking=accept-new")
+
+
 def collections_dir() -> str:
     """Where the `ansible` package put its collections (site-packages/ansible_collections)."""
     import ansible
@@ -55,7 +58,7 @@ forks = 10
 [ssh_connection]
 pipelining = True
 # Trust a host's key the first time, refuse a changed key afterwards (site-local file).
-ssh_args = -o ControlMaster=auto -o ControlPersist=60s -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={known_hosts}
+ssh_args = {" ".join(SSH_ARGS)} -o UserKnownHostsFile={known_hosts}
 """
 
 
@@ -67,7 +70,8 @@ def site_vars(site: Site, kit: Path) -> str:
         "abri_registry_insecure": site.settings.registry_insecure,
         "abri_stacks_root": site.settings.stacks_root,
     }
-    return "# Managed by abri: site settings. Change them with 'abri site set KEY=VALUE'.\n" + _yaml(data)
+    note = "# Managed by abri: site settings. Change them with 'abri site set KEY=VALUE'.\n"
+    return note + _yaml(data)
 
 
 def host_vars(site: Site, name: str) -> str:

@@ -73,7 +73,6 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
     cmdline = ["--check", "--diff"] if mode == "plan" else []
     cmdline += extra_args or []
     bindir = Path(sys.executable).parent
-    playbook_bin = bindir / "ansible-playbook"
     state = events.Progress(total_hint=_total_hint(site, mode))
     recorded: list[dict[str, Any]] = []
     lock = threading.Lock()
@@ -109,8 +108,6 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
         "quiet": True,
         "ident": "run",
     }
-    if playbook_bin.exists():
-        kwargs["binary"] = str(playbook_bin)
     if limit:
         kwargs["limit"] = limit
     result = ansible_runner.run(**{k: v for k, v in kwargs.items() if v is not None})

@@ -1,0 +1,34 @@
+"""A site directory abri cannot open: what is wrong and where, instead of a crash."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from tui.app.screens.dialogs import problems_text
+from tui.core.errors import Problem
+
+
+class BrokenSiteScreen(Screen):
+    BINDINGS = [Binding("r", "reload", "Reload"), Binding("q", "app.quit", "Quit")]
+
+    def __init__(self, problems: list[Problem]):
+        super().__init__(classes="-failed")
+        self.problems = problems
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="broken"):
+            yield Static(f"abri cannot open the site in {self.app.site_dir}", id="broken-title")
+            yield Static("Nothing was changed. Fix the problems below in the files named "
+                         "(or restore them from git), then press r to reload.",
+                         classes="hint")
+            with VerticalScroll(id="broken-problems"):
+                yield Static(problems_text(self.problems), id="broken-list")
+        yield Footer()
+
+    async def action_reload(self) -> None:
+        await self.app.open_site()

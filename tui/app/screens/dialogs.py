@@ -1,0 +1,96 @@
+"""Small modal dialogs: confirm, quit with unsaved changes, and the error modal."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+from tui.core.errors import Problem
+
+
+def problems_text(problems: list[Problem]) -> Text:
+    """Problems as readable lines: where and field in bold, then what is wrong."""
+    text = Text()
+    for i, p in enumerate(problems):
+        if i:
+            text.append("\n")
+        text.append("• ")
+        place = ", ".join(x for x in (p.where, p.field) if x)
+        if place:
+            text.append(place, style="bold")
+            text.append(": ")
+        text.append(p.message)
+    return text
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question. Enter picks the focused button, Escape means no."""
+
+    BINDINGS = [Binding("escape", "dismiss(False)", "Cancel"),
+                Binding("y", "dismiss(True)", "Yes", show=False),
+                Binding("n", "dismiss(False)", "No", show=False)]
+
+    def __init__(self, question: str, yes: str = "Yes", no: str = "No"):
+        super().__init__(classes="dialog")
+        self.question, self.yes, self.no = question, yes, no
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-box"):
+            yield Static(self.question, classes="dialog-text")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self.yes, id="yes", variant="primary")
+                yield Button(self.no, id="no")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(event.button.id == "yes")
+
+
+class QuitScreen(ModalScreen[str]):
+    """Leaving with unsaved changes: save, discard, or stay."""
+
+    BINDINGS = [Binding("escape", "dismiss('stay')", "Stay"),
+                Binding("s", "dismiss('save')", "Save and quit", show=False),
+                Binding("d", "dismiss('discard')", "Discard", show=False)]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-box"):
+            yield Static("The site has unsaved changes. Save them before leaving?",
+                         classes="dialog-text")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Save and quit", id="save", variant="primary")
+                yield Button("Discard", id="discard", variant="error")
+                yield Button("Stay", id="stay")
+
+    def on_mount(self) -> None:
+        self.add_class("dialog")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(event.button.id or "stay")
+
+
+class ErrorScreen(ModalScreen[None]):
+    """What went wrong, as the engine's problems: never a traceback."""
+
+    BINDINGS = [Binding("escape,enter", "dismiss", "Close")]
+
+    def __init__(self, title: str, problems: list[Problem]):
+        super().__init__(classes="dialog -failed")
+        self.title_text, self.problems = title, problems
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-box"):
+            yield Static(self.title_text, classes="dialog-title")
+            with VerticalScroll(classes="dialog-scroll"):
+                yield Static(problems_text(self.problems), id="error-problems")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Close", id="close", variant="primary")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss()

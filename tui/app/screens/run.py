@@ -1,0 +1,225 @@
+"""A live run: apply (ansible-runner through the engine) or verify (the engine's checks)."""
+
+from __future__ import annotations
+
+import threading
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, ProgressBar, RichLog, Static
+
+from tui.app.messages import HostVerified, RunFinished, RunProgress, VerifyFinished
+from tui.core.events import Progress
+from tui.core.site import Site
+
+STATUS_STYLE = {"pending": "dim", "running": "cyan", "ok": "green", "changed": "yellow",
+                "failed": "bold red", "unreachable": "bold red"}
+COUNTS = ("ok", "changed", "failed", "skipped", "unreachable")
+
+
+class RunScreen(Screen):
+    BINDINGS = [Binding("c", "cancel", "Cancel run"),
+                Binding("escape", "close", "Back"),
+                Binding("v", "verify", "Verify now")]
+
+    def __init__(self, mode: str = "apply"):
+        super().__init__()
+        self.mode = mode
+        self.running = False
+        self.cancel_event = threading.Event()
+        self.last_task = ""
+        self.logged_failures = 0
+        self.logged_changes = 0
+        self.hosts_total = 0
+        self.hosts_done = 0
+        self.failed_checks = 0
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="run"):
+            yield Static(id="run-title")
+            yield Static(id="run-task")
+            yield ProgressBar(total=100, show_eta=False, id="run-bar")
+            yield DataTable(id="run-hosts", cursor_type="row", zebra_stripes=True)
+            yield RichLog(id="run-log", wrap=True, markup=False, highlight=False)
+            yield Static(id="run-recap")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#run-hosts", DataTable)
+        site: Site = self.app.site
+        if self.mode == "verify":
+            table.add_columns("Host", "Check", "Result", "Detail")
+            targets = [h for h in site.hosts.values() if h.stacks]
+            self.hosts_total = len(targets)
+            self.title_line(f"Verify: checking the services on {len(targets)} host(s)")
+            self.start(self.run_verify, site.copy())
+        else:
+            table.add_column("Host", key="host")
+            table.add_column("Status", key="status")
+            table.add_column("Task", key="task", width=24)
+            for key in COUNTS:
+                table.add_column(key[:4], key=key)
+            self.title_line(f"Apply: deploying the site onto {len(site.hosts)} host(s)")
+            self.start(self.run_apply, site.copy())
+
+    def title_line(self, text: str) -> None:
+        self.query_one("#run-title", Static).update(text)
+
+    def start(self, worker, site: Site) -> None:
+        self.running = True
+        self.set_class(True, "-running")
+        self.query_one("#run-task", Static).update("Starting…  (c cancels)")
+        worker(site, self.cancel_event)
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel":
+            return self.running
+        if action == "verify":
+            return self.mode == "apply" and not self.running
+        return True
+
+    # ------------------------------------------------------------------ apply
+    @work(thread=True, exclusive=True, exit_on_error=False, group="run")
+    def run_apply(self, site: Site, cancel: threading.Event) -> None:
+        result = self.app.runner(site, "apply", on_progress=lambda p: self.post_message(
+            RunProgress(p)), cancel=cancel)
+        self.post_message(RunFinished(result))
+
+    def on_run_progress(self, message: RunProgress) -> None:
+        self.show_progress(message.progress)
+
+    def show_progress(self, p: Progress) -> None:
+        bar = self.query_one("#run-bar", ProgressBar)
+        bar.update(progress=max(p.percent, bar.progress))
+        if p.task:
+            self.query_one("#run-task", Static).update(f"Task: {p.task}")
+        log = self.query_one("#run-log", RichLog)
+        if p.task and p.task != self.last_task:
+            self.last_task = p.task
+            log.write(Text(f"TASK {p.task}", style="bold"))
+        for host, task in p.changes[self.logged_changes:]:
+            log.write(Text(f"  ~ {host}: {task} (changed)", style="yellow"))
+        self.logged_changes = len(p.changes)
+        for f in p.failures[self.logged_failures:]:
+            log.write(Text(f"  ✘ {f.host}: {f.task}: {f.message}", style="red"))
+        self.logged_failures = len(p.failures)
+        table = self.query_one("#run-hosts", DataTable)
+        for row in p.hosts:
+            cells = {"host": row.name,
+                     "status": Text(row.status, style=STATUS_STYLE.get(row.status, "")),
+                     "task": row.task or "", **{k: str(getattr(row, k)) for k in COUNTS}}
+            if row.name in table.rows:
+                for key, value in cells.items():
+                    table.update_cell(row.name, key, value)
+            else:
+                table.add_row(*cells.values(), key=row.name)
+
+    def on_run_finished(self, message: RunFinished) -> None:
+        result = message.result
+        p: Progress = result.progress
+        self.show_progress(p)
+        self.finish(result.status == "canceled", result.ok)
+        failed = [f for f in p.failures]
+        if result.status == "canceled":
+            line = "Apply canceled: the hosts keep what was done so far."
+        elif result.ok:
+            line = "Apply finished: every host is deployed. Press v to verify."
+        elif failed:
+            line = f"Apply failed: {len(failed)} task(s) failed; the messages are in the log."
+        else:
+            line = f"Apply failed (ansible status {result.status}, rc {result.rc})."
+        self.query_one("#run-task", Static).update(line)
+        recap = Text()
+        recap.append("Recap  ", style="bold")
+        for host, counts in sorted(p.recap.items()):
+            recap.append(f"{host}: ", style="bold")
+            for key in ("ok", "changed", "failed", "unreachable"):
+                n = counts.get(key, 0)
+                style = STATUS_STYLE[key] if n and key != "ok" else ""
+                recap.append(f"{key}={n} ", style=style)
+            recap.append("  ")
+        self.query_one("#run-recap", Static).update(recap)
+        for row in p.hosts:
+            status = "canceled" if result.status == "canceled" and not row.failed else row.status
+            self.app.last_run[row.name] = (status, f"apply {status}")
+
+    # ------------------------------------------------------------------ verify
+    @work(thread=True, exclusive=True, exit_on_error=False, group="run")
+    def run_verify(self, site: Site, cancel: threading.Event) -> None:
+        for host in site.hosts.values():
+            if cancel.is_set():
+                break
+            if host.stacks:
+                self.post_message(HostVerified(host.name, self.app.verifier(site, host)))
+        self.post_message(VerifyFinished(cancel.is_set()))
+
+    def on_host_verified(self, message: HostVerified) -> None:
+        table = self.query_one("#run-hosts", DataTable)
+        log = self.query_one("#run-log", RichLog)
+        failed = 0
+        for check in message.checks:
+            ok = bool(getattr(check, "ok", False))
+            name = str(getattr(check, "name", "check"))
+            detail = str(getattr(check, "detail", ""))
+            failed += not ok
+            table.add_row(message.host, name, Text("ok" if ok else "FAILED",
+                                                   style="green" if ok else "bold red"), detail)
+            mark = "✔" if ok else "✘"
+            log.write(Text(f"{mark} {message.host}: {name}: {detail}",
+                           style="green" if ok else "red"))
+        self.failed_checks += failed
+        self.hosts_done += 1
+        status = "failed" if failed else "ok"
+        self.app.last_run[message.host] = (status, f"verify {status}")
+        bar = self.query_one("#run-bar", ProgressBar)
+        bar.update(progress=100 * self.hosts_done / max(self.hosts_total, 1))
+        self.query_one("#run-task", Static).update(f"Checked {message.host}")
+
+    def on_verify_finished(self, message: VerifyFinished) -> None:
+        self.finish(message.canceled, not self.failed_checks)
+        if message.canceled:
+            line = "Verify canceled."
+        elif not self.hosts_total:
+            line = "Nothing to verify: no host has stacks yet."
+        elif self.failed_checks:
+            line = f"Verify: {self.failed_checks} check(s) failed; details in the table."
+        else:
+            line = "Verify: every check passed."
+        self.query_one("#run-task", Static).update(line)
+        self.query_one("#run-bar", ProgressBar).update(progress=100)
+
+    # ------------------------------------------------------------------ common
+    def finish(self, canceled: bool, ok: bool) -> None:
+        self.running = False
+        self.set_class(False, "-running")
+        self.set_class(not ok and not canceled, "-failed")
+        self.set_class(ok and not canceled, "-ok")
+        self.set_class(canceled, "-canceled")
+        self.refresh_bindings()
+
+    def on_worker_state_changed(self, event) -> None:
+        if event.worker.group == "run" and event.state.name in ("ERROR", "CANCELLED"):
+            self.finish(False, False)
+            self.query_one("#run-task", Static).update("The run stopped with an error.")
+
+    def action_cancel(self) -> None:
+        if self.running:
+            self.cancel_event.set()
+            self.query_one("#run-task", Static).update("Canceling… (waiting for Ansible "
+                                                       "to stop cleanly)")
+
+    def action_close(self) -> None:
+        if self.running:
+            self.notify("The run is still going: press c to cancel it first.")
+            return
+        self.dismiss()
+
+    def action_verify(self) -> None:
+        if not self.running:
+            self.app.switch_screen(RunScreen("verify"))
