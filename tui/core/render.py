@@ -49,6 +49,7 @@ def ansible_cfg(site: Site, kit: Path) -> str:
 [defaults]
 inventory = inventory.ini
 roles_path = {kit / "playbooks" / "roles"}
+filter_plugins = {kit / "playbooks" / "filter_plugins"}
 collections_path = {collections_dir()}
 vault_password_file = {password_file}
 interpreter_python = auto_silent
