@@ -237,7 +237,7 @@ def _mmdebstrap_import(
 
 
 def _docker_build(context: Path, ref: str, build_args: dict[str, str], recipe: str) -> None:
-    cmd = ["docker", "build", "--pull=false", "--label", f"{LABEL_RECIPE}={recipe}", "-t", ref]
+    cmd = ["docker", "build", "--pull=false", "--force-rm", "--label", f"{LABEL_RECIPE}={recipe}", "-t", ref]
     for key, value in build_args.items():
         cmd += ["--build-arg", f"{key}={value}"]
     cmd.append(str(context))
@@ -333,11 +333,37 @@ def build_homeassistant_image(force: bool = False, base: ImageResult | None = No
     return _cached_or_build("home-assistant", ref, build, force)
 
 
+VERIFY_HA_CONFIGURATION = """\
+homeassistant:
+  name: abri image check
+  time_zone: Europe/Berlin
+logger:
+  default: info
+http:
+  server_port: 8123
+config:
+frontend:
+api:
+history:
+logbook:
+energy:
+sun:
+system_health:
+automation:
+script:
+scene:
+"""
+
+
 def verify_homeassistant_image(ref: str, timeout: float = 300) -> dict:
     """Start the image once, wait for /api/onboarding to answer, stop it. Returns facts."""
     name = f"{PREFIX}verify-ha-{secrets.token_hex(3)}"
+    config = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    # the integrations the kit's configuration.yaml lists, with info logging so that any
+    # run-time requirement install ("Attempting install of ...") shows in the log
+    (config / "configuration.yaml").write_text(VERIFY_HA_CONFIGURATION)
     docker("run", "-d", "--name", name, "--label", f"{LABEL_PID}={os.getpid()}",
-           "-e", "TZ=Europe/Berlin", ref)
+           "-e", "TZ=Europe/Berlin", "-v", f"{config}:/config", ref)
     start = time.monotonic()
     try:
         ip = docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", name).stdout.strip()
@@ -367,6 +393,7 @@ def verify_homeassistant_image(ref: str, timeout: float = 300) -> dict:
         return {"seconds": seconds, "onboarding": body, "runtime_installs": installs}
     finally:
         docker("rm", "-f", name, check=False)
+        shutil.rmtree(config, ignore_errors=True)
 
 
 @dataclasses.dataclass
