@@ -42,7 +42,7 @@ def test_init_host_and_stacks(abri, site_dir, ssh_key):
     assert "owner_password" not in host_vars["abri_stacks"]["homeassistant"]
     inventory = (site_dir / "inventory.ini").read_text()
     assert "pi ansible_host=192.168.1.20 ansible_port=2222 ansible_user=pi" in inventory
-    assert "home ansible_connection=local" in inventory
+    assert "home ansible_connection=local ansible_python_interpreter=/usr/bin/python3" in inventory
     catalog = json.loads(abri("stack", "list", "--json", "--site", site_dir).out)
     assert {"homeassistant", "mosquitto"} <= {s["name"] for s in catalog}
 

@@ -88,7 +88,11 @@ def failure_message(res: dict[str, Any]) -> str:
     """The one readable message of a failed task result (never a Python traceback)."""
     if res.get("censored"):
         return "the task failed; its output is hidden because it handles secrets (no_log)"
-    for key in ("msg", "message", "stderr", "reason", "stdout"):
+    for sub in (res.get("failed_modules") or {}).values():  # gather_facts' sub-results
+        if isinstance(sub, dict) and sub.get("failed"):
+            inner = sub.get("module_stderr") or sub.get("msg") or ""
+            return failure_message({"msg": inner}) if inner else failure_message(sub)
+    for key in ("msg", "message", "stderr", "module_stderr", "reason", "stdout"):
         value = res.get(key)
         if value:
             text = str(value).strip()

@@ -100,8 +100,8 @@ def render_block(hosts: list[HostEntry]) -> str:
         lines.append(f"[abri_{kind}]")
         for h in sorted((h for h in hosts if h.kind == kind), key=lambda h: h.name):
             parts = [h.name]
-            if h.kind == "local":
-                parts.append("ansible_connection=local")
+            if h.kind == "local":  # the system's Python: apt and friends need its modules
+                parts.append("ansible_connection=local ansible_python_interpreter=/usr/bin/python3")
             if h.address:
                 parts.append(f"ansible_host={h.address}")
             if h.port:
