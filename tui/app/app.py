@@ -197,12 +197,26 @@ class AbriApp(App[int]):
             where = " (set ABRI_DEBUG=1 for details)"
         self.bell()
         self._exit_renderables.append(f"abri: internal error{where}")
-        self.return_code = 1
+        self._return_code = 1
         self._close_messages_no_wait()
+
+
+def preload_engine() -> None:
+    """Import the Ansible modules the engine loads lazily, before Textual takes over stdout:
+    some of them probe the terminal on import (ansible.utils.color calls curses.setupterm on
+    sys.stdout), which fails on the stream Textual puts in its place."""
+    import ansible.errors
+    import ansible.parsing.vault
+    import ansible.utils.color  # noqa: F401
+
+    from tui.core import inventory
+
+    inventory._init_ansible()
 
 
 def make_app(site_dir: Path, runner: services.Runner | None = None,
              verifier: services.Verifier | None = None, pinger: services.Pinger | None = None,
              blink: bool = True) -> AbriApp:
     """The one factory for the CLI, the tests and the snapshots."""
+    preload_engine()
     return AbriApp(site_dir, runner=runner, verifier=verifier, pinger=pinger, blink=blink)

@@ -7,11 +7,11 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 
 from tui.app.messages import PingResult
+from tui.app.screens.base import WorkerScreen
 from tui.app.screens.dialogs import problems_text
 from tui.core import validate
 from tui.core.errors import AbriError, Problem
@@ -31,7 +31,7 @@ FIELDS = ("name", "kind", "address", "port", "user", "key", "parent")
 REMOTE_ONLY = ("address", "port", "key")
 
 
-class HostEditor(Screen[str | None]):
+class HostEditor(WorkerScreen):
     BINDINGS = [Binding("escape", "cancel", "Cancel"),
                 Binding("ctrl+o", "ok", "OK"),
                 Binding("ctrl+t", "test", "Test connection")]
@@ -211,7 +211,7 @@ class HostEditor(Screen[str | None]):
         ping.update(f"{mark} {message.host}: {message.detail}")
         ping.set_classes("ping " + ("-ok" if message.ok else "-failed"))
 
-    def on_worker_state_changed(self, event) -> None:
+    def worker_changed(self, event) -> None:
         if event.worker.group == "ping" and event.state.name == "ERROR":
             ping = self.query_one("#ping", Static)
             ping.update("✘ the connection test could not run")

@@ -10,10 +10,10 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Header, ProgressBar, Static, TabbedContent, TabPane
 
 from tui.app.messages import RunFinished, RunProgress
+from tui.app.screens.base import WorkerScreen
 from tui.core import inventory, render
 from tui.core.site import Site
 
@@ -53,7 +53,7 @@ def changes_text(progress, mode: str = "plan") -> Text:
     return text
 
 
-class ReviewScreen(Screen):
+class ReviewScreen(WorkerScreen):
     BINDINGS = [Binding("escape", "back", "Back"),
                 Binding("p", "plan", "Run plan"),
                 Binding("1", "tab('tab-inventory')", "inventory", show=False),
@@ -65,10 +65,11 @@ class ReviewScreen(Screen):
         super().__init__()
         self.cancel: threading.Event | None = None
         self.running = False
+        self.texts: dict[str, tuple[str, str]] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
-        texts = file_texts(self.app.site)
+        texts = self.texts = file_texts(self.app.site)
         with TabbedContent(id="review"):
             for ident, title in (("tab-inventory", "inventory.ini"), ("tab-site", "site.yml"),
                                  ("tab-hostvars", "host_vars")):
@@ -93,7 +94,7 @@ class ReviewScreen(Screen):
                       line_numbers=True, background_color="default")
 
     def rerender(self) -> None:
-        texts = file_texts(self.app.site)
+        texts = self.texts = file_texts(self.app.site)
         for ident, title in (("tab-inventory", "inventory.ini"), ("tab-site", "site.yml"),
                              ("tab-hostvars", "host_vars")):
             self.query_one(f"#{ident}-text", Static).update(self.syntax(*texts[title]))
@@ -162,7 +163,7 @@ class ReviewScreen(Screen):
             else:
                 self.app.last_run[row.name] = ("ok", f"plan: {changes} to change")
 
-    def on_worker_state_changed(self, event) -> None:
+    def worker_changed(self, event) -> None:
         if event.worker.group == "plan" and event.state.name in ("ERROR", "CANCELLED"):
             self.running = False
             self.set_class(False, "-running")

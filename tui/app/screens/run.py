@@ -9,10 +9,10 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, ProgressBar, RichLog, Static
 
 from tui.app.messages import HostVerified, RunFinished, RunProgress, VerifyFinished
+from tui.app.screens.base import WorkerScreen
 from tui.core.events import Progress
 from tui.core.site import Site
 
@@ -21,7 +21,7 @@ STATUS_STYLE = {"pending": "dim", "running": "cyan", "ok": "green", "changed": "
 COUNTS = ("ok", "changed", "failed", "skipped", "unreachable")
 
 
-class RunScreen(Screen):
+class RunScreen(WorkerScreen):
     BINDINGS = [Binding("c", "cancel", "Cancel run"),
                 Binding("escape", "close", "Back"),
                 Binding("v", "verify", "Verify now")]
@@ -31,7 +31,7 @@ class RunScreen(Screen):
         self.mode = mode
         self.running = False
         self.cancel_event = threading.Event()
-        self.last_task = ""
+        self.logged_tasks = 0
         self.logged_failures = 0
         self.logged_changes = 0
         self.hosts_total = 0
@@ -99,16 +99,7 @@ class RunScreen(Screen):
         bar.update(progress=max(p.percent, bar.progress))
         if p.task:
             self.query_one("#run-task", Static).update(f"Task: {p.task}")
-        log = self.query_one("#run-log", RichLog)
-        if p.task and p.task != self.last_task:
-            self.last_task = p.task
-            log.write(Text(f"TASK {p.task}", style="bold"))
-        for host, task in p.changes[self.logged_changes:]:
-            log.write(Text(f"  ~ {host}: {task} (changed)", style="yellow"))
-        self.logged_changes = len(p.changes)
-        for f in p.failures[self.logged_failures:]:
-            log.write(Text(f"  ✘ {f.host}: {f.task}: {f.message}", style="red"))
-        self.logged_failures = len(p.failures)
+        self.write_log(p)
         table = self.query_one("#run-hosts", DataTable)
         for row in p.hosts:
             cells = {"host": row.name,
@@ -119,6 +110,27 @@ class RunScreen(Screen):
                     table.update_cell(row.name, key, value)
             else:
                 table.add_row(*cells.values(), key=row.name)
+
+    def write_log(self, p: Progress) -> None:
+        """Log what is new since the last Progress. Bursts of progress messages collapse,
+        so this reads the whole state: every started task, then its changes and failures."""
+        log = self.query_one("#run-log", RichLog)
+        new_changes = list(p.changes[self.logged_changes:])
+        new_failures = list(p.failures[self.logged_failures:])
+        self.logged_changes, self.logged_failures = len(p.changes), len(p.failures)
+        for task in list(p.task_names.values())[self.logged_tasks:]:
+            self.logged_tasks += 1
+            log.write(Text(f"TASK {task}", style="bold"))
+            for host, changed in [c for c in new_changes if c[1] == task]:
+                new_changes.remove((host, changed))
+                log.write(Text(f"  ~ {host}: changed", style="yellow"))
+            for f in [f for f in new_failures if f.task == task]:
+                new_failures.remove(f)
+                log.write(Text(f"  ✘ {f.host}: {f.task}: {f.message}", style="red"))
+        for host, task in new_changes:
+            log.write(Text(f"  ~ {host}: {task} (changed)", style="yellow"))
+        for f in new_failures:
+            log.write(Text(f"  ✘ {f.host}: {f.task}: {f.message}", style="red"))
 
     def on_run_finished(self, message: RunFinished) -> None:
         result = message.result
@@ -203,7 +215,7 @@ class RunScreen(Screen):
         self.set_class(canceled, "-canceled")
         self.refresh_bindings()
 
-    def on_worker_state_changed(self, event) -> None:
+    def worker_changed(self, event) -> None:
         if event.worker.group == "run" and event.state.name in ("ERROR", "CANCELLED"):
             self.finish(False, False)
             self.query_one("#run-task", Static).update("The run stopped with an error.")

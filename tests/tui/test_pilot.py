@@ -1,0 +1,550 @@
+"""Pilot tests: each screen's main path and its validation errors, asserting on what the real
+engine wrote to the site directory. Only Ansible runs are recorded events (conftest.py)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from textual.widgets import DataTable, Input, ProgressBar, RichLog, Select, Static
+
+from tests.tui.conftest import RecordedRunner, make_site
+from tui.app.messages import RunProgress
+from tui.app.screens.broken import BrokenSiteScreen
+from tui.app.screens.dialogs import ConfirmScreen, ErrorScreen, QuitScreen
+from tui.app.screens.host_editor import HostEditor
+from tui.app.screens.overview import OverviewScreen
+from tui.app.screens.review import ReviewScreen
+from tui.app.screens.run import RunScreen
+from tui.app.screens.stacks import StackPicker, StackSettingsScreen
+from tui.app.screens.welcome import WelcomeScreen
+from tui.core import inventory, validate
+from tui.core.errors import AbriError, Problem
+
+SIZE = (80, 24)
+
+
+def host_vars(site_dir, host="home") -> dict:
+    return yaml.safe_load((site_dir / "host_vars" / host / "abri.yml").read_text())
+
+
+def text_of(app, selector: str) -> str:
+    return str(app.screen.query_one(selector, Static).render())
+
+
+async def settle(pilot) -> None:
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.pause()
+
+
+async def type_into(pilot, selector: str, text: str) -> None:
+    field = pilot.app.screen.query_one(selector, Input)
+    field.value = ""
+    field.focus()
+    if len(text) > 10:  # long paths: set at once (still an Input.Changed, as typing sends)
+        field.value = text
+    elif text:
+        await pilot.press(*text)
+    await pilot.pause()
+
+
+# ---------------------------------------------------------------- first run
+async def test_empty_folder_welcome_this_machine_with_both_stacks(tmp_path, new_app):
+    site_dir = tmp_path / "site"
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, WelcomeScreen)
+        assert "no abri site" in text_of(app, "#welcome-lead")
+        await pilot.press("enter")  # "This machine" is highlighted
+        await pilot.pause()
+        assert isinstance(app.screen, HostEditor)
+        assert app.screen.query_one("#name", Input).value == "home"
+        assert app.screen.query_one("#kind", Select).value == "local"
+        assert not app.screen.query_one("#address-row").display  # a local host has none
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, StackPicker)  # straight on to the catalog
+        await pilot.press("enter")  # Home Assistant, first in the catalog
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)  # it needs mqtt: offer Mosquitto
+        assert "Mosquitto" in str(app.screen.query_one(".dialog-text", Static).render())
+        await pilot.press("y")
+        await pilot.pause()
+        assert isinstance(app.screen, StackSettingsScreen)
+        assert not site_dir.exists()  # nothing written before save
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        assert isinstance(app.screen, OverviewScreen)
+        assert app.dirty
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert not app.dirty
+    hosts = inventory.parse(site_dir / "inventory.ini")
+    assert list(hosts) == ["home"] and hosts["home"].kind == "local"
+    data = host_vars(site_dir)
+    assert data["abri_host_kind"] == "local"
+    assert list(data["abri_stacks"]) == ["mosquitto", "homeassistant"]  # deploy order
+    assert data["abri_stacks"]["homeassistant"]["port"] == 8123
+    assert (site_dir / "host_vars" / "home" / "vault.yml").read_text().startswith("$ANSIBLE_VAULT")
+    assert (site_dir / "site.yml").is_file() and (site_dir / "ansible.cfg").is_file()
+
+
+async def test_empty_site_shows_welcome_and_another_machine(tmp_path, new_app):
+    site_dir = tmp_path / "site"
+    from tui.core.site import Site
+    Site.init(site_dir).save()
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, WelcomeScreen)
+        assert "no hosts yet" in text_of(app, "#welcome-lead")
+        await pilot.press("o")
+        await pilot.pause()
+        assert app.screen.query_one("#kind", Select).value == "ssh"
+        assert app.screen.query_one("#address-row").display
+
+
+# ---------------------------------------------------------------- host editor
+async def test_host_editor_validates_as_typed_and_writes_ssh_host(tmp_path, new_app, ssh_key):
+    site_dir = tmp_path / "site"
+    make_site(site_dir, stacks=())
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, OverviewScreen)
+        await pilot.press("a")
+        await pilot.pause()
+        editor = app.screen
+        assert editor.query_one("#kind", Select).value == "ssh"  # the site has a local host
+
+        checks = {"#name": ("-pi", validate.host_name), "#address": ("300.1.1.1", None),
+                  "#port": ("70000", validate.port), "#user": ("Root", validate.ssh_user),
+                  "#key": (str(tmp_path / "missing"), validate.key_path)}
+        for selector, (bad, fn) in checks.items():
+            await type_into(pilot, selector, bad)
+            error = text_of(app, f"{selector}-error")
+            assert error, f"no message next to {selector}"
+            if fn is not None:
+                with pytest.raises(ValueError) as exc:
+                    fn(bad)
+                assert error == str(exc.value)
+            assert editor.query_one(f"{selector}-row").has_class("-invalid")
+        await type_into(pilot, "#name", "home")
+        assert "already in this site" in text_of(app, "#name-error")
+
+        # fix everything but leave the address empty: the engine says it is required
+        await type_into(pilot, "#name", "pi")
+        await type_into(pilot, "#address", "")
+        await type_into(pilot, "#port", "2222")
+        await type_into(pilot, "#user", "pi")
+        await type_into(pilot, "#key", str(ssh_key))
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        assert isinstance(app.screen, HostEditor)
+        assert "is required for a ssh host" in text_of(app, "#address-error")
+        assert not text_of(app, "#port-error") and not text_of(app, "#key-error")
+        assert "pi" not in app.site.hosts
+
+        await type_into(pilot, "#address", "192.168.1.20")
+        assert not text_of(app, "#address-error")
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        assert isinstance(app.screen, OverviewScreen)
+        table = app.screen.query_one("#hosts", DataTable)
+        assert table.row_count == 2
+        assert not (site_dir / "host_vars" / "pi").exists()  # not before save
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+    hosts = inventory.parse(site_dir / "inventory.ini")
+    pi = hosts["pi"]
+    assert (pi.kind, pi.address, pi.port, pi.user, pi.key) == (
+        "ssh", "192.168.1.20", 2222, "pi", str(ssh_key))
+    assert host_vars(site_dir, "pi")["abri_address"] == "192.168.1.20"
+
+
+async def test_edit_host_keeps_its_stacks(tmp_path, new_app):
+    site_dir = tmp_path / "site"
+    site = make_site(site_dir, stacks=())
+    site.add_host("pi", "ssh", "10.0.0.5")
+    site.add_stack("pi", "mosquitto")
+    site.save()
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("down", "e")
+        await pilot.pause()
+        assert isinstance(app.screen, HostEditor)
+        assert app.screen.query_one("#name", Input).disabled
+        await type_into(pilot, "#address", "10.0.0.6")
+        await pilot.press("enter", "ctrl+s")
+        await pilot.pause()
+    assert inventory.parse(site_dir / "inventory.ini")["pi"].address == "10.0.0.6"
+    assert list(host_vars(site_dir, "pi")["abri_stacks"]) == ["mosquitto"]
+
+
+async def test_test_connection_shows_the_ping_result(tmp_path, new_app):
+    site_dir = tmp_path / "site"
+    make_site(site_dir, stacks=())
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("a")
+        await pilot.pause()
+        await type_into(pilot, "#name", "pi")
+        await type_into(pilot, "#address", "192.0.2.7")
+        await pilot.press("ctrl+t")
+        await settle(pilot)
+        ping = app.screen.query_one("#ping", Static)
+        assert ping.has_class("-failed")
+        assert "Connection refused" in str(ping.render())
+        assert "pi" not in app.site.hosts  # testing adds nothing
+        await pilot.press("escape")
+        await pilot.press("e")  # the local host
+        await pilot.pause()
+        await pilot.press("ctrl+t")
+        await settle(pilot)
+        ping = app.screen.query_one("#ping", Static)
+        assert ping.has_class("-ok") and "pong" in str(ping.render())
+
+
+# ---------------------------------------------------------------- stacks
+async def test_port_collision_is_flagged_on_the_field_before_saving(tmp_path, new_app):
+    site_dir = tmp_path / "site"
+    make_site(site_dir, stacks=("mosquitto",))
+    before = (site_dir / "host_vars" / "home" / "abri.yml").read_text()
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("s", "enter")  # Home Assistant: mqtt is provided, no question
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, StackSettingsScreen)
+        await type_into(pilot, "#set-port", "1883")
+        assert "already used by mosquitto" in text_of(app, "#error-port")
+        assert form.query_one("#row-port").has_class("-invalid")
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        assert app.screen is form  # refused
+        assert "homeassistant" not in app.site.hosts["home"].stacks
+        await type_into(pilot, "#set-country", "germany")
+        assert "'germany' is not text matching" in text_of(app, "#error-country")
+        await type_into(pilot, "#set-country", "AT")
+        await type_into(pilot, "#set-port", "8124")
+        assert not text_of(app, "#error-port")
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        assert isinstance(app.screen, OverviewScreen)
+        assert (site_dir / "host_vars" / "home" / "abri.yml").read_text() == before
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+    ha = host_vars(site_dir)["abri_stacks"]["homeassistant"]
+    assert (ha["port"], ha["country"]) == (8124, "AT")
+
+
+async def test_secrets_are_masked_with_a_reveal_toggle(tmp_path, new_app):
+    site_dir = tmp_path / "site"
+    site = make_site(site_dir, stacks=("mosquitto",))
+    secret = site.secrets["home"]["mosquitto"]["admin_password"]
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("tab", "enter")  # the stacks table: open mosquitto's settings
+        await pilot.pause()
+        field = app.screen.query_one("#set-admin_password", Input)
+        assert field.password and field.value == secret
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert not field.password
+        await type_into(pilot, "#set-admin_password", "short")
+        assert "at least 12 characters" in text_of(app, "#error-admin_password")
+        assert "short" not in text_of(app, "#error-admin_password")  # never echoed
+        await type_into(pilot, "#set-admin_password", "a-much-longer-secret-1")
+        await pilot.press("ctrl+o", "ctrl+s")
+        await pilot.pause()
+    from tui.core.site import Site
+    assert Site.load(site_dir).secrets["home"]["mosquitto"]["admin_password"] == \
+        "a-much-longer-secret-1"
+    assert "a-much-longer-secret-1" not in (site_dir / "host_vars/home/vault.yml").read_text()
+
+
+async def test_declining_the_dependency_is_refused_by_the_engine(tmp_path, new_app):
+    site_dir = tmp_path / "site"
+    make_site(site_dir, stacks=())
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("s", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        await pilot.pause()
+        assert "needs mqtt" in text_of(app, "#stack-problems")
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        assert isinstance(app.screen, StackSettingsScreen)
+        assert not app.site.hosts["home"].stacks
+
+
+async def test_remove_stack_and_host(tmp_path, new_app):
+    site_dir = tmp_path / "site"
+    site = make_site(site_dir)
+    site.add_host("pi", "ssh", "10.0.0.5")
+    site.save()
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("tab", "x", "y")  # mosquitto, still needed by homeassistant
+        await pilot.pause()
+        assert isinstance(app.screen, ErrorScreen)
+        assert "needs mqtt" in str(app.screen.query_one("#error-problems", Static).render())
+        await pilot.press("escape", "down", "x", "y")  # homeassistant
+        await pilot.pause()
+        assert list(app.site.hosts["home"].stacks) == ["mosquitto"]
+        await pilot.press("shift+tab", "down", "d", "y")  # the host pi
+        await pilot.pause()
+        assert list(app.site.hosts) == ["home"]
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+    assert list(host_vars(site_dir)["abri_stacks"]) == ["mosquitto"]
+    assert list(inventory.parse(site_dir / "inventory.ini")) == ["home"]
+    assert not (site_dir / "host_vars" / "pi" / "abri.yml").exists()
+
+
+# ---------------------------------------------------------------- leaving, broken sites
+async def test_quit_with_unsaved_changes_asks_first(tmp_path, new_app):
+    site_dir = tmp_path / "site"
+    make_site(site_dir, stacks=())
+    before = (site_dir / "inventory.ini").read_text()
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("s", "down", "enter", "ctrl+o")  # mosquitto
+        await pilot.pause()
+        assert app.dirty
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, QuitScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, OverviewScreen) and app.is_running
+        await pilot.press("q", "d")  # discard
+        await pilot.pause()
+    assert (site_dir / "inventory.ini").read_text() == before
+    assert "abri_stacks: {}" in (site_dir / "host_vars/home/abri.yml").read_text()
+
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("s", "down", "enter", "ctrl+o", "q", "s")  # save and quit
+        await pilot.pause()
+    assert list(host_vars(site_dir)["abri_stacks"]) == ["mosquitto"]
+    assert app.return_code == 0
+
+
+@pytest.mark.parametrize("breakage, expected", [
+    (("host_vars/home/abri.yml", "abri_stacks: [unclosed\n"),
+     ["host_vars/home/abri.yml", "is not valid YAML at line"]),
+    (("host_vars/home/abri.yml", "abri_stacks:\n  nodered: {}\n"),
+     ["host 'home', stack 'nodered'", "'nodered' is not in the catalog"]),
+])
+async def test_broken_site_explains_what_and_where(tmp_path, new_app, breakage, expected):
+    site_dir = tmp_path / "site"
+    make_site(site_dir, stacks=("mosquitto",))
+    good = (site_dir / breakage[0]).read_text()
+    (site_dir / breakage[0]).write_text(breakage[1])
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, BrokenSiteScreen)
+        text = text_of(app, "#broken-list")
+        for part in expected:
+            assert part in text
+        (site_dir / breakage[0]).write_text(good)
+        await pilot.press("r")
+        await pilot.pause()
+        assert isinstance(app.screen, OverviewScreen)
+
+
+# ---------------------------------------------------------------- review and plan
+async def test_review_shows_files_and_plan_lists_changes(tmp_path, new_app, runner):
+    site_dir = tmp_path / "site"
+    make_site(site_dir)
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("r")
+        await pilot.pause()
+        assert isinstance(app.screen, ReviewScreen)
+        texts = app.screen.texts
+        assert texts["inventory.ini"][0] == (site_dir / "inventory.ini").read_text()
+        assert "home ansible_connection=local" in texts["inventory.ini"][0]
+        assert texts["site.yml"][0] == (site_dir / "site.yml").read_text()
+        assert "mosquitto:" in texts["host_vars"][0]
+        shown = app.screen.query_one("#tab-inventory-text", Static).visual
+        assert "[abri_local]" in str(getattr(shown, "_renderable", shown).code)
+        await pilot.press("p")
+        await settle(pilot)
+        assert runner.calls == [("plan", site_dir, ["home"])]
+        changes = text_of(app, "#plan-changes")
+        assert "home: 1 task(s) would change" in changes
+        assert "~ Write the compose file" in changes
+        assert "apply would change 1 task(s)" in text_of(app, "#plan-status")
+        assert app.screen.query_one("#plan-bar", ProgressBar).percentage == 1.0
+        await pilot.press("escape")
+        await pilot.pause()
+        assert "plan: 1 to change" in str(app.screen.query_one("#hosts", DataTable)
+                                          .get_row("home")[-1])
+
+
+# ---------------------------------------------------------------- runs
+async def test_apply_with_a_failed_task_shows_its_message_and_recap(tmp_path, runner, new_app):
+    site_dir = tmp_path / "site"
+    make_site(site_dir)
+    runner.by_mode["apply"] = "apply-failed.json"
+    percents: list[float] = []
+
+    def hook(message):
+        if isinstance(message, RunProgress):
+            percents.append(message.progress.percent)
+
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE, message_hook=hook) as pilot:
+        await pilot.pause()
+        await pilot.press("g")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, RunScreen) and screen.has_class("-failed")
+        assert not screen.has_class("-running")
+        row = screen.query_one("#run-hosts", DataTable).get_row("home")
+        assert [str(c) for c in row[:2]] == ["home", "failed"]
+        assert [str(c) for c in row[3:]] == ["1", "1", "1", "0", "0"]
+        log = "\n".join(line.text for line in screen.query_one("#run-log", RichLog).lines)
+        assert "TASK Wait for the broker to answer" in log
+        assert "TASK Write the compose file\n  ~ home: changed" in log
+        assert "home: Wait for the broker to answer: Timeout when waiting for 127.0.0.1:1" in log
+        assert "Traceback" not in log
+        recap = text_of(app, "#run-recap")
+        assert "ok=2 changed=1 failed=1 unreachable=0" in recap
+        assert "1 task(s) failed" in text_of(app, "#run-task")
+        assert screen.query_one("#run-bar", ProgressBar).percentage == 1.0
+        await pilot.press("escape")
+        await pilot.pause()
+        assert "apply failed" in str(app.screen.query_one("#hosts", DataTable).get_row("home")[-1])
+    assert percents == sorted(percents) and percents  # never backwards
+
+
+async def test_cancel_stops_the_run_cleanly(tmp_path, new_app):
+    site_dir = tmp_path / "site"
+    make_site(site_dir)
+    runner = RecordedRunner(pause_after=4)
+    from tests.tui.conftest import fake_pinger, fake_verifier
+    from tui.app.app import make_app
+    app = make_app(site_dir, runner=runner, verifier=fake_verifier, pinger=fake_pinger,
+                   blink=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("g", "y")
+        await pilot.pause()
+        assert runner.paused.wait(5)
+        await pilot.pause()
+        screen = app.screen
+        assert screen.has_class("-running")
+        await pilot.press("escape")  # refuses to leave a running run
+        await pilot.pause()
+        assert app.screen is screen
+        await pilot.press("c")
+        await settle(pilot)
+        assert screen.has_class("-canceled") and not screen.has_class("-running")
+        assert "canceled" in text_of(app, "#run-task")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, OverviewScreen)
+
+
+async def test_apply_ok_then_verify_report_per_check(tmp_path, new_app):
+    site_dir = tmp_path / "site"
+    make_site(site_dir)
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("g", "y")
+        await settle(pilot)
+        assert app.screen.has_class("-ok")
+        assert "every host is deployed" in text_of(app, "#run-task")
+        await pilot.press("v")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, RunScreen) and screen.mode == "verify"
+        table = screen.query_one("#run-hosts", DataTable)
+        rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+        assert ["home", "mqtt anonymous login refused", "ok",
+                "connection refused: not authorised"] in rows
+        assert ["home", "homeassistant API answers", "FAILED",
+                "HTTP 502 from http://127.0.0.1:8123/api/"] in rows
+        assert screen.has_class("-failed")
+        assert "1 check(s) failed" in text_of(app, "#run-task")
+
+
+async def test_a_failing_worker_becomes_a_modal_not_a_traceback(tmp_path):
+    site_dir = tmp_path / "site"
+    make_site(site_dir)
+
+    def broken_runner(*args, **kwargs):
+        raise AbriError(Problem("ansible", "", "ansible-playbook was not found on PATH"))
+
+    def crashing_verifier(site, host):
+        raise RuntimeError("socket exploded")
+
+    from tui.app.app import make_app
+    app = make_app(site_dir, runner=broken_runner, verifier=crashing_verifier, blink=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("g", "y")
+        await settle(pilot)
+        assert isinstance(app.screen, ErrorScreen)
+        assert "ansible-playbook was not found" in text_of(app, "#error-problems")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen.has_class("-failed")
+        await pilot.press("escape", "v")
+        await settle(pilot)
+        assert isinstance(app.screen, ErrorScreen)
+        assert "internal error: RuntimeError: socket exploded" in text_of(app, "#error-problems")
+        assert app.is_running
+
+
+async def test_progress_messages_collapse():
+    from tui.core.events import Progress
+    a, b = RunProgress(Progress(percent=1)), RunProgress(Progress(percent=2))
+    assert b.can_replace(a)
+
+
+async def test_theme_toggle_and_command_palette(tmp_path, new_app):
+    site_dir = tmp_path / "site"
+    make_site(site_dir)
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.current_theme.dark
+        await pilot.press("f2")
+        assert not app.current_theme.dark
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert {"Save the site", "Add host", "Add stack", "Apply", "Verify"} <= set(titles)
+
+
+async def test_no_site_in_a_folder_with_a_foreign_inventory(tmp_path, new_app):
+    site_dir = tmp_path / "site"
+    site_dir.mkdir()
+    (site_dir / "inventory.ini").write_text("[web]\nexample.org\n")
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("l")
+        await pilot.pause()
+        assert isinstance(app.screen, ErrorScreen)
+        assert "was not made by abri" in text_of(app, "#error-problems")
+    assert (site_dir / "inventory.ini").read_text() == "[web]\nexample.org\n"
