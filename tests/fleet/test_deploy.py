@@ -1,0 +1,188 @@
+"""The first real deploy: Mosquitto + Home Assistant onto a Debian 13 fleet host over SSH.
+
+The site is written by the abri CLI (init, host add, stack add, site set), applied with plain
+ansible-playbook from the site directory (what `abri apply` runs), then:
+
+* Home Assistant answers on its port and has its MQTT integration loaded;
+* tui.core.verify passes every check (MQTT round trips, refusals, ACL, discovery -> REST state);
+* the broker's log has no warning (file modes and owners right);
+* a second apply changes nothing (changed=0);
+* no generated secret shows in any run's output nor in the site's plaintext files;
+* taking Home Assistant off the host brings its container down and keeps its data.
+
+Timings of the first and the no-op apply are printed (run with -s to see them); tests never
+assert on wall-clock time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.fleet
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO))
+
+from tui.core import verify  # noqa: E402
+
+# Address ranges for the nested engine: its defaults (172.17.0.0/16 for docker0, then the
+# 172.x pools for compose networks) would shadow the test registry at 172.17.0.1 inside the
+# host. A real LAN with the same clash uses the same kit option.
+NESTED_ENGINE_OPTIONS = {
+    "bip": "10.213.0.1/24",
+    "default-address-pools": [{"base": "10.214.0.0/16", "size": 24}],
+}
+
+
+def _tool(name: str) -> str:
+    path = BIN / name
+    assert path.exists(), f"{name} is not installed next to {sys.executable}"
+    return str(path)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_HOST_KEY_CHECKING="False",
+               PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    return env
+
+
+def _abri(*args: str) -> str:
+    run = subprocess.run([_tool("abri"), *args], capture_output=True, text=True, timeout=120,
+                         env=_env())
+    assert run.returncode == 0, f"abri {' '.join(args)}: {run.stdout}{run.stderr}"
+    return run.stdout
+
+
+def _apply(site: Path) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.monotonic()
+    run = subprocess.run([_tool("ansible-playbook"), "site.yml"], cwd=site, env=_env(),
+                         capture_output=True, text=True, timeout=1800)
+    return run, time.monotonic() - start
+
+
+def _recap(output: str, host: str) -> dict[str, int]:
+    match = re.search(rf"^{re.escape(host)}\s*:\s*(.*)$", output.split("PLAY RECAP")[-1], re.M)
+    assert match, output[-3000:]
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
+
+
+def _secrets(site: Path, host: str) -> dict:
+    run = subprocess.run([_tool("ansible-vault"), "view", f"host_vars/{host}/vault.yml"],
+                         cwd=site, env=_env(), capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    return yaml.safe_load(run.stdout)["abri_secrets"]
+
+
+def _prepare_nested_engine(host) -> None:
+    """Quirk of Docker-in-Docker test hosts (not of real servers): the nested engine cannot
+    switch IPv6 off on container interfaces, so tell it to carry on."""
+    host.exec(
+        "mkdir -p /etc/systemd/system/docker.service.d && printf '[Service]\\n"
+        "Environment=DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1\\n' "
+        "> /etc/systemd/system/docker.service.d/abri-test.conf"
+        " && systemctl daemon-reload && systemctl restart docker"
+    )
+
+
+def _show(label: str, run: subprocess.CompletedProcess, seconds: float) -> None:
+    print(f"\n[test_deploy] {label}: {seconds:.1f}s, rc={run.returncode}")
+
+
+def test_deploy_homeassistant_and_mosquitto(fleet, fleet_registry, tmp_path):
+    fl = fleet(1)
+    host = fl.hosts[0]
+    _prepare_nested_engine(host)
+
+    site = tmp_path / "site"
+    _abri("init", "--site", str(site))
+    _abri("host", "add", "--site", str(site), "--kind", "ssh", "--address", host.address,
+          "--port", "22", "--user", host.ssh_user, "--key", str(host.key_path), "h1")
+    _abri("stack", "add", "--site", str(site), "h1", "mosquitto")
+    _abri("stack", "add", "--site", str(site), "h1", "homeassistant")
+    _abri("site", "set", "--site", str(site), f"registry_mirror={fleet_registry.address}",
+          "registry_insecure=true")
+    # a file of the user's own next to abri's: abri leaves it alone, the kit reads it
+    (site / "group_vars" / "all" / "local.yml").write_text(
+        "---\n# this machine's LAN overlaps Docker's default ranges\n"
+        f"docker_engine_daemon_options: {json.dumps(NESTED_ENGINE_OPTIONS)}\n"
+    )
+    host_vars = yaml.safe_load((site / "host_vars" / "h1" / "abri.yml").read_text())
+    stacks = host_vars["abri_stacks"]
+    assert host_vars["abri_address"] == host.address
+
+    first, first_s = _apply(site)
+    _show("first apply", first, first_s)
+    assert first.returncode == 0, first.stdout[-8000:] + first.stderr[-3000:]
+    assert _recap(first.stdout, "h1")["failed"] == 0
+
+    # Home Assistant answers from here, on the host's network address
+    ha_port = stacks["homeassistant"]["port"]
+    with urllib.request.urlopen(f"http://{host.address}:{ha_port}/manifest.json",
+                                timeout=10) as resp:  # noqa: S310 (own test host)
+        assert resp.status == 200
+
+    secrets = _secrets(site, "h1")
+    info = {"name": "h1", "address": host.address, "stacks": stacks}
+    start = time.monotonic()
+    checks = verify.verify_host(info, secrets)
+    print(f"[test_deploy] verify: {time.monotonic() - start:.1f}s")
+    report = verify.format_report([("h1", checks)])
+    print(report)
+    assert all(c.ok for c in checks), report
+    names = {c.name for c in checks}
+    for wanted in ("mqtt round trip as admin", "mqtt round trip as homeassistant",
+                   "mqtt anonymous refused", "mqtt wrong password refused",
+                   "mqtt acl: homeassistant cannot write outside its topics",
+                   "homeassistant mqtt integration", "homeassistant sees an mqtt sensor"):
+        assert wanted in names, report
+
+    # the broker is content with its files (owner 1883, mode 0600) and its configuration
+    log = host.exec("docker logs abri-mosquitto 2>&1").stdout
+    assert "mosquitto version" in log, log[-2000:]
+    assert not [line for line in log.splitlines() if "Warning" in line or "Error" in line], log
+    modes = host.exec("stat -c '%n %u:%g %a' /opt/abri/mosquitto/config/passwd "
+                      "/opt/abri/mosquitto/config/acl").stdout
+    assert modes.count("1883:1883 600") == 2, modes
+
+    second, second_s = _apply(site)
+    _show("no-op apply", second, second_s)
+    assert second.returncode == 0, second.stdout[-8000:] + second.stderr[-3000:]
+    recap = _recap(second.stdout, "h1")
+    changed = [line for line in second.stdout.splitlines() if line.startswith("changed:")]
+    assert recap["changed"] == 0, (recap, changed, second.stdout[-6000:])
+
+    # no generated secret anywhere in the output or in the site's plaintext files
+    values = [v for stack in secrets.values() for v in stack.values() if isinstance(v, str)]
+    assert values and all(len(v) >= 12 for v in values)
+    outputs = first.stdout + first.stderr + second.stdout + second.stderr
+    for value in values:
+        assert value not in outputs, "a secret appeared in the ansible output"
+    for path in site.rglob("*"):
+        if path.is_file() and path.name != "vault.yml":
+            text = path.read_text(errors="replace")
+            for value in values:
+                assert value not in text, f"a secret appeared in {path.relative_to(site)}"
+
+    # taking Home Assistant off the host brings it down and keeps its data
+    _abri("stack", "remove", "--site", str(site), "h1", "homeassistant")
+    third, third_s = _apply(site)
+    _show("apply without homeassistant", third, third_s)
+    assert third.returncode == 0, third.stdout[-8000:] + third.stderr[-3000:]
+    running = host.exec("docker ps --format '{{.Names}}'").stdout.split()
+    assert "abri-homeassistant" not in running and "abri-mosquitto" in running, running
+    assert host.exec("test -s /opt/abri/homeassistant/config/.storage/auth", check=False
+                     ).returncode == 0, "Home Assistant's data was not kept"
+    for value in values:
+        assert value not in third.stdout + third.stderr
