@@ -41,7 +41,9 @@ def _load_impl():
 
 
 def abri_mosquitto_passwd(users, existing=""):
-    """Password-file text for ``users`` (user -> password), reusing verifying lines of ``existing``."""
+    """Password-file text for ``users`` (user -> password).
+
+    Lines of ``existing`` whose hash still verifies are reused."""
     return _load_impl().render_passwd(dict(users), existing or "")
 
 

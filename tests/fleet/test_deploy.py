@@ -130,7 +130,7 @@ def test_deploy_homeassistant_and_mosquitto(fleet, fleet_registry, tmp_path):
     # Home Assistant answers from here, on the host's network address
     ha_port = stacks["homeassistant"]["port"]
     with urllib.request.urlopen(f"http://{host.address}:{ha_port}/manifest.json",
-                                timeout=10) as resp:  # noqa: S310 (own test host)
+                                timeout=10) as resp:
         assert resp.status == 200
 
     secrets = _secrets(site, "h1")
@@ -186,3 +186,24 @@ def test_deploy_homeassistant_and_mosquitto(fleet, fleet_registry, tmp_path):
                      ).returncode == 0, "Home Assistant's data was not kept"
     for value in values:
         assert value not in third.stdout + third.stderr
+
+
+def test_unsupported_system_is_refused_before_any_change(fleet, tmp_path):
+    """A Debian 12 host: the run stops at the precheck, naming the system, and the host is
+    left as it was (no /opt/abri, daemon.json untouched)."""
+    fl = fleet(1, image="bookworm")
+    host = fl.hosts[0]
+    before = host.exec("cat /etc/docker/daemon.json 2>/dev/null; ls /opt", check=False).stdout
+    site = tmp_path / "site"
+    _abri("init", "--site", str(site))
+    _abri("host", "add", "--site", str(site), "--kind", "ssh", "--address", host.address,
+          "--port", "22", "--user", host.ssh_user, "--key", str(host.key_path), "old")
+    _abri("stack", "add", "--site", str(site), "old", "mosquitto")
+    run, _ = _apply(site)
+    out = run.stdout + run.stderr
+    assert run.returncode != 0, out
+    assert "runs Debian 12" in out and "abri supports Debian 13 (trixie) and Ubuntu 24.04" in out
+    assert "Deploy the stacks" not in out, out
+    after = host.exec("cat /etc/docker/daemon.json 2>/dev/null; ls /opt", check=False).stdout
+    assert after == before
+    assert host.exec("test -e /opt/abri", check=False).returncode != 0

@@ -83,7 +83,9 @@ def broker(tmp_path):
     passwd = tmp_path / "passwd"
     passwd.write_text(mp.render_passwd({"admin": "correct horse", "homeassistant": "battery"}))
     acl = tmp_path / "acl"
-    acl.write_text("user admin\ntopic readwrite #\n\nuser homeassistant\ntopic readwrite homeassistant/#\n")
+    acl.write_text(
+        "user admin\ntopic readwrite #\n\nuser homeassistant\ntopic readwrite homeassistant/#\n"
+    )
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous false\n"

@@ -27,7 +27,8 @@ def _tool(name: str) -> str:
 
 
 def _load_filters(name: str):
-    spec = importlib.util.spec_from_file_location(f"abri_test_{name}", PLAYBOOKS / "filter_plugins" / f"{name}.py")
+    path = PLAYBOOKS / "filter_plugins" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"abri_test_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.FilterModule().filters()
@@ -91,7 +92,9 @@ def test_unsupported_system_is_refused_before_any_change(tmp_path):
     if 'VERSION_ID="13"' in release or 'VERSION_ID="24.04"' in release:
         pytest.skip("this machine is a supported target")
     site = _site(tmp_path)
-    (site / "group_vars" / "all" / "py.yml").write_text(f"ansible_python_interpreter: {sys.executable}\n")
+    (site / "group_vars" / "all" / "py.yml").write_text(
+        f"ansible_python_interpreter: {sys.executable}\n"
+    )
     run = subprocess.run(
         [_tool("ansible-playbook"), "-i", "inventory.ini", "site.yml"],
         cwd=site, env=_env(site), capture_output=True, text=True, timeout=300,
@@ -118,10 +121,12 @@ def test_stack_order_puts_providers_first():
 
 def test_image_ref_with_and_without_mirror():
     ref = _load_filters("abri_stacks")["abri_image_ref"]
-    image = {"registry": "docker.io", "repository": "homeassistant/home-assistant", "tag": "2025.4.4"}
+    image = {"registry": "docker.io", "repository": "homeassistant/home-assistant",
+             "tag": "2025.4.4"}
     assert ref(image) == "docker.io/homeassistant/home-assistant:2025.4.4"
     assert ref(image, "172.17.0.1:5000") == "172.17.0.1:5000/homeassistant/home-assistant:2025.4.4"
-    assert ref({"registry": "ghcr.io", "repository": "a/b", "tag": "1"}, "m:5000/") == "m:5000/a/b:1"
+    other = {"registry": "ghcr.io", "repository": "a/b", "tag": "1"}
+    assert ref(other, "m:5000/") == "m:5000/a/b:1"
 
 
 def test_catalog_and_mqtt_clients_from_the_real_manifests():

@@ -14,6 +14,7 @@ Every check becomes a ``Check(name, ok, detail)``; no secret ever goes into a de
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets as _secrets
 import threading
@@ -29,6 +30,11 @@ __all__ = ["Check", "format_report", "verify_host"]
 ADMIN_USER = "admin"
 VERIFY_SENSOR_ID = "abri_verify"
 VERIFY_SENSOR_NAME = "abri verify"
+#: integrations that call services outside the home (US cloud, feeds, outside APIs)
+OUTSIDE_INTEGRATIONS = frozenset({
+    "cloud", "homeassistant_alerts", "my", "google_translate", "radio_browser", "met",
+    "nabucasa",
+})
 
 
 @dataclass(frozen=True)
@@ -211,7 +217,7 @@ class _Http:
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         req = urllib.request.Request(self.base + path, data=data, headers=headers, method=method)
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 (own host)
+        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
             body = resp.read()
             return resp.status, (json.loads(body) if body else None)
 
@@ -234,10 +240,8 @@ class _Http:
 
     def revoke(self, refresh_token: str) -> None:
         if refresh_token:
-            try:
+            with contextlib.suppress(urllib.error.URLError, OSError):
                 self.request("POST", "/auth/revoke", form={"token": refresh_token})
-            except (urllib.error.URLError, OSError):
-                pass
 
 
 def _http_error(exc: BaseException) -> str:
@@ -260,15 +264,16 @@ def _slug(name: str) -> str:
     return "".join(out).strip("_")
 
 
-def _homeassistant_checks(host: dict, settings: dict, ha_secrets: dict, admin_password: str | None,
-                          mqtt_port: int | None, timeout: float, state_timeout: float) -> list[Check]:
+def _homeassistant_checks(host: dict, settings: dict, ha_secrets: dict,
+                          admin_password: str | None, mqtt_port: int | None, timeout: float,
+                          state_timeout: float) -> list[Check]:
     address = host["address"]
     port = int(settings.get("port", 8123))
     http = _Http(f"http://{address}:{port}", timeout)
     username = settings.get("owner_username", "owner")
     checks: list[Check] = []
     try:
-        status, body = http.request("GET", "/api/onboarding")
+        _, body = http.request("GET", "/api/onboarding")
         open_steps = [s["step"] for s in body if not s.get("done")]
         checks.append(Check("homeassistant onboarded", not open_steps,
                             "all steps done" if not open_steps
@@ -278,17 +283,19 @@ def _homeassistant_checks(host: dict, settings: dict, ha_secrets: dict, admin_pa
 
     password = ha_secrets.get("owner_password")
     if not password:
-        return checks + [Check("homeassistant login", False, "no owner password in the secrets")]
+        return [*checks, Check("homeassistant login", False, "no owner password in the secrets")]
     refresh = ""
     try:
         refresh = http.login(username, password)
-        checks.append(Check("homeassistant login", True, f"token for {username} from the login flow"))
+        checks.append(Check("homeassistant login", True,
+                            f"token for {username} from the login flow"))
         _, api = http.request("GET", "/api/")
         checks.append(Check("homeassistant api", True, (api or {}).get("message", "answers")))
         _, entries = http.request("GET", "/api/config/config_entries/entry")
         domains = {e["domain"]: e.get("state") for e in entries}
-        outside = sorted(d for d in domains if d in ("google_translate", "radio_browser", "met",
-                                                      "cloud", "homeassistant_alerts"))
+        _, config = http.request("GET", "/api/config")
+        loaded = set((config or {}).get("components") or [])
+        outside = sorted((set(domains) | loaded) & OUTSIDE_INTEGRATIONS)
         checks.append(Check("homeassistant without outside integrations", not outside,
                             "none configured" if not outside else f"found: {', '.join(outside)}"))
         if mqtt_port is None:
