@@ -4,7 +4,8 @@
 #   engine.sh start   install docker.io, mmdebstrap, docker-registry if missing;
 #                     start dockerd in the background unless an engine already answers;
 #                     wait (bounded) until `docker info` answers.
-#   engine.sh stop    stop dockerd, but only if this script started it.
+#   engine.sh stop    stop the test registry the harness started (pid file) and dockerd,
+#                     each only if it was started by us.
 #   engine.sh status  print whether an engine answers and who started it.
 #
 # dockerd started here logs to /tmp/abri-dockerd.log, its pid is kept in /tmp/abri-dockerd.pid.
@@ -84,8 +85,20 @@ start() {
     die "docker info did not answer within ${WAIT_SECONDS}s (see $LOG)"
 }
 
+stop_registry() {
+    local pidfile=/tmp/abri-test-registry.pid pid
+    [ -f "$pidfile" ] || return 0
+    pid=$(cat "$pidfile")
+    if [ -n "$pid" ] && grep -q docker-registry "/proc/$pid/cmdline" 2>/dev/null; then
+        say "stopping the test registry pid $pid"
+        kill -TERM "$pid" || true
+    fi
+    rm -f "$pidfile"
+}
+
 stop() {
     local pid
+    stop_registry
     if ! pid=$(our_pid); then
         say "no dockerd started by engine.sh is running; nothing to stop"
         rm -f "$PIDFILE"

@@ -57,11 +57,15 @@ CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 HOST_PACKAGES = (
     "systemd,systemd-sysv,openssh-server,python3,sudo,dbus,iproute2,ca-certificates"
 )
-#: flags that boot systemd as PID 1 on this kind of machine (--privileged does not work here)
+#: flags that boot systemd as PID 1 on this kind of machine (--privileged does not work here).
+#: systempaths=unconfined leaves /proc/sys writable: the engine inside a host (Docker 26)
+#: writes per-container sysctls (disable_ipv6 on eth0) and fails every `docker run` on a
+#: bridge network without it.
 SYSTEMD_FLAGS = (
     "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--cap-add", "SYS_PTRACE",
     "--cap-add", "MKNOD",
     "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+    "--security-opt", "systempaths=unconfined",
     "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
     "--tmpfs", "/run", "--tmpfs", "/run/lock",
     "--stop-signal", "SIGRTMIN+3",
@@ -702,6 +706,18 @@ class Host:
 IMAGE_KINDS = ("docker", "plain", "bookworm")
 
 
+def host_daemon_config(registry: str) -> dict:
+    """/etc/docker/daemon.json for a fleet host: trust the local registry, and keep the nested
+    engine's own networks out of 172.16.0.0/12. Left to its defaults, the engine inside a host
+    takes 172.17.0.1/16 for its docker0 and would then answer for the registry's address
+    itself ("connection refused"); Compose networks would come from 172.x too."""
+    return {
+        "bip": "10.213.0.1/24",
+        "default-address-pools": [{"base": "10.214.0.0/16", "size": 24}],
+        "insecure-registries": [registry],
+    }
+
+
 class Fleet:
     """A set of hosts on one dedicated docker network. Use as a context manager, or call
     teardown(); teardown removes containers, volumes and the network, and never raises."""
@@ -733,7 +749,7 @@ class Fleet:
         ref = _resolve_host_image(image)
         self._ensure_network()
         registry = self.registry or f"{bridge_gateway()}:{REGISTRY_PORT}"
-        daemon_json = json.dumps({"insecure-registries": [registry]}, indent=2).encode() + b"\n"
+        daemon_json = json.dumps(host_daemon_config(registry), indent=2).encode() + b"\n"
         new: list[Host] = []
         for _ in range(n):
             index = len(self.hosts) + len(new) + 1
