@@ -35,8 +35,16 @@ ensure_pkg() { # ensure_pkg COMMAND PACKAGE...
         apt_updated=1
     fi
     say "installing $*"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" \
-        || die "apt-get install $* failed"
+    # Packages must not start their services (docker, docker-registry, ...) on their own:
+    # this script starts dockerd itself, with the options the fleet needs.
+    local policy=/usr/sbin/policy-rc.d made_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 0755 "$policy" && made_policy=1
+    fi
+    local rc=0
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" || rc=$?
+    [ "$made_policy" = 1 ] && rm -f "$policy"
+    [ "$rc" = 0 ] || die "apt-get install $* failed"
 }
 
 engine_answers() { timeout 10 docker info >/dev/null 2>&1; }
@@ -59,7 +67,16 @@ start() {
     ensure_pkg iptables iptables
     if engine_answers; then
         if pid=$(our_pid); then say "dockerd already running (started by engine.sh, pid $pid)";
-        else say "a Docker engine already answers (not started by engine.sh; leaving it alone)"; fi
+        else
+            say "a Docker engine already answers (not started by engine.sh; leaving it alone)"
+            if ! docker info --format '{{json .RegistryConfig.InsecureRegistryCIDRs}}' 2>/dev/null \
+                    | grep -q '172.16.0.0/12'; then
+                say "WARNING: that engine does not trust the test registry (plain HTTP on the"
+                say "  bridge gateway, 172.17.0.1:5000); pushing to it will fail. Add"
+                say '  "insecure-registries": ["172.16.0.0/12"] to /etc/docker/daemon.json and'
+                say "  restart it, or stop it and let engine.sh start its own dockerd."
+            fi
+        fi
         return 0
     fi
     need_root

@@ -44,6 +44,8 @@ LABEL_RUN = "abri.fleet.run"
 LABEL_PID = "abri.fleet.pid"
 LABEL_RECIPE = "abri.fleet.recipe"
 
+#: local image namespace (abri-test/host:<hash>, ...); another value gives a separate, cold set
+IMAGE_NS = os.environ.get("ABRI_TEST_IMAGE_NS", "abri-test")
 HA_VERSION = "2025.4.4"
 #: what Debian 13 ships; the kit's stack manifest pins the same upstream tag
 MOSQUITTO_VERSION = "2.0.21"
@@ -262,7 +264,7 @@ def build_host_image(suite: str = "trixie", force: bool = False) -> ImageResult:
     recipe_dir = IMAGES_DIR / "host"
     h = recipe_hash(recipe_dir, suite, HOST_PACKAGES)
     name = "host" if suite == "trixie" else f"host-{suite}"
-    ref = f"abri-test/{name}:{h}"
+    ref = f"{IMAGE_NS}/{name}:{h}"
 
     def build() -> None:
         _mmdebstrap_import(
@@ -280,7 +282,7 @@ def build_host_docker_image(force: bool = False, host: ImageResult | None = None
     host = host or build_host_image("trixie")
     recipe_dir = IMAGES_DIR / "host-docker"
     h = recipe_hash(recipe_dir, host.ref)
-    ref = f"abri-test/host-docker:{h}"
+    ref = f"{IMAGE_NS}/host-docker:{h}"
     return _cached_or_build(
         "host-docker", ref,
         lambda: _docker_build(recipe_dir, ref, {"BASE_IMAGE": host.ref}, h), force,
@@ -291,7 +293,7 @@ def build_debian_base(force: bool = False) -> ImageResult:
     """Debian 13 base for the service images: abri-test/debian:trixie-<hash>."""
     recipe_dir = IMAGES_DIR / "debian"
     h = recipe_hash(recipe_dir, "trixie", "ca-certificates")
-    ref = f"abri-test/debian:trixie-{h}"
+    ref = f"{IMAGE_NS}/debian:trixie-{h}"
 
     def build() -> None:
         _mmdebstrap_import(
@@ -306,7 +308,7 @@ def build_mosquitto_image(force: bool = False, base: ImageResult | None = None) 
     base = base or build_debian_base()
     recipe_dir = IMAGES_DIR / "mosquitto"
     h = recipe_hash(recipe_dir, base.ref)
-    ref = f"abri-test/mosquitto:{MOSQUITTO_VERSION}-{h}"
+    ref = f"{IMAGE_NS}/mosquitto:{MOSQUITTO_VERSION}-{h}"
     return _cached_or_build(
         "mosquitto", ref,
         lambda: _docker_build(recipe_dir, ref, {"BASE_IMAGE": base.ref}, h), force,
@@ -319,7 +321,7 @@ def build_homeassistant_image(force: bool = False, base: ImageResult | None = No
     recipe_dir = IMAGES_DIR / "homeassistant"
     ca = CA_BUNDLE.read_bytes()
     h = recipe_hash(recipe_dir, base.ref, HA_VERSION, ca)
-    ref = f"abri-test/home-assistant:{HA_VERSION}-{h}"
+    ref = f"{IMAGE_NS}/home-assistant:{HA_VERSION}-{h}"
 
     def build() -> None:
         with tempfile.TemporaryDirectory(prefix="abri-fleet-ha-") as tmp:
