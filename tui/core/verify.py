@@ -30,11 +30,12 @@ __all__ = ["Check", "format_report", "verify_host"]
 ADMIN_USER = "admin"
 VERIFY_SENSOR_ID = "abri_verify"
 VERIFY_SENSOR_NAME = "abri verify"
-#: integrations that call services outside the home (US cloud, feeds, outside APIs)
-OUTSIDE_INTEGRATIONS = frozenset({
-    "cloud", "homeassistant_alerts", "my", "google_translate", "radio_browser", "met",
-    "nabucasa",
-})
+#: config entries of integrations that call services outside the home
+OUTSIDE_ENTRIES = frozenset({"google_translate", "radio_browser", "met"})
+#: integrations that call outside as soon as they are loaded (the US cloud, the alerts feed);
+#: a deleted entry's integration stays loaded (idle) until the next restart, so those above are
+#: judged by their entries
+OUTSIDE_COMPONENTS = frozenset({"cloud", "homeassistant_alerts"})
 
 
 @dataclass(frozen=True)
@@ -295,7 +296,7 @@ def _homeassistant_checks(host: dict, settings: dict, ha_secrets: dict,
         domains = {e["domain"]: e.get("state") for e in entries}
         _, config = http.request("GET", "/api/config")
         loaded = set((config or {}).get("components") or [])
-        outside = sorted((set(domains) | loaded) & OUTSIDE_INTEGRATIONS)
+        outside = sorted((set(domains) & OUTSIDE_ENTRIES) | (loaded & OUTSIDE_COMPONENTS))
         checks.append(Check("homeassistant without outside integrations", not outside,
                             "none configured" if not outside else f"found: {', '.join(outside)}"))
         if mqtt_port is None:
