@@ -65,6 +65,8 @@ start() {
     # a few helpers the image builds rely on
     ensure_pkg curl curl
     ensure_pkg iptables iptables
+    ensure_pkg ssh-keygen openssh-client
+    ensure_pkg ip iproute2
     if engine_answers; then
         if pid=$(our_pid); then say "dockerd already running (started by engine.sh, pid $pid)";
         else
