@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets as _secrets
+import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -55,12 +57,17 @@ class _Mqtt:
     """A small synchronous wrapper around a paho-mqtt client running its own network loop."""
 
     def __init__(self, host: str, port: int, username: str | None, password: str | None,
-                 timeout: float):
+                 timeout: float, *, tls: bool = False):
         import paho.mqtt.client as mqtt
 
         self.timeout = timeout
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id=f"abri-verify-{_secrets.token_hex(4)}")
+        if tls:
+            # the broker's certificate may be self-signed: the check is about the listener,
+            # encryption and authentication, not about the chain of trust
+            self.client.tls_set(cert_reqs=ssl.CERT_NONE)
+            self.client.tls_insecure_set(True)
         if username is not None:
             self.client.username_pw_set(username, password)
         self._connected = threading.Event()
@@ -144,9 +151,9 @@ def _check_refused(name: str, host: str, port: int, username: str | None,
 
 
 def _round_trip(user: str, password: str, host: str, port: int, topic: str,
-                timeout: float) -> Check:
-    name = f"mqtt round trip as {user}"
-    client = _Mqtt(host, port, user, password, timeout)
+                timeout: float, *, tls: bool = False) -> Check:
+    name = f"mqtt{'s (TLS)' if tls else ''} round trip as {user}"
+    client = _Mqtt(host, port, user, password, timeout, tls=tls)
     try:
         accepted, reason = client.connect()
         if not accepted:
@@ -360,6 +367,18 @@ def _discovery_check(http: _Http, address: str, mqtt_port: int, admin_password: 
 # --------------------------------------------------------------------------------------------
 
 
+def _is_loopback(address: str) -> bool:
+    return address in ("localhost", "::1") or address.startswith("127.")
+
+
+def _tcp_open(address: str, port: int, timeout: float) -> bool:
+    try:
+        socket.create_connection((address, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def verify_host(host: dict, secrets: dict, *, timeout: float = 10.0,
                 state_timeout: float = 60.0) -> list[Check]:
     """Check the services deployed on one host.
@@ -374,8 +393,19 @@ def verify_host(host: dict, secrets: dict, *, timeout: float = 10.0,
     checks: list[Check] = []
     admin_password = None
     mqtt_port = None
-    if "mosquitto" in stacks:
-        mqtt_port = int(stacks["mosquitto"].get("port", 1883))
+    mosquitto = stacks.get("mosquitto")
+    if mosquitto is not None and mosquitto.get("bind") == "loopback" and not _is_loopback(address):
+        # the broker only listens on the host's loopback: from here it must be unreachable
+        port = int(mosquitto.get("port", 1883))
+        reachable = _tcp_open(address, port, timeout)
+        checks.append(Check(
+            "mqtt only on the host's loopback", not reachable,
+            f"{address}:{port} {'answers' if reachable else 'is closed'} from here (bind: "
+            "loopback); the broker's own checks need a client on the host"))
+        mqtt_port = port  # Home Assistant's MQTT entry is still checked (over its API)
+        mosquitto = None
+    if mosquitto is not None:
+        mqtt_port = int(mosquitto.get("port", 1883))
         admin_password = (secrets.get("mosquitto") or {}).get("admin_password")
         if not admin_password:
             checks.append(Check("mqtt admin password", False, "missing from the secrets"))
@@ -383,6 +413,10 @@ def verify_host(host: dict, secrets: dict, *, timeout: float = 10.0,
             nonce = _secrets.token_hex(6)
             checks.append(_round_trip(ADMIN_USER, admin_password, address, mqtt_port,
                                       f"abri/verify/{nonce}", timeout))
+            if mosquitto.get("tls"):
+                checks.append(_round_trip(ADMIN_USER, admin_password, address,
+                                          int(mosquitto.get("tls_port", 8883)),
+                                          f"abri/verify/tls-{nonce}", timeout, tls=True))
             checks.append(_check_refused("mqtt anonymous refused", address, mqtt_port,
                                          None, None, timeout))
             checks.append(_check_refused("mqtt wrong password refused", address, mqtt_port,
