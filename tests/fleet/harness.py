@@ -111,12 +111,16 @@ def docker(
             env=env,
         )
     except FileNotFoundError as exc:
-        raise FleetError("the docker CLI is not installed (run tests/fleet/engine.sh start)") from exc
+        raise FleetError(
+            "the docker CLI is not installed (run tests/fleet/engine.sh start)"
+        ) from exc
     if check and proc.returncode != 0:
         err = proc.stderr if capture else ""
         if isinstance(err, bytes):
             err = err.decode(errors="replace")
-        raise FleetError(f"docker {' '.join(args[:3])} ... failed ({proc.returncode}): {err.strip()}")
+        raise FleetError(
+            f"docker {' '.join(args[:3])} ... failed ({proc.returncode}): {err.strip()}"
+        )
     return proc
 
 
@@ -243,7 +247,8 @@ def _mmdebstrap_import(
 
 
 def _docker_build(context: Path, ref: str, build_args: dict[str, str], recipe: str) -> None:
-    cmd = ["docker", "build", "--pull=false", "--force-rm", "--label", f"{LABEL_RECIPE}={recipe}", "-t", ref]
+    cmd = ["docker", "build", "--pull=false", "--force-rm",
+           "--label", f"{LABEL_RECIPE}={recipe}", "-t", ref]
     for key, value in build_args.items():
         cmd += ["--build-arg", f"{key}={value}"]
     cmd.append(str(context))
@@ -380,7 +385,7 @@ def verify_homeassistant_image(ref: str, timeout: float = 300) -> dict:
             if state != "true":
                 break
             try:
-                with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (own container)
+                with urllib.request.urlopen(url, timeout=5) as resp:
                     body = json.loads(resp.read())
                     break
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
@@ -443,8 +448,10 @@ def bridge_gateway() -> str:
     if out:
         return out[0]
     # Debian's engine leaves the gateway out of IPAM; read it off the bridge interface
-    iface = docker("network", "inspect", "bridge", "-f",
-                   '{{index .Options "com.docker.network.bridge.name"}}').stdout.strip() or "docker0"
+    iface = docker(
+        "network", "inspect", "bridge", "-f",
+        '{{index .Options "com.docker.network.bridge.name"}}',
+    ).stdout.strip() or "docker0"
     proc = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", iface],
                           capture_output=True, text=True, check=False)
     for word in proc.stdout.split():
@@ -464,8 +471,9 @@ UPSTREAM = {
 class Registry:
     """The local image registry and what it holds.
 
-    address: "172.17.0.1:5000"; refs: {"mosquitto": "172.17.0.1:5000/library/eclipse-mosquitto:2.0.21",
-    "homeassistant": "172.17.0.1:5000/homeassistant/home-assistant:2025.4.4"};
+    address: "172.17.0.1:5000";
+    refs: {"mosquitto": "172.17.0.1:5000/library/eclipse-mosquitto:2.0.21",
+           "homeassistant": "172.17.0.1:5000/homeassistant/home-assistant:2025.4.4"};
     upstream: the same keys with the docker.io references they stand in for;
     pushed: {key: True if this call pushed, False if the registry already had it}.
     """
@@ -733,7 +741,8 @@ class Fleet:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"{self.prefix}-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.registry = registry
-        self._labels = ["--label", f"{LABEL_RUN}={self.id}", "--label", f"{LABEL_PID}={os.getpid()}"]
+        self._labels = ["--label", f"{LABEL_RUN}={self.id}",
+                        "--label", f"{LABEL_PID}={os.getpid()}"]
         self._network_created = False
         self._volumes: list[str] = []
         self._containers: list[str] = []
@@ -781,7 +790,7 @@ class Fleet:
             host.ssh_port = int(port)
             host.address = docker(
                 "inspect", "-f",
-                "{{(index .NetworkSettings.Networks \"%s\").IPAddress}}" % self.network,
+                f"{{{{(index .NetworkSettings.Networks \"{self.network}\").IPAddress}}}}",
                 host.name,
             ).stdout.strip()
         self.hosts.extend(new)
@@ -904,13 +913,13 @@ def reap_orphans() -> dict[str, list[str]]:
             docker("rm", "-f", "-v", name, check=False)
             reaped["containers"].append(name)
     for name in found["volumes"]:
-        if not owner_alive("volume", name):
-            if docker("volume", "rm", "-f", name, check=False).returncode == 0:
-                reaped["volumes"].append(name)
+        if (not owner_alive("volume", name)
+                and docker("volume", "rm", "-f", name, check=False).returncode == 0):
+            reaped["volumes"].append(name)
     for name in found["networks"]:
-        if not owner_alive("network", name):
-            if docker("network", "rm", name, check=False).returncode == 0:
-                reaped["networks"].append(name)
+        if (not owner_alive("network", name)
+                and docker("network", "rm", name, check=False).returncode == 0):
+            reaped["networks"].append(name)
     if any(reaped.values()):
         say(f"reaped leftovers of dead runs: {reaped}")
     return reaped

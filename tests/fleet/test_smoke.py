@@ -50,8 +50,8 @@ def test_two_hosts_boot_and_reach_each_other(fleet):
         resolved = src.exec(f"getent hosts {dst.name}").stdout.split()[0]
         assert resolved == dst.address
         banner = src.exec(
-            "python3 -c 'import socket; s=socket.create_connection((\"%s\", 22), 5);"
-            " print(s.recv(64).decode())'" % dst.name
+            f"python3 -c 'import socket; s=socket.create_connection((\"{dst.name}\", 22), 5);"
+            " print(s.recv(64).decode())'"
         ).stdout
         assert banner.startswith("SSH-2.0-OpenSSH"), banner
     # the nested engine is there and uses overlay2 on its volume
