@@ -133,6 +133,11 @@ class AbriApp(App[int]):
         self.push_screen(ErrorScreen(title, problems))
 
     # ------------------------------------------------------------------ actions
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "save":
+            return self.site is not None  # nothing to save on the welcome or problems screen
+        return True
+
     def action_save(self) -> None:
         if self.site is None:
             self.notify("There is no site to save yet.", severity="warning")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
@@ -17,7 +19,18 @@ class BrokenSiteScreen(Screen):
 
     def __init__(self, problems: list[Problem]):
         super().__init__(classes="-failed")
-        self.problems = problems
+        self.problems = [self.locate(p) for p in problems]
+
+    @staticmethod
+    def locate(problem: Problem) -> Problem:
+        """Name the file a host's problem lives in (the engine names the host)."""
+        match = re.match(r"host '([^']+)'", problem.where)
+        if match:
+            in_vars = "stack '" in problem.where or problem.field in ("stacks", "abri_stacks")
+            file = f"host_vars/{match.group(1)}/abri.yml" if in_vars else "inventory.ini"
+            where = f"{problem.where} (in {file})"
+            return Problem(where, problem.field, problem.message)
+        return problem
 
     def compose(self) -> ComposeResult:
         yield Header()

@@ -99,6 +99,10 @@ class ReviewScreen(WorkerScreen):
                              ("tab-hostvars", "host_vars")):
             self.query_one(f"#{ident}-text", Static).update(self.syntax(*texts[title]))
 
+    def on_unmount(self) -> None:
+        if self.cancel:
+            self.cancel.set()
+
     def action_tab(self, ident: str) -> None:
         self.query_one(TabbedContent).active = ident
 

@@ -45,7 +45,7 @@ class RunScreen(WorkerScreen):
             yield Static(id="run-task")
             yield ProgressBar(total=100, show_eta=False, id="run-bar")
             yield DataTable(id="run-hosts", cursor_type="row", zebra_stripes=True)
-            yield RichLog(id="run-log", wrap=True, markup=False, highlight=False)
+            yield RichLog(id="run-log", wrap=True, markup=False, highlight=False, min_width=20)
             yield Static(id="run-recap")
         yield Footer()
 
@@ -219,6 +219,9 @@ class RunScreen(WorkerScreen):
         if event.worker.group == "run" and event.state.name in ("ERROR", "CANCELLED"):
             self.finish(False, False)
             self.query_one("#run-task", Static).update("The run stopped with an error.")
+
+    def on_unmount(self) -> None:
+        self.cancel_event.set()  # leaving the app mid-run stops Ansible cleanly
 
     def action_cancel(self) -> None:
         if self.running:

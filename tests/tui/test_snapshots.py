@@ -1,0 +1,206 @@
+"""SVG snapshots of every screen at 80x24, including error states and finished runs.
+
+Paths shown on screen are fixed (the site folder, and a copy of the catalog as the kit folder,
+since site.yml names the kit's playbook path), the cursor does not blink, ansible runs are
+recorded events. Update with:  pytest tests/tui/test_snapshots.py --snapshot-update
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input
+
+from tests.tui.conftest import RecordedRunner, fake_pinger, fake_verifier, make_site
+from tui.app.app import make_app
+
+ROOT = Path("/tmp/abri-snapshots")
+SITE = ROOT / "site"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def fixed_paths(monkeypatch):
+    shutil.rmtree(ROOT, ignore_errors=True)
+    (ROOT / "kit").mkdir(parents=True)
+    shutil.copytree(REPO / "stacks", ROOT / "kit" / "stacks")
+    monkeypatch.setenv("ABRI_KIT_DIR", str(ROOT / "kit"))
+    yield
+    shutil.rmtree(ROOT, ignore_errors=True)
+
+
+def app_for(runner: RecordedRunner | None = None):
+    return make_app(SITE, runner=runner or RecordedRunner(), verifier=fake_verifier,
+                    pinger=fake_pinger, blink=False)
+
+
+async def settle(pilot) -> None:
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.pause()
+
+
+def two_hosts() -> None:
+    site = make_site(SITE)
+    site.add_host("pi", "ssh", "192.168.1.20", 2222, "pi")
+    site.add_stack("pi", "mosquitto", {"bind": "loopback"})
+    site.save()
+
+
+def test_welcome(snap_compare):
+    assert snap_compare(app_for())
+
+
+def test_host_editor_errors(snap_compare):
+    make_site(SITE, stacks=())
+
+    async def run_before(pilot):
+        await pilot.press("a")
+        await pilot.pause()
+        screen = pilot.app.screen
+        screen.query_one("#name", Input).value = "-pi"
+        screen.query_one("#address", Input).value = "300.1.1"
+        screen.query_one("#port", Input).value = "70000"
+        screen.query_one("#user", Input).value = "Pi"
+
+    assert snap_compare(app_for(), run_before=run_before)
+
+
+def test_host_editor_connection_failed(snap_compare):
+    make_site(SITE, stacks=())
+
+    async def run_before(pilot):
+        await pilot.press("a")
+        await pilot.pause()
+        pilot.app.screen.query_one("#name", Input).value = "pi"
+        pilot.app.screen.query_one("#address", Input).value = "192.0.2.7"
+        await pilot.press("ctrl+t")
+        await settle(pilot)
+
+    assert snap_compare(app_for(), run_before=run_before)
+
+
+def test_stack_picker(snap_compare):
+    make_site(SITE, stacks=())
+    assert snap_compare(app_for(), press=["s"])
+
+
+def test_dependency_offer(snap_compare):
+    make_site(SITE, stacks=())
+    assert snap_compare(app_for(), press=["s", "enter"])
+
+
+def test_stack_settings_port_collision(snap_compare):
+    make_site(SITE, stacks=("mosquitto",))
+
+    async def run_before(pilot):
+        await pilot.press("s", "enter")
+        await pilot.pause()
+        pilot.app.screen.query_one("#set-port", Input).value = "1883"
+        await pilot.pause()
+
+    assert snap_compare(app_for(), run_before=run_before)
+
+
+def test_stack_settings_secret_masked(snap_compare):
+    make_site(SITE, stacks=())
+
+    async def run_before(pilot):
+        await pilot.press("s", "down", "enter")
+        await pilot.pause()
+        pilot.app.screen.query_one("#set-admin_password", Input).value = "short"
+        pilot.app.screen.query_one("#stack-form").scroll_end(animate=False)
+        await pilot.pause()
+
+    assert snap_compare(app_for(), run_before=run_before)
+
+
+def test_overview(snap_compare):
+    two_hosts()
+    assert snap_compare(app_for())
+
+
+def test_overview_light_unsaved(snap_compare):
+    two_hosts()
+    assert snap_compare(app_for(), press=["down", "tab", "x", "y", "f2"])
+
+
+def test_review_inventory(snap_compare):
+    two_hosts()
+    assert snap_compare(app_for(), press=["r"])
+
+
+def test_review_plan_done(snap_compare):
+    make_site(SITE)
+
+    async def run_before(pilot):
+        await pilot.press("r", "p")
+        await settle(pilot)
+
+    assert snap_compare(app_for(), run_before=run_before)
+
+
+def test_run_apply_failed(snap_compare):
+    make_site(SITE)
+    runner = RecordedRunner(by_mode={"apply": "apply-failed.json"})
+
+    async def run_before(pilot):
+        await pilot.press("g", "y")
+        await settle(pilot)
+
+    assert snap_compare(app_for(runner), run_before=run_before)
+
+
+def test_run_apply_ok(snap_compare):
+    make_site(SITE)
+
+    async def run_before(pilot):
+        await pilot.press("g", "y")
+        await settle(pilot)
+
+    assert snap_compare(app_for(), run_before=run_before)
+
+
+def test_run_apply_running(snap_compare):
+    make_site(SITE)
+    runner = RecordedRunner(pause_after=6)
+
+    async def run_before(pilot):
+        await pilot.press("g", "y")
+        await pilot.pause()
+        runner.paused.wait(5)
+        await pilot.pause(0.2)
+
+    try:
+        assert snap_compare(app_for(runner), run_before=run_before)
+    finally:
+        runner.release.set()
+
+
+def test_verify_report(snap_compare):
+    two_hosts()
+
+    async def run_before(pilot):
+        await pilot.press("v")
+        await settle(pilot)
+
+    assert snap_compare(app_for(), run_before=run_before)
+
+
+def test_broken_site(snap_compare):
+    make_site(SITE, stacks=("mosquitto",))
+    (SITE / "host_vars" / "home" / "abri.yml").write_text("abri_stacks:\n  nodered: {}\n")
+    assert snap_compare(app_for())
+
+
+def test_error_modal(snap_compare):
+    make_site(SITE)
+    assert snap_compare(app_for(), press=["tab", "x", "y"])
+
+
+def test_quit_with_unsaved_changes(snap_compare):
+    make_site(SITE)
+    assert snap_compare(app_for(), press=["tab", "down", "x", "y", "q"])
