@@ -5,6 +5,7 @@ ansible-playbook from the site directory (what `abri apply` runs), then:
 
 * Home Assistant answers on its port and has its MQTT integration loaded;
 * tui.core.verify passes every check (MQTT round trips, refusals, ACL, discovery -> REST state);
+* a plan (check mode) before the first apply runs through and leaves the host untouched;
 * the broker's log has no warning (file modes and owners right);
 * a second apply changes nothing (changed=0);
 * no generated secret shows in any run's output nor in the site's plaintext files;
@@ -65,9 +66,9 @@ def _abri(*args: str) -> str:
     return run.stdout
 
 
-def _apply(site: Path) -> tuple[subprocess.CompletedProcess, float]:
+def _apply(site: Path, *extra: str) -> tuple[subprocess.CompletedProcess, float]:
     start = time.monotonic()
-    run = subprocess.run([_tool("ansible-playbook"), "site.yml"], cwd=site, env=_env(),
+    run = subprocess.run([_tool("ansible-playbook"), "site.yml", *extra], cwd=site, env=_env(),
                          capture_output=True, text=True, timeout=1800)
     return run, time.monotonic() - start
 
@@ -123,6 +124,12 @@ def test_deploy_homeassistant_and_mosquitto(fleet, fleet_registry, tmp_path):
     host_vars = yaml.safe_load((site / "host_vars" / "h1" / "abri.yml").read_text())
     stacks = host_vars["abri_stacks"]
     assert host_vars["abri_address"] == host.address
+
+    # a plan (check mode) on the fresh host runs through and changes nothing there
+    plan, plan_s = _apply(site, "--check")
+    _show("plan on the fresh host", plan, plan_s)
+    assert plan.returncode == 0, plan.stdout[-8000:] + plan.stderr[-3000:]
+    assert host.exec("test -e /opt/abri", check=False).returncode != 0
 
     first, first_s = _apply(site)
     _show("first apply", first, first_s)
