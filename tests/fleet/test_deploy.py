@@ -52,8 +52,13 @@ def _tool(name: str) -> str:
     return str(path)
 
 
+#: the vault password files of the test sites stay in the test's tmp dir (set per test)
+_CONFIG_HOME: dict[str, str] = {}
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
+    env.update(_CONFIG_HOME)
     env.update(ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_HOST_KEY_CHECKING="False",
                PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
     return env
@@ -101,6 +106,13 @@ def _prepare_nested_engine(host) -> None:
 
 def _show(label: str, run: subprocess.CompletedProcess, seconds: float) -> None:
     print(f"\n[test_deploy] {label}: {seconds:.1f}s, rc={run.returncode}")
+
+
+@pytest.fixture(autouse=True)
+def _own_config_home(tmp_path):
+    _CONFIG_HOME["ABRI_CONFIG_HOME"] = str(tmp_path / "abri-config")
+    yield
+    _CONFIG_HOME.clear()
 
 
 def test_deploy_homeassistant_and_mosquitto(fleet, fleet_registry, tmp_path):
