@@ -24,9 +24,11 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_INVALID)
 
 
-def _site_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--site", type=Path, default=Path.cwd(), metavar="DIR",
-                   help="the site directory (default: the current directory)")
+def _site_option(p: argparse.ArgumentParser, top: bool = False) -> None:
+    # Only the top-level parser has a default: a subcommand's own --site must not override
+    # one given before the subcommand (`abri --site DIR init`).
+    p.add_argument("--site", type=Path, default=Path.cwd() if top else argparse.SUPPRESS,
+                   metavar="DIR", help="the site directory (default: the current directory)")
 
 
 def _json_option(p: argparse.ArgumentParser) -> None:
@@ -38,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "Mosquitto and friends on your own machines, deployed with Ansible. "
                      "Without a command, abri opens the installer.")
     parser.add_argument("--version", action="version", version=f"abri {__version__}")
-    _site_option(parser)
+    _site_option(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("init", help="create an empty site")

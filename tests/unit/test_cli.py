@@ -207,3 +207,13 @@ def test_broken_files_are_reported_with_place(abri, site_dir):
     (site_dir / "inventory.ini").write_text("[abri_ssh\npi\n")
     result = abri("host", "list", "--site", site_dir)
     assert result.code == 2 and "inventory.ini" in result.err and "Traceback" not in result.err
+
+
+def test_site_option_before_or_after_the_command(abri, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert abri("--site", tmp_path / "a", "init").code == 0
+    assert abri("init", "--site", tmp_path / "b").code == 0
+    assert (tmp_path / "a" / "inventory.ini").exists() and (tmp_path / "b" / "inventory.ini").exists()
+    assert not (tmp_path / "inventory.ini").exists()
+    assert abri("--site", tmp_path / "a", "host", "add", "h", "--kind", "local").code == 0
+    assert "h " in abri("host", "list", "--site", tmp_path / "a").out
