@@ -213,7 +213,8 @@ def test_site_option_before_or_after_the_command(abri, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert abri("--site", tmp_path / "a", "init").code == 0
     assert abri("init", "--site", tmp_path / "b").code == 0
-    assert (tmp_path / "a" / "inventory.ini").exists() and (tmp_path / "b" / "inventory.ini").exists()
+    assert (tmp_path / "a" / "inventory.ini").exists()
+    assert (tmp_path / "b" / "inventory.ini").exists()
     assert not (tmp_path / "inventory.ini").exists()
     assert abri("--site", tmp_path / "a", "host", "add", "h", "--kind", "local").code == 0
     assert "h " in abri("host", "list", "--site", tmp_path / "a").out
