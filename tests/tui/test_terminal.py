@@ -28,13 +28,16 @@ pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed "
 
 
 class Terminal:
-    def __init__(self, command: list[str], env: dict[str, str], width=100, height=30):
+    def __init__(self, command: list[str], env: dict[str, str], status_file: Path,
+                 width=100, height=30):
         self.name = f"abri-test-{uuid.uuid4().hex[:8]}"
+        self.status_file = status_file
+        wrapped = ["sh", "-c", '"$@"; echo $? > "$0"', str(status_file), *command]
         self.socket = ["-L", self.name]  # a private tmux server: never the user's sessions
         env_args = [f"{k}={v}" for k, v in env.items()]
         subprocess.run([TMUX, *self.socket, "new-session", "-d", "-s", self.name,
                         "-x", str(width), "-y", str(height),
-                        "env", *env_args, *command], check=True)
+                        "env", *env_args, *wrapped], check=True)
         subprocess.run([TMUX, *self.socket, "set-option", "-t", self.name,
                         "remain-on-exit", "on"], check=True)
 
@@ -57,13 +60,12 @@ class Terminal:
         subprocess.run([TMUX, *self.socket, "send-keys", "-t", self.name, *keys], check=True)
 
     def exited(self, timeout: float = 15) -> int | None:
+        """abri's exit status, written by the wrapping shell (tmux's own pane status is
+        not reliably there when the pane's pty closes first)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            out = subprocess.run([TMUX, *self.socket, "display-message", "-p", "-t", self.name,
-                                  "#{pane_dead} #{pane_dead_status}"],
-                                 capture_output=True, text=True).stdout.split()
-            if out and out[0] == "1":
-                return int(out[1]) if len(out) > 1 else None
+            if self.status_file.exists() and self.status_file.read_text().strip():
+                return int(self.status_file.read_text())
             time.sleep(0.1)
         return None
 
@@ -77,7 +79,7 @@ def test_add_this_machine_with_both_stacks_in_a_real_terminal(tmp_path, abri_con
     assert abri.exists(), f"no abri next to {sys.executable}"
     env = {"ABRI_CONFIG_HOME": str(abri_config_home), "TERM": "xterm-256color",
            "PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
-    term = Terminal([str(abri), "--site", str(site)], env)
+    term = Terminal([str(abri), "--site", str(site)], env, tmp_path / "status")
     try:
         term.wait_for("Welcome to abri")
         term.keys("l")

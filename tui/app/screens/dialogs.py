@@ -66,9 +66,6 @@ class QuitScreen(ModalScreen[str]):
                 yield Button("Discard", id="discard", variant="error")
                 yield Button("Stay", id="stay")
 
-    def on_mount(self) -> None:
-        self.add_class("dialog")
-
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
         self.dismiss(event.button.id or "stay")
