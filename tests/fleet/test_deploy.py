@@ -1,14 +1,16 @@
 """The first real deploy: Mosquitto + Home Assistant onto a Debian 13 fleet host over SSH.
 
-The site is written by the abri CLI (init, host add, stack add, site set), applied with plain
-ansible-playbook from the site directory (what `abri apply` runs), then:
+The site is written by the abri CLI (init, host add, stack add, site set) and run with
+`abri plan`, `abri apply` and `abri verify`, exactly as a user does, then:
 
 * Home Assistant answers on its port and has its MQTT integration loaded;
 * tui.core.verify passes every check (MQTT round trips, refusals, ACL, discovery -> REST state);
-* a plan (check mode) before the first apply runs through and leaves the host untouched;
+* `abri plan` (check mode with diff) before the first apply exits 0, lists the changes per
+  host and leaves the host untouched;
 * the broker's log has no warning (file modes and owners right);
 * a second apply changes nothing (changed=0);
-* no generated secret shows in any run's output nor in the site's plaintext files;
+* no generated secret shows in any run's output, the runner's artifacts, nor in the site's
+  plaintext files;
 * taking Home Assistant off the host brings its container down and keeps its data.
 
 Timings of the first and the no-op apply are printed (run with -s to see them); tests never
@@ -71,15 +73,17 @@ def _abri(*args: str) -> str:
     return run.stdout
 
 
-def _apply(site: Path, *extra: str) -> tuple[subprocess.CompletedProcess, float]:
+def _apply(site: Path, command: str = "apply", *extra: str
+           ) -> tuple[subprocess.CompletedProcess, float]:
+    """`abri apply|plan --site SITE` (apply verifies at its end)."""
     start = time.monotonic()
-    run = subprocess.run([_tool("ansible-playbook"), "site.yml", *extra], cwd=site, env=_env(),
+    run = subprocess.run([_tool("abri"), command, "--site", str(site), *extra], env=_env(),
                          capture_output=True, text=True, timeout=1800)
     return run, time.monotonic() - start
 
 
 def _recap(output: str, host: str) -> dict[str, int]:
-    match = re.search(rf"^{re.escape(host)}\s*:\s*(.*)$", output.split("PLAY RECAP")[-1], re.M)
+    match = re.search(rf"^\s*{re.escape(host)}\s+(ok=.*)$", output.split("Recap:")[-1], re.M)
     assert match, output[-3000:]
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
 
@@ -138,15 +142,20 @@ def test_deploy_homeassistant_and_mosquitto(fleet, fleet_registry, tmp_path):
     assert host_vars["abri_address"] == host.address
 
     # a plan (check mode) on the fresh host runs through and changes nothing there
-    plan, plan_s = _apply(site, "--check")
+    plan, plan_s = _apply(site, "plan")
     _show("plan on the fresh host", plan, plan_s)
     assert plan.returncode == 0, plan.stdout[-8000:] + plan.stderr[-3000:]
     assert host.exec("test -e /opt/abri", check=False).returncode != 0
+    listed = plan.stdout.split("Plan: what apply would change")[1]
+    count = int(re.search(r"h1: (\d+) change", listed).group(1))
+    assert count > 0 and "~ " in listed, plan.stdout[-4000:]
 
     first, first_s = _apply(site)
     _show("first apply", first, first_s)
     assert first.returncode == 0, first.stdout[-8000:] + first.stderr[-3000:]
     assert _recap(first.stdout, "h1")["failed"] == 0
+    # apply ends with the verify report, every check passed
+    assert "h1" in first.stdout.split("Recap:")[-1] and "FAIL" not in first.stdout
 
     # Home Assistant answers from here, on the host's network address
     ha_port = stacks["homeassistant"]["port"]
@@ -162,7 +171,12 @@ def test_deploy_homeassistant_and_mosquitto(fleet, fleet_registry, tmp_path):
     report = verify.format_report([("h1", checks)])
     print(report)
     assert all(c.ok for c in checks), report
-    names = {c.name for c in checks}
+    run = subprocess.run([_tool("abri"), "verify", "--json", "--site", str(site)], env=_env(),
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    cli_checks = json.loads(run.stdout)[0]["checks"]
+    assert cli_checks and all(c["ok"] for c in cli_checks), run.stdout
+    names = {c["name"] for c in cli_checks}
     for wanted in ("mqtt round trip as admin", "mqtt round trip as homeassistant",
                    "mqtt anonymous refused", "mqtt wrong password refused",
                    "mqtt acl: homeassistant cannot write outside its topics",
@@ -187,9 +201,15 @@ def test_deploy_homeassistant_and_mosquitto(fleet, fleet_registry, tmp_path):
     # no generated secret anywhere in the output or in the site's plaintext files
     values = [v for stack in secrets.values() for v in stack.values() if isinstance(v, str)]
     assert values and all(len(v) >= 12 for v in values)
-    outputs = first.stdout + first.stderr + second.stdout + second.stderr
+    outputs = first.stdout + first.stderr + second.stdout + second.stderr + plan.stdout
     for value in values:
         assert value not in outputs, "a secret appeared in the ansible output"
+    artifacts = [p.read_bytes() for p in Path(_CONFIG_HOME["ABRI_CONFIG_HOME"], "runs").rglob("*")
+                 if p.is_file()]
+    assert len(artifacts) > 10, "the runner's artifacts were not kept"
+    for value in values:
+        assert not any(value.encode() in blob for blob in artifacts), \
+            "a secret appeared in the runner's artifacts"
     for path in site.rglob("*"):
         if path.is_file() and path.name != "vault.yml":
             text = path.read_text(errors="replace")
