@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from tui.core import paths
+from tui.core import paths, validate
 from tui.core.errors import AbriError, Problem
 
 SETTING_TYPES = ("str", "int", "port", "bool", "choice", "secret")
@@ -151,15 +151,15 @@ class Setting:
         Raises ValueError with a message saying what would be valid.
         """
         valid = self.describe_valid()
-        if self.type in ("port", "int"):
+        if self.type == "port":
+            return validate.port(raw)
+        if self.type == "int":
             if isinstance(raw, bool):
                 raise ValueError(f"{raw!r} is not {valid}")
             try:
                 value = int(str(raw).strip(), 10)
             except ValueError:
                 raise ValueError(f"{str(raw)!r} is not {valid}") from None
-            if self.type == "port" and not 1 <= value <= 65535:
-                raise ValueError(f"{value} is out of range; use {valid}")
             if (self.min is not None and value < self.min) or (
                 self.max is not None and value > self.max
             ):

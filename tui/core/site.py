@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +59,9 @@ class SiteSettings:
 
 
 @dataclass
-class Host:
-    name: str
-    kind: str
-    address: str | None = None
-    port: int | None = None
-    user: str | None = None
-    key: str | None = None
-    parent: str | None = None
+class Host(HostEntry):
+    """A host of the site: what inventory.ini says of it, plus its stacks and settings."""
+
     stacks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -75,8 +70,7 @@ class Host:
         return "127.0.0.1" if self.kind == "local" else (self.address or self.name)
 
     def entry(self) -> HostEntry:
-        return HostEntry(self.name, self.kind, self.address, self.port, self.user, self.key,
-                         self.parent)
+        return HostEntry(**{f.name: getattr(self, f.name) for f in fields(HostEntry)})
 
 
 class Site:
@@ -140,7 +134,7 @@ class Site:
         hosts: dict[str, Host] = {}
         secrets: dict[str, dict[str, dict[str, str]]] = {}
         for name, e in entries.items():
-            host = Host(e.name, e.kind, e.address, e.port, e.user, e.key, e.parent)
+            host = Host(**asdict(e))
             host_dir = path / "host_vars" / name
             data = _read_yaml(host_dir / HOST_VARS) if (host_dir / HOST_VARS).exists() else {}
             stacks = data.get("abri_stacks") or {}
