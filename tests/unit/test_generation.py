@@ -74,8 +74,9 @@ def test_generated_site_passes_syntax_check(abri, tmp_path, ssh_key):
 
 
 def _normalise(text: str, site: Path, abri_config_home: Path, site_id: str) -> str:
-    return (text.replace(str(paths.kit_dir()), "<KIT>")
-            .replace(render.collections_dir(), "<COLLECTIONS>")
+    # longest first: the collections may live in a .venv inside the kit's checkout
+    return (text.replace(render.collections_dir(), "<COLLECTIONS>")
+            .replace(str(paths.kit_dir()), "<KIT>")
             .replace(str(abri_config_home), "<CONFIG>")
             .replace(str(site.resolve()), "<SITE>")
             .replace(site_id, "<SITE_ID>"))
