@@ -1,0 +1,79 @@
+"""Mosquitto's listener settings on a real host: the TLS listener, and a broker bound to
+the host's loopback only. Each setting change is applied, verified, and re-applied with
+changed=0."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+
+import pytest
+
+from tests.fleet.test_deploy import NESTED_ENGINE_OPTIONS, _abri, _apply, _own_config_home
+
+pytestmark = pytest.mark.fleet
+__all__ = ["_own_config_home"]  # the test module's autouse fixture, shared
+
+
+def _verify(site) -> dict[str, dict]:
+    import subprocess
+
+    from tests.fleet.test_deploy import _env, _tool
+
+    run = subprocess.run([_tool("abri"), "verify", "--json", "--site", str(site)], env=_env(),
+                         capture_output=True, text=True, timeout=600)
+    checks = {c["name"]: c for c in json.loads(run.stdout)[0]["checks"]}
+    assert run.returncode == 0, run.stdout
+    return checks
+
+
+def _changed(out: str) -> int:
+    match = re.search(r"^\s*broker\s+ok=\d+ changed=(\d+) failed=0", out, re.M)
+    assert match, out[-4000:]
+    return int(match.group(1))
+
+
+def _open(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+def test_tls_listener_then_loopback_only(fleet, fleet_registry, tmp_path):
+    host = fleet(1)[0]
+    site = tmp_path / "site"
+    _abri("init", "--site", str(site), "--registry-mirror", fleet_registry.address,
+          "--registry-insecure")
+    _abri("host", "add", "broker", "--kind", "ssh", "--address", host.address, "--user",
+          host.ssh_user, "--key", str(host.key_path), "--site", str(site))
+    _abri("stack", "add", "broker", "mosquitto", "--set", "tls=true", "--set", "tls_port=8884",
+          "--site", str(site))
+    (site / "group_vars" / "all" / "local.yml").write_text(
+        "---\ndocker_engine_daemon_options: " + json.dumps(NESTED_ENGINE_OPTIONS) + "\n")
+
+    first, _ = _apply(site)
+    assert first.returncode == 0, first.stdout[-6000:] + first.stderr
+    checks = _verify(site)
+    tls = [c for name, c in checks.items() if "TLS" in name]
+    assert tls and all(c["ok"] for c in tls), checks
+    assert _open(host.address, 8884) and _open(host.address, 1883)
+    again, _ = _apply(site, "apply", "--no-verify")
+    assert again.returncode == 0 and _changed(again.stdout) == 0, again.stdout[-6000:]
+
+    _abri("stack", "set", "broker", "mosquitto", "--set", "bind=loopback", "--set", "tls=false",
+          "--site", str(site))
+    moved, _ = _apply(site)
+    assert moved.returncode == 0, moved.stdout[-6000:] + moved.stderr
+    assert _changed(moved.stdout) > 0
+    assert not _open(host.address, 1883) and not _open(host.address, 8884)
+    checks = _verify(site)
+    assert checks["mqtt only on the host's loopback"]["ok"], checks
+    # on the host itself the broker still answers, and still refuses anonymous clients
+    pub = host.exec("docker exec abri-mosquitto mosquitto_pub -h 127.0.0.1 -t x -m y",
+                    check=False)
+    assert pub.returncode != 0 and "not authori" in (pub.stdout + pub.stderr).lower()
+    again, _ = _apply(site, "apply", "--no-verify")
+    assert again.returncode == 0 and _changed(again.stdout) == 0, again.stdout[-6000:]
