@@ -39,6 +39,12 @@ def app_for(runner: RecordedRunner | None = None):
 async def settle(pilot) -> None:
     await pilot.pause()
     await pilot.app.workers.wait_for_complete()
+    # the worker's last messages may still be queued on a busy machine: wait (bounded) until
+    # no widget shows a run in progress any more
+    for _ in range(250):
+        await pilot.pause(0.02)
+        if not pilot.app.screen.query(".-running") and not pilot.app.screen.has_class("-running"):
+            break
     await pilot.pause()
     await pilot.pause()
 
