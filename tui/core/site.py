@@ -278,6 +278,19 @@ class Site:
                 values[key] = value
         return problems
 
+    def provided(self, host_name: str) -> set[str]:
+        """The capabilities (mqtt, ...) the stacks on a host provide."""
+        host = self._host(host_name)
+        return {cap for s in host.stacks if s in self.catalog
+                for cap in self.catalog[s].provides}
+
+    def missing_providers(self, host_name: str, stack_name: str) -> dict[str, list[str]]:
+        """What a stack uses that nothing on the host provides yet: capability -> the
+        catalog stacks that would provide it."""
+        provided = self.provided(host_name)
+        return {cap: self.catalog.providers(cap) for cap in self.catalog[stack_name].uses
+                if cap not in provided}
+
     def _host(self, name: str) -> Host:
         if name not in self.hosts:
             raise AbriError(Problem(f"host '{name}'", "name", "is not in this site; hosts: "
@@ -301,8 +314,7 @@ class Site:
         claimed: dict[tuple[int, str], str] = {}
         if host.kind != "local":
             claimed[(host.port or 22, "tcp")] = "SSH"
-        provided = {cap for s in host.stacks if s in self.catalog
-                    for cap in self.catalog[s].provides}
+        provided = self.provided(host.name)
         for name, raw in host.stacks.items():  # insertion order: the newest stack last
             where = f"host '{host.name}', stack '{name}'"
             if name not in self.catalog:

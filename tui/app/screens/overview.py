@@ -163,21 +163,29 @@ class OverviewScreen(Screen):
         if not name:
             return
 
+        self._confirm_change(
+            f"Remove {name} from the site? Nothing on the machine is touched; its files in "
+            "the site are dropped when you save.",
+            lambda trial: trial.remove_host(name), f"{name} cannot be removed")
+
+    def _confirm_change(self, question: str, change, failure: str) -> None:
+        """Ask, then apply the change to a trial copy of the site; keep it only if the
+        engine accepts the whole site, otherwise show its problems."""
+
         def confirmed(yes: bool | None) -> None:
             if not yes:
                 return
             trial = self.app.site.copy()
             try:
-                trial.remove_host(name)
+                change(trial)
+                trial.check()
             except AbriError as exc:
-                self.app.show_problems(f"{name} cannot be removed", exc.problems)
+                self.app.show_problems(failure, exc.problems)
                 return
             self.app.commit(trial)
             self.refresh_view()
 
-        self.app.push_screen(ConfirmScreen(
-            f"Remove {name} from the site? Nothing on the machine is touched; its files in "
-            "the site are dropped when you save.", yes="Remove", no="Keep"), confirmed)
+        self.app.push_screen(ConfirmScreen(question, yes="Remove", no="Keep"), confirmed)
 
     # ------------------------------------------------------------------ stacks
     def action_add_stack(self) -> None:
@@ -200,10 +208,8 @@ class OverviewScreen(Screen):
         """Open the settings form; first offer the stacks it depends on."""
         site = self.app.site
         stack = site.catalog[stack_name]
-        host = site.hosts[host_name]
-        provided = {c for s in host.stacks if s in site.catalog for c in site.catalog[s].provides}
-        missing = [c for c in stack.uses if c not in provided]
-        offers = [site.catalog.providers(c)[0] for c in missing if site.catalog.providers(c)]
+        missing = site.missing_providers(host_name, stack_name)
+        offers = [providers[0] for providers in missing.values() if providers]
         if not offers:
             self.open_settings(host_name, stack_name, [])
             return
@@ -229,22 +235,10 @@ class OverviewScreen(Screen):
             self.notify("No stack selected.", severity="warning")
             return
 
-        def confirmed(yes: bool | None) -> None:
-            if not yes:
-                return
-            trial = self.app.site.copy()
-            try:
-                trial.remove_stack(host, stack)
-                trial.check()
-            except AbriError as exc:
-                self.app.show_problems(f"{stack} cannot be removed from {host}", exc.problems)
-                return
-            self.app.commit(trial)
-            self.refresh_view()
-
-        self.app.push_screen(ConfirmScreen(
+        self._confirm_change(
             f"Take {stack} off {host}? The next apply stops it; its data stays on the host.",
-            yes="Remove", no="Keep"), confirmed)
+            lambda trial: trial.remove_stack(host, stack),
+            f"{stack} cannot be removed from {host}")
 
     # ------------------------------------------------------------------ runs
     def action_review(self) -> None:
