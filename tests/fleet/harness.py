@@ -209,7 +209,21 @@ def _cached_or_build(name: str, ref: str, build, force: bool) -> ImageResult:
         build()
     seconds = time.monotonic() - start
     say(f"built {name} image {ref} in {seconds:.0f}s")
+    _prune_old_builds(ref)
     return ImageResult(name, ref, True, seconds)
+
+
+def _prune_old_builds(ref: str) -> None:
+    """A recipe change leaves the previous build behind (a gigabyte for Home Assistant), and
+    CI machines are reused: drop the repository's other tags. An image a container still
+    uses stays, because docker refuses to remove it without -f."""
+    repo = ref.rpartition(":")[0]
+    listed = docker("image", "ls", repo, "--format", "{{.Repository}}:{{.Tag}}",
+                    check=False).stdout.split()
+    old = [r for r in listed if r != ref and not r.endswith(":<none>")]
+    if old:
+        docker("rmi", *old, check=False)
+        say(f"pruned earlier builds of {repo}: {', '.join(old)}")
 
 
 def _run_logged(cmd: list[str], what: str, env: dict | None = None, timeout: float = 3600) -> None:

@@ -54,3 +54,14 @@ def test_service_images_have_the_official_shape(fleet_images):
     ).stdout.split()
     assert out[0] in ("CET", "CEST")
     assert out[1] == harness.HA_VERSION
+
+
+def test_a_new_build_prunes_the_earlier_builds_of_its_image(fleet_images):
+    ref = fleet_images.host.ref
+    repo = ref.rpartition(":")[0]
+    stale = f"{repo}:000000000000"
+    harness.docker("tag", ref, stale)
+    harness._prune_old_builds(ref)
+    listed = harness.docker("image", "ls", repo, "--format", "{{.Repository}}:{{.Tag}}")
+    tags = listed.stdout.split()
+    assert stale not in tags and ref in tags
