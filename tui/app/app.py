@@ -206,22 +206,18 @@ class AbriApp(App[int]):
         self._close_messages_no_wait()
 
 
-def preload_engine() -> None:
-    """Import the Ansible modules the engine loads lazily, before Textual takes over stdout:
-    some of them probe the terminal on import (ansible.utils.color calls curses.setupterm on
-    sys.stdout), which fails on the stream Textual puts in its place."""
-    import ansible.errors
-    import ansible.parsing.vault
-    import ansible.utils.color  # noqa: F401
-
-    from tui.core import inventory
-
-    inventory._init_ansible()
+def quiet_ansible() -> None:
+    """ansible-core probes the terminal the first time ansible.utils.color is imported
+    (curses.setupterm on sys.stdout), which fails on the stream Textual puts in its place.
+    The engine imports Ansible lazily, often after Textual has taken over the terminal; with
+    colour off Ansible never probes. (Runs set ANSIBLE_NOCOLOR for ansible-playbook anyway.)
+    This keeps Ansible's import cost off the welcome screen."""
+    os.environ["ANSIBLE_NOCOLOR"] = "1"
 
 
 def make_app(site_dir: Path, runner: services.Runner | None = None,
              verifier: services.Verifier | None = None, pinger: services.Pinger | None = None,
              blink: bool = True) -> AbriApp:
     """The one factory for the CLI, the tests and the snapshots."""
-    preload_engine()
+    quiet_ansible()
     return AbriApp(site_dir, runner=runner, verifier=verifier, pinger=pinger, blink=blink)
