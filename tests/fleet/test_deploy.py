@@ -164,6 +164,13 @@ def test_deploy_homeassistant_and_mosquitto(fleet, fleet_registry, tmp_path):
         assert resp.status == 200
 
     secrets = _secrets(site, "h1")
+    # apply kept a long-lived Home Assistant token in the vault, and it works
+    token = secrets["homeassistant"].get("token", "")
+    assert len(token) > 100, "no long-lived token in the vault"
+    request = urllib.request.Request(f"http://{host.address}:{ha_port}/api/",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status == 200
     info = {"name": "h1", "address": host.address, "stacks": stacks}
     start = time.monotonic()
     checks = verify.verify_host(info, secrets)
@@ -180,7 +187,8 @@ def test_deploy_homeassistant_and_mosquitto(fleet, fleet_registry, tmp_path):
     for wanted in ("mqtt round trip as admin", "mqtt round trip as homeassistant",
                    "mqtt anonymous refused", "mqtt wrong password refused",
                    "mqtt acl: homeassistant cannot write outside its topics",
-                   "homeassistant mqtt integration", "homeassistant sees an mqtt sensor"):
+                   "homeassistant mqtt integration", "homeassistant sees an mqtt sensor",
+                   "homeassistant token"):
         assert wanted in names, report
 
     # the broker is content with its files (owner 1883, mode 0600) and its configuration
@@ -197,11 +205,33 @@ def test_deploy_homeassistant_and_mosquitto(fleet, fleet_registry, tmp_path):
     recap = _recap(second.stdout, "h1")
     changed = [line for line in second.stdout.splitlines() if line.startswith("changed:")]
     assert recap["changed"] == 0, (recap, changed, second.stdout[-6000:])
+    assert _secrets(site, "h1")["homeassistant"]["token"] == token, "the token was replaced"
+
+    # a token Home Assistant no longer accepts is replaced by the next apply
+    os.environ["ABRI_CONFIG_HOME"], saved = _CONFIG_HOME["ABRI_CONFIG_HOME"], os.environ.get(
+        "ABRI_CONFIG_HOME")
+    try:
+        from tui.core.site import Site
+
+        broken = Site.load(site)
+        broken.secrets["h1"]["homeassistant"]["token"] = "revoked-" + "x" * 120
+        broken.save()
+    finally:
+        if saved is None:
+            os.environ.pop("ABRI_CONFIG_HOME")
+        else:
+            os.environ["ABRI_CONFIG_HOME"] = saved
+    healed, _ = _apply(site)
+    assert healed.returncode == 0, healed.stdout[-6000:] + healed.stderr[-2000:]
+    renewed = _secrets(site, "h1")["homeassistant"]["token"]
+    assert renewed != token and not renewed.startswith("revoked-")
 
     # no generated secret anywhere in the output or in the site's plaintext files
     values = [v for stack in secrets.values() for v in stack.values() if isinstance(v, str)]
     assert values and all(len(v) >= 12 for v in values)
-    outputs = first.stdout + first.stderr + second.stdout + second.stderr + plan.stdout
+    values.append(renewed)
+    outputs = (first.stdout + first.stderr + second.stdout + second.stderr + plan.stdout
+               + healed.stdout + healed.stderr)
     for value in values:
         assert value not in outputs, "a secret appeared in the ansible output"
     artifacts = [p.read_bytes() for p in Path(_CONFIG_HOME["ABRI_CONFIG_HOME"], "runs").rglob("*")

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,11 +112,41 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
         kwargs["limit"] = limit
     result = ansible_runner.run(**{k: v for k, v in kwargs.items() if v is not None})
     status = result.status
+    if mode == "apply" and status == "successful" and state.ok:
+        token_problems = store_homeassistant_tokens(site, limit)
+        if token_problems:
+            state = replace(state, failures=(*state.failures, *token_problems))
     if state.tasks_started and status == "successful":
         (base / f"last-{mode}.json").write_text(json.dumps({"tasks": state.tasks_started}))
     _prune(base)
     return RunResult(mode, status, result.rc if result.rc is not None else 1, state,
                      private / "artifacts" / "run", recorded)
+
+
+def store_homeassistant_tokens(site: Site, limit: str | None = None) -> list[events.Failure]:
+    """After an apply: every host with Home Assistant gets a long-lived token in its vault
+    (minted once, replaced only when Home Assistant no longer accepts it)."""
+    from tui.core import verify
+
+    failures = []
+    changed = False
+    for host in site.hosts.values():
+        if "homeassistant" not in host.stacks or (limit and host.name != limit):
+            continue
+        ha = site.secrets.setdefault(host.name, {}).setdefault("homeassistant", {})
+        info = {"name": host.name, "address": host.service_address, "stacks": host.stacks}
+        try:
+            token = verify.ensure_homeassistant_token(info, ha)
+        except (PermissionError, OSError) as exc:
+            failures.append(events.Failure(host.name, "Store a long-lived Home Assistant token",
+                                           str(exc)))
+            continue
+        if ha.get("token") != token:
+            ha["token"] = token
+            changed = True
+    if changed:
+        site.save()
+    return failures
 
 
 # ---------------------------------------------------------------- terminal front end

@@ -27,7 +27,7 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["Check", "format_report", "verify_host"]
+__all__ = ["Check", "ensure_homeassistant_token", "format_report", "verify_host"]
 
 ADMIN_USER = "admin"
 VERIFY_SENSOR_ID = "abri_verify"
@@ -246,6 +246,29 @@ class _Http:
         self.token = tokens["access_token"]
         return tokens.get("refresh_token", "")
 
+    def long_lived_token(self, client_name: str, lifespan_days: int = 3650) -> str:
+        """Mint a long-lived access token for the logged-in user. Home Assistant offers this
+        only over its websocket API (auth/long_lived_access_token)."""
+        import websocket  # websocket-client
+
+        url = "ws" + self.base[len("http"):] + "/api/websocket"
+        ws = websocket.create_connection(url, timeout=self.timeout)
+        try:
+            if json.loads(ws.recv()).get("type") != "auth_required":
+                raise ValueError("unexpected websocket greeting")
+            ws.send(json.dumps({"type": "auth", "access_token": self.token}))
+            if json.loads(ws.recv()).get("type") != "auth_ok":
+                raise PermissionError("the websocket API refused the access token")
+            ws.send(json.dumps({"id": 1, "type": "auth/long_lived_access_token",
+                                "client_name": client_name, "lifespan": lifespan_days}))
+            answer = json.loads(ws.recv())
+        finally:
+            ws.close()
+        if not answer.get("success") or not isinstance(answer.get("result"), str):
+            error = (answer.get("error") or {}).get("message", "no token")
+            raise PermissionError(f"Home Assistant did not mint a token: {error}")
+        return answer["result"]
+
     def revoke(self, refresh_token: str) -> None:
         if refresh_token:
             with contextlib.suppress(urllib.error.URLError, OSError):
@@ -294,9 +317,21 @@ def _homeassistant_checks(host: dict, settings: dict, ha_secrets: dict,
         return [*checks, Check("homeassistant login", False, "no owner password in the secrets")]
     refresh = ""
     try:
-        refresh = http.login(username, password)
-        checks.append(Check("homeassistant login", True,
-                            f"token for {username} from the login flow"))
+        if ha_secrets.get("token"):
+            http.token = ha_secrets["token"]
+            try:
+                http.request("GET", "/api/")
+                checks.append(Check("homeassistant token", True,
+                                    "the long-lived token from the vault is accepted"))
+            except urllib.error.HTTPError as exc:
+                checks.append(Check("homeassistant token", False,
+                                    f"the vault's long-lived token is refused (HTTP {exc.code});"
+                                    " the next apply mints a new one"))
+                http.token = None
+        if not http.token:
+            refresh = http.login(username, password)
+            checks.append(Check("homeassistant login", True,
+                                f"token for {username} from the login flow"))
         _, api = http.request("GET", "/api/")
         checks.append(Check("homeassistant api", True, (api or {}).get("message", "answers")))
         _, entries = http.request("GET", "/api/config/config_entries/entry")
@@ -451,3 +486,36 @@ def format_report(results: Iterable[tuple[str, list[Check]]]) -> str:
             failed += not check.ok
     lines.append(f"verify: {passed} passed, {failed} failed")
     return "\n".join(lines)
+
+
+def ensure_homeassistant_token(host: dict, ha_secrets: dict, *, timeout: float = 10.0) -> str:
+    """A long-lived Home Assistant access token for abri's checks, kept in the vault.
+
+    Returns the token in ha_secrets when Home Assistant still accepts it, otherwise logs in
+    with the owner's credentials and mints a new one (client name with a timestamp, as Home
+    Assistant wants each long-lived token's name unique). Raises PermissionError or OSError
+    with a message that holds no secret.
+    """
+    settings = host["stacks"]["homeassistant"]
+    http = _Http(f"http://{host['address']}:{int(settings.get('port', 8123))}", timeout)
+    token = ha_secrets.get("token")
+    if token:
+        http.token = token
+        try:
+            http.request("GET", "/api/")
+            return token
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (401, 403):
+                raise OSError(f"Home Assistant answered {_http_error(exc)}") from None
+        http.token = None
+    password = ha_secrets.get("owner_password")
+    if not password:
+        raise PermissionError("no owner password in the vault")
+    try:
+        refresh = http.login(settings.get("owner_username", "owner"), password)
+        try:
+            return http.long_lived_token("abri " + time.strftime("%Y-%m-%d %H:%M:%S"))
+        finally:
+            http.revoke(refresh)
+    except urllib.error.URLError as exc:
+        raise OSError(_http_error(exc)) from None
