@@ -14,8 +14,6 @@ import pytest
 
 from tui.cli import main as abri_main
 
-KEY_TEXT = None
-
 
 @pytest.fixture(autouse=True)
 def abri_config_home(tmp_path_factory, monkeypatch):
