@@ -747,6 +747,45 @@ class Host:
             raise FleetError(f"{self.name}: ssh {cmd!r} exited {proc.returncode}: {proc.stderr}")
         return proc
 
+    def controller_address(self) -> str:
+        """The controller's address as this host sees it: the fleet network's gateway (direct
+        connections to self.address and the published SSH port both arrive from it)."""
+        out = self.exec("ip -4 route show default").stdout.split()
+        if "via" not in out:
+            raise FleetError(f"{self.name}: no default route ({' '.join(out)!r})")
+        return out[out.index("via") + 1]
+
+    def firewall(self, source: str, allow_tcp: Iterable[int] = ()) -> None:
+        """Drop every packet from source except TCP to allow_tcp, with an nftables table of
+        the host's own (abri_fleet_fw, a prerouting hook before conntrack and NAT, so also
+        traffic for the host's containers). Changes only the host's network namespace; needs
+        nft inside the host (image "docker" has it, "plain" does not). Replaces an earlier
+        call's rules; firewall_clear() removes them."""
+        allow = sorted({int(p) for p in allow_tcp})
+        accept = f"ip saddr {source} tcp dport {{ {', '.join(map(str, allow))} }} accept\n" \
+            if allow else ""
+        rules = (
+            "table inet abri_fleet_fw\n"
+            "delete table inet abri_fleet_fw\n"
+            "table inet abri_fleet_fw {\n"
+            "  chain pre {\n"
+            "    type filter hook prerouting priority -400; policy accept;\n"
+            f"    {accept}"
+            f"    ip saddr {source} drop\n"
+            "  }\n"
+            "}\n"
+        )
+        if self.exec("command -v nft", check=False).returncode != 0:
+            raise FleetError(f"{self.name}: no nft in image {self.image} (use image='docker')")
+        self.exec("nft -f -", input=rules)
+
+    def firewall_ssh_only(self, controller_ip: str | None = None) -> None:
+        """Let the controller (default: controller_address()) reach only sshd (22)."""
+        self.firewall(controller_ip or self.controller_address(), allow_tcp=(22,))
+
+    def firewall_clear(self) -> None:
+        self.exec("nft delete table inet abri_fleet_fw", check=False)
+
     def journal_tail(self, lines: int = 80) -> str:
         """The last lines of the host's systemd journal (docker logs if it is not running)."""
         proc = docker("exec", self.name, "journalctl", "--no-pager", "-n", str(lines),
