@@ -112,6 +112,18 @@ def new_app(runner):
     return factory
 
 
+async def opened(pilot) -> None:
+    """Wait until the first screen shows the site: abri reads it in a worker after the
+    first frame (see AbriApp.open_site)."""
+    for _ in range(1000):
+        if pilot.app.opened:
+            break
+        await pilot.pause(0.01)
+    else:
+        raise AssertionError("the site never finished loading")
+    await pilot.pause()
+
+
 def make_site(path: Path, stacks: tuple[str, ...] = ("mosquitto", "homeassistant"),
               host: str = "home") -> Site:
     site = Site.init(path)

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from textual.widgets import DataTable, Input, ProgressBar, RichLog, Select, Static
 
-from tests.tui.conftest import RecordedRunner, make_site
+from tests.tui.conftest import RecordedRunner, make_site, opened
 from tui.app.messages import RunProgress
 from tui.app.screens.broken import BrokenSiteScreen
 from tui.app.screens.dialogs import ConfirmScreen, ErrorScreen, QuitScreen
@@ -53,7 +53,7 @@ async def test_empty_folder_welcome_this_machine_with_both_stacks(tmp_path, new_
     site_dir = tmp_path / "site"
     app = new_app(site_dir)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await opened(pilot)
         assert isinstance(app.screen, WelcomeScreen)
         assert "no abri site" in text_of(app, "#welcome-lead")
         await pilot.press("enter")  # "This machine" is highlighted
@@ -96,7 +96,7 @@ async def test_empty_site_shows_welcome_and_another_machine(tmp_path, new_app):
     Site.init(site_dir).save()
     app = new_app(site_dir)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await opened(pilot)
         assert isinstance(app.screen, WelcomeScreen)
         assert "no hosts yet" in text_of(app, "#welcome-lead")
         await pilot.press("o")
@@ -111,7 +111,7 @@ async def test_host_editor_validates_as_typed_and_writes_ssh_host(tmp_path, new_
     make_site(site_dir, stacks=())
     app = new_app(site_dir)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await opened(pilot)
         assert isinstance(app.screen, OverviewScreen)
         await pilot.press("a")
         await pilot.pause()
@@ -142,7 +142,8 @@ async def test_host_editor_validates_as_typed_and_writes_ssh_host(tmp_path, new_
         await pilot.press("ctrl+o")
         await pilot.pause()
         assert isinstance(app.screen, HostEditor)
-        assert "is required for a ssh host" in text_of(app, "#address-error")
+        assert "is required for" in text_of(app, "#address-error")  # the engine's words
+        assert "ssh host" in text_of(app, "#address-error")
         assert not text_of(app, "#port-error") and not text_of(app, "#key-error")
         assert "pi" not in app.site.hosts
 
@@ -171,7 +172,7 @@ async def test_edit_host_keeps_its_stacks(tmp_path, new_app):
     site.save()
     app = new_app(site_dir)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await opened(pilot)
         await pilot.press("down", "e")
         await pilot.pause()
         assert isinstance(app.screen, HostEditor)
@@ -188,7 +189,7 @@ async def test_test_connection_shows_the_ping_result(tmp_path, new_app):
     make_site(site_dir, stacks=())
     app = new_app(site_dir)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await opened(pilot)
         await pilot.press("a")
         await pilot.pause()
         await type_into(pilot, "#name", "pi")
@@ -215,7 +216,7 @@ async def test_port_collision_is_flagged_on_the_field_before_saving(tmp_path, ne
     before = (site_dir / "host_vars" / "home" / "abri.yml").read_text()
     app = new_app(site_dir)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await opened(pilot)
         await pilot.press("s", "enter")  # Home Assistant: mqtt is provided, no question
         await pilot.pause()
         form = app.screen
@@ -228,7 +229,7 @@ async def test_port_collision_is_flagged_on_the_field_before_saving(tmp_path, ne
         assert app.screen is form  # refused
         assert "homeassistant" not in app.site.hosts["home"].stacks
         await type_into(pilot, "#set-country", "germany")
-        assert "'germany' is not text matching" in text_of(app, "#error-country")
+        assert "'germany' is not" in text_of(app, "#error-country")  # the engine's words
         await type_into(pilot, "#set-country", "AT")
         await type_into(pilot, "#set-port", "8124")
         assert not text_of(app, "#error-port")
@@ -248,7 +249,7 @@ async def test_secrets_are_masked_with_a_reveal_toggle(tmp_path, new_app):
     secret = site.secrets["home"]["mosquitto"]["admin_password"]
     app = new_app(site_dir)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await opened(pilot)
         await pilot.press("tab", "enter")  # the stacks table: open mosquitto's settings
         await pilot.pause()
         field = app.screen.query_one("#set-admin_password", Input)
@@ -273,7 +274,7 @@ async def test_declining_the_dependency_is_refused_by_the_engine(tmp_path, new_a
     make_site(site_dir, stacks=())
     app = new_app(site_dir)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await opened(pilot)
         await pilot.press("s", "enter")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
@@ -293,7 +294,7 @@ async def test_remove_stack_and_host(tmp_path, new_app):
     site.save()
     app = new_app(site_dir)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await opened(pilot)
         await pilot.press("tab", "x", "y")  # mosquitto, still needed by homeassistant
         await pilot.pause()
         assert isinstance(app.screen, ErrorScreen)
@@ -318,7 +319,7 @@ async def test_quit_with_unsaved_changes_asks_first(tmp_path, new_app):
     before = (site_dir / "inventory.ini").read_text()
     app = new_app(site_dir)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await opened(pilot)
         await pilot.press("s", "down", "enter", "ctrl+o")  # mosquitto
         await pilot.pause()
         assert app.dirty
@@ -335,7 +336,7 @@ async def test_quit_with_unsaved_changes_asks_first(tmp_path, new_app):
 
     app = new_app(site_dir)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await opened(pilot)
         await pilot.press("s", "down", "enter", "ctrl+o", "q", "s")  # save and quit
         await pilot.pause()
     assert list(host_vars(site_dir)["abri_stacks"]) == ["mosquitto"]
@@ -355,7 +356,7 @@ async def test_broken_site_explains_what_and_where(tmp_path, new_app, breakage, 
     (site_dir / breakage[0]).write_text(breakage[1])
     app = new_app(site_dir)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await opened(pilot)
         assert isinstance(app.screen, BrokenSiteScreen)
         text = text_of(app, "#broken-list")
         for part in expected:
@@ -372,7 +373,7 @@ async def test_review_shows_files_and_plan_lists_changes(tmp_path, new_app, runn
     make_site(site_dir)
     app = new_app(site_dir)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await opened(pilot)
         await pilot.press("r")
         await pilot.pause()
         assert isinstance(app.screen, ReviewScreen)
@@ -410,7 +411,7 @@ async def test_apply_with_a_failed_task_shows_its_message_and_recap(tmp_path, ru
 
     app = new_app(site_dir)
     async with app.run_test(size=SIZE, message_hook=hook) as pilot:
-        await pilot.pause()
+        await opened(pilot)
         await pilot.press("g")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
@@ -447,7 +448,7 @@ async def test_cancel_stops_the_run_cleanly(tmp_path, new_app):
     app = make_app(site_dir, runner=runner, verifier=fake_verifier, pinger=fake_pinger,
                    blink=False)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await opened(pilot)
         await pilot.press("g", "y")
         await pilot.pause()
         assert runner.paused.wait(5)
@@ -471,7 +472,7 @@ async def test_apply_ok_then_verify_report_per_check(tmp_path, new_app):
     make_site(site_dir)
     app = new_app(site_dir)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await opened(pilot)
         await pilot.press("g", "y")
         await settle(pilot)
         assert app.screen.has_class("-ok")
@@ -503,7 +504,7 @@ async def test_a_failing_worker_becomes_a_modal_not_a_traceback(tmp_path):
     from tui.app.app import make_app
     app = make_app(site_dir, runner=broken_runner, verifier=crashing_verifier, blink=False)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await opened(pilot)
         await pilot.press("g", "y")
         await settle(pilot)
         assert isinstance(app.screen, ErrorScreen)
@@ -526,15 +527,29 @@ async def test_progress_messages_collapse():
 
 async def test_theme_toggle_and_command_palette(tmp_path, new_app):
     site_dir = tmp_path / "site"
-    make_site(site_dir)
+    site = make_site(site_dir)
+    site.add_host("pi", "ssh", "10.0.0.5")
+    site.save()
     app = new_app(site_dir)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await opened(pilot)
         assert app.current_theme.dark
         await pilot.press("f2")
         assert not app.current_theme.dark
-        titles = [c.title for c in app.get_system_commands(app.screen)]
-        assert {"Save the site", "Add host", "Add stack", "Apply", "Verify"} <= set(titles)
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert {"Save the site", "Quit", "Add a host", "Edit host home", "Remove host home",
+                "Add a stack to home", "Settings of mosquitto on home",
+                "Remove stack mosquitto from home", "Review the files and plan",
+                "Apply the site", "Verify the services"} <= titles
+        # the palette acts on the selection: pi, then its removal
+        await pilot.press("down", "ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"remove host pi")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "Remove pi from the site?" in text_of(app, ".dialog-text")
 
 
 async def test_no_site_in_a_folder_with_a_foreign_inventory(tmp_path, new_app):
@@ -543,9 +558,345 @@ async def test_no_site_in_a_folder_with_a_foreign_inventory(tmp_path, new_app):
     (site_dir / "inventory.ini").write_text("[web]\nexample.org\n")
     app = new_app(site_dir)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await opened(pilot)
         await pilot.press("l")
         await pilot.pause()
         assert isinstance(app.screen, ErrorScreen)
         assert "was not made by abri" in text_of(app, "#error-problems")
     assert (site_dir / "inventory.ini").read_text() == "[web]\nexample.org\n"
+
+
+# ---------------------------------------------------------------- what a new user hit (issue 9)
+def kit_with_bracket_help(tmp_path, monkeypatch) -> str:
+    """The real catalog, but Home Assistant's `name` help holds square brackets."""
+    import shutil
+    from pathlib import Path
+
+    kit = tmp_path / "kit"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "stacks", kit / "stacks")
+    manifest = kit / "stacks" / "homeassistant" / "stack.yml"
+    data = yaml.safe_load(manifest.read_text())
+    help_text = "Name of the home [shown in the interface], e.g. [Home]"
+    for setting in data["settings"]:
+        if setting["key"] == "name":
+            setting["help"] = help_text
+    manifest.write_text(yaml.safe_dump(data, sort_keys=False))
+    monkeypatch.setenv("ABRI_KIT_DIR", str(kit))
+    return help_text
+
+
+async def test_messages_with_square_brackets_are_shown_whole(tmp_path, monkeypatch):
+    from tests.tui.conftest import Check
+    from tui.app.app import make_app
+
+    help_text = kit_with_bracket_help(tmp_path, monkeypatch)
+    site_dir = tmp_path / "site"
+    make_site(site_dir, stacks=("mosquitto",))
+
+    def pinger(site, name):
+        return False, "[sudo] password is required for [pi]"
+
+    def verifier(site, host):
+        return [Check("[mosquitto] answers", False, "refused: not authorised [code 5]")]
+
+    app = make_app(site_dir, runner=RecordedRunner(), verifier=verifier, pinger=pinger,
+                   blink=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot)
+        # a manifest's help, and the engine's message echoing what was typed
+        await pilot.press("s", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, StackSettingsScreen)
+        assert text_of(app, "#row-name .field-help") == help_text
+        typed = "[Berlin]"
+        await type_into(pilot, "#set-time_zone", typed)
+        with pytest.raises(ValueError) as exc:
+            app.site.catalog["homeassistant"].setting("time_zone").convert(typed)
+        assert typed in str(exc.value)
+        assert text_of(app, "#error-time_zone") == str(exc.value)
+        await pilot.press("escape", "a")
+        await pilot.pause()
+        # the host editor's validators
+        await type_into(pilot, "#name", "[pi]")
+        with pytest.raises(ValueError) as exc:
+            validate.host_name("[pi]")
+        assert text_of(app, "#name-error") == str(exc.value)
+        assert "'[pi]'" in text_of(app, "#name-error")
+        # what a connection test answered
+        await type_into(pilot, "#name", "pi")
+        await type_into(pilot, "#address", "192.0.2.7")
+        await pilot.press("ctrl+t")
+        await settle(pilot)
+        assert "[sudo] password is required for [pi]" in text_of(app, "#ping")
+        await pilot.press("escape", "v")
+        await settle(pilot)
+        # a check's name and detail, in the table and the log
+        table = app.screen.query_one("#run-hosts", DataTable)
+        assert [str(c) for c in table.get_row_at(0)] == [
+            "home", "[mosquitto] answers", "FAILED", "refused: not authorised [code 5]"]
+        log = " ".join(line.text for line in app.screen.query_one("#run-log", RichLog).lines)
+        assert "[mosquitto] answers: refused: not authorised [code 5]" in " ".join(log.split())
+
+
+def footer_keys(app) -> list[tuple[str, str]]:
+    """The keys the footer shows, as (key, description); each must fit before ^p."""
+    from textual.widgets._footer import FooterKey
+
+    keys = list(app.screen.query(FooterKey))
+    palette = [k for k in keys if k.has_class("-command-palette")]
+    shown = [k for k in keys if not k.has_class("-command-palette")]
+    assert palette, "the footer lost the command palette key"
+    for key in shown:
+        assert key.region.width, f"{key.key} is not on screen"
+        assert key.region.right <= palette[0].region.x, \
+            f"'{key.key_display} {key.description}' is cut at {SIZE[0]} columns"
+    return [(k.key, k.description) for k in shown]
+
+
+async def test_the_footer_fits_80_columns_and_follows_the_focused_panel(tmp_path, new_app):
+    site_dir = tmp_path / "site"
+    make_site(site_dir)
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot)
+        assert app.screen.focused.id == "hosts"
+        keys = dict(footer_keys(app))
+        assert {"a", "e", "d", "r", "g", "v", "q", "ctrl+s"} <= set(keys)
+        assert "x" not in keys  # a stack key: shown in the stacks panel
+        await pilot.press("tab")
+        await pilot.pause()
+        assert app.screen.focused.id == "stacks"
+        keys = dict(footer_keys(app))
+        assert {"s", "enter", "x", "r", "g", "v", "q", "ctrl+s"} <= set(keys)
+        assert keys["enter"] == "Settings"
+        for screen_keys in (["s", "down", "enter"], ["escape", "escape", "a"]):
+            await pilot.press(*screen_keys)  # the settings form, the host editor
+            await pilot.pause()
+            assert footer_keys(app)
+
+
+def cells_fit(table: DataTable) -> None:
+    """Every column fits the table's width: nothing is cut off on the right."""
+    used = sum(column.get_render_width(table) for column in table.columns.values())
+    assert used <= table.scrollable_content_region.width, \
+        f"{used} columns of cells in {table.scrollable_content_region.width}"
+
+
+async def test_stack_settings_and_verify_details_wrap_at_80_columns(tmp_path, new_app):
+    from tui.app.screens.overview import settings_summary
+
+    site_dir = tmp_path / "site"
+    make_site(site_dir)
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot)
+        table = app.screen.query_one("#stacks", DataTable)
+        cells_fit(table)
+        ha = app.site.hosts["home"].stacks["homeassistant"]
+        cell = table.get_row("homeassistant")[-1]
+        assert str(cell) == settings_summary(ha)  # all of it, wrapped over lines
+        assert table.rows["homeassistant"].height > 1
+        assert "tls=false" in str(table.get_row("mosquitto")[-1])  # as typed, not False
+        await pilot.press("v")
+        await settle(pilot)
+        table = app.screen.query_one("#run-hosts", DataTable)
+        cells_fit(table)
+        details = [str(table.get_row_at(i)[-1]) for i in range(table.row_count)]
+        assert "HTTP 502 from http://127.0.0.1:8123/api/" in details
+        assert max(row.height for row in table.rows.values()) > 1
+
+
+async def test_a_local_host_has_no_ssh_fields_and_the_fixed_name_is_explained(tmp_path,
+                                                                             new_app):
+    site_dir = tmp_path / "site"
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot)
+        await pilot.press("l")
+        await pilot.pause()
+        editor = app.screen
+        for field in ("address", "port", "user", "key"):
+            assert not editor.query_one(f"#{field}-row").display, f"{field} shown for local"
+        editor.query_one("#kind", Select).value = "ssh"
+        await pilot.pause()
+        assert editor.query_one("#user-row").display
+        await type_into(pilot, "#user", "pi")
+        editor.query_one("#kind", Select).value = "local"
+        await pilot.pause()
+        assert not editor.query_one("#user-row").display
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        assert app.site.hosts["home"].user is None  # typed while ssh, not written for local
+        await pilot.press("escape", "ctrl+s", "e")
+        await pilot.pause()
+        assert isinstance(app.screen, HostEditor)
+        assert app.screen.query_one("#name", Input).disabled
+        note = text_of(app, "#name-help")
+        assert "host_vars/home/" in note
+        assert "To rename, add a new host and move the stacks." in note
+    assert inventory.parse(site_dir / "inventory.ini")["home"].user is None
+
+
+async def test_the_apply_confirmation_focuses_cancel(tmp_path, runner, new_app):
+    site_dir = tmp_path / "site"
+    make_site(site_dir)
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot)
+        await pilot.press("g")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert app.screen.focused.id == "no"
+        await pilot.press("enter")  # by habit: nothing is deployed
+        await settle(pilot)
+        assert isinstance(app.screen, OverviewScreen)
+    assert runner.calls == []
+
+
+async def test_the_welcome_marks_nothing_unsaved_and_quitting_focuses_stay(tmp_path, new_app):
+    site_dir = tmp_path / "site"
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot)
+        await pilot.press("o")
+        await pilot.pause()
+        assert isinstance(app.screen, HostEditor)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, WelcomeScreen)
+        assert not app.dirty and "unsaved" not in app.sub_title
+        keys = dict(footer_keys(app))
+        assert "ctrl+s" not in keys  # nothing to save
+        await pilot.press("q")
+        await pilot.pause()
+        assert not app.is_running  # left at once: there was nothing to ask about
+    assert not site_dir.exists()
+
+    make_site(site_dir, stacks=())
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot)
+        await pilot.press("s", "down", "enter", "ctrl+o", "q")
+        await pilot.pause()
+        assert isinstance(app.screen, QuitScreen)
+        assert app.screen.focused.id == "stay"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, OverviewScreen) and app.dirty
+
+
+async def test_removing_a_host_says_its_secrets_are_kept(tmp_path, new_app):
+    site_dir = tmp_path / "site"
+    site = make_site(site_dir, stacks=())
+    site.add_host("pi", "ssh", "10.0.0.5")
+    site.add_stack("pi", "mosquitto")
+    site.save()
+    vault_file = site_dir / "host_vars" / "pi" / "vault.yml"
+    before = vault_file.read_text()
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot)
+        await pilot.press("down", "d")
+        await pilot.pause()
+        question = " ".join(text_of(app, ".dialog-text").split())
+        assert "secrets stay in host_vars/pi/vault.yml" in question
+        assert "adding it back later keeps the same passwords" in question
+        assert "dropped" not in question
+        assert app.screen.focused.id == "no"  # Keep
+        await pilot.press("y", "ctrl+s")
+        await pilot.pause()
+    assert vault_file.read_text() == before
+    assert not (site_dir / "host_vars" / "pi" / "abri.yml").exists()
+
+
+async def test_a_file_is_refused_as_a_site_folder(tmp_path, new_app):
+    site_file = tmp_path / "notes.txt"
+    site_file.write_text("mine\n")
+    app = new_app(site_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot)
+        assert isinstance(app.screen, WelcomeScreen)
+        lead = " ".join(text_of(app, "#welcome-lead").split())
+        assert f"{site_file} is a file, not a folder" in lead
+        assert not app.screen.query("#welcome-choices")  # nothing offered
+        await pilot.press("l", "o", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, WelcomeScreen) and app.site is None
+    assert site_file.read_text() == "mine\n"
+
+
+async def test_a_folder_with_files_says_what_is_there_and_keeps_them(tmp_path, new_app):
+    site_dir = tmp_path / "site"
+    (site_dir / "photos").mkdir(parents=True)
+    (site_dir / "notes.txt").write_text("mine\n")
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot)
+        lead = " ".join(text_of(app, "#welcome-lead").split())
+        assert "already holds 2 items (notes.txt and photos/)" in lead
+        assert "never overwrites a file it did not write" in lead
+        await pilot.press("l", "enter", "escape", "ctrl+s")  # this machine, no stack
+        await pilot.pause()
+        assert not app.dirty
+    assert (site_dir / "notes.txt").read_text() == "mine\n"
+    assert list(inventory.parse(site_dir / "inventory.ini")) == ["home"]
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "site.yml").write_text("# my own playbook\n")
+    app = new_app(other)
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot)
+        assert "site.yml" in text_of(app, "#welcome-lead")
+        await pilot.press("l")
+        await pilot.pause()
+        assert isinstance(app.screen, ErrorScreen)  # refused before anything is written
+        assert "site.yml" in text_of(app, "#error-problems")
+    assert (other / "site.yml").read_text() == "# my own playbook\n"
+    assert sorted(p.name for p in other.iterdir()) == ["site.yml"]
+
+
+async def test_time_zones_complete_from_the_iana_database():
+    from textual.app import App
+
+    from tui.app.screens.stacks import setting_widget
+    from tui.core.catalog import Setting
+
+    zone = Setting("time_zone", "timezone", "IANA time zone", default="Europe/Berlin")
+
+    class Form(App):
+        def compose(self):
+            yield setting_widget(zone, "", "tz")
+
+    app = Form()
+    async with app.run_test(size=SIZE) as pilot:
+        field = app.query_one("#tz", Input)
+        field.focus()
+        await pilot.press(*"Europe/Lis")
+        await pilot.pause(0.2)
+        await pilot.press("right")  # accepts the suggestion
+        await pilot.pause()
+        assert field.value == "Europe/Lisbon"
+        assert "completes as you type" in field.placeholder
+
+
+async def test_the_real_forms_complete_time_zone_and_country(tmp_path, new_app):
+    from tui.core.catalog import Catalog
+
+    typed = {s.type for s in Catalog.load()["homeassistant"].settings}
+    if "timezone" not in typed:
+        pytest.skip("the catalog has no setting of type timezone yet")
+    site_dir = tmp_path / "site"
+    make_site(site_dir, stacks=("mosquitto",))
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot)
+        await pilot.press("s", "enter")
+        await pilot.pause()
+        form = app.screen
+        zone = next(s for s in form.stack.settings if s.type == "timezone")
+        assert form.query_one(f"#set-{zone.key}", Input).suggester is not None
+        country = [s for s in form.stack.settings if s.type == "country"]
+        from tui.app.screens.stacks import country_codes
+        if country and country_codes():
+            assert form.query_one(f"#set-{country[0].key}", Input).suggester is not None

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input
 
-from tests.tui.conftest import RecordedRunner, fake_pinger, fake_verifier, make_site
+from tests.tui.conftest import RecordedRunner, fake_pinger, fake_verifier, make_site, opened
 from tui.app.app import make_app
 
 ROOT = Path("/tmp/abri-snapshots")
@@ -34,6 +34,18 @@ def fixed_paths(monkeypatch):
 def app_for(runner: RecordedRunner | None = None):
     return make_app(SITE, runner=runner or RecordedRunner(), verifier=fake_verifier,
                     pinger=fake_pinger, blink=False)
+
+
+def ready(then=None):
+    """A run_before that first waits for the site to load (it is read after the first
+    frame), then runs `then`; keys given with press= come after both."""
+
+    async def run_before(pilot) -> None:
+        await opened(pilot)
+        if then is not None:
+            await then(pilot)
+
+    return run_before
 
 
 async def settle(pilot) -> None:
@@ -57,7 +69,7 @@ def two_hosts() -> None:
 
 
 def test_welcome(snap_compare):
-    assert snap_compare(app_for())
+    assert snap_compare(app_for(), run_before=ready())
 
 
 def test_host_editor_errors(snap_compare):
@@ -72,7 +84,7 @@ def test_host_editor_errors(snap_compare):
         screen.query_one("#port", Input).value = "70000"
         screen.query_one("#user", Input).value = "Pi"
 
-    assert snap_compare(app_for(), run_before=run_before)
+    assert snap_compare(app_for(), run_before=ready(run_before))
 
 
 def test_host_editor_connection_failed(snap_compare):
@@ -86,17 +98,17 @@ def test_host_editor_connection_failed(snap_compare):
         await pilot.press("ctrl+t")
         await settle(pilot)
 
-    assert snap_compare(app_for(), run_before=run_before)
+    assert snap_compare(app_for(), run_before=ready(run_before))
 
 
 def test_stack_picker(snap_compare):
     make_site(SITE, stacks=())
-    assert snap_compare(app_for(), press=["s"])
+    assert snap_compare(app_for(), run_before=ready(), press=["s"])
 
 
 def test_dependency_offer(snap_compare):
     make_site(SITE, stacks=())
-    assert snap_compare(app_for(), press=["s", "enter"])
+    assert snap_compare(app_for(), run_before=ready(), press=["s", "enter"])
 
 
 def test_stack_settings_port_collision(snap_compare):
@@ -108,7 +120,7 @@ def test_stack_settings_port_collision(snap_compare):
         pilot.app.screen.query_one("#set-port", Input).value = "1883"
         await pilot.pause()
 
-    assert snap_compare(app_for(), run_before=run_before)
+    assert snap_compare(app_for(), run_before=ready(run_before))
 
 
 def test_stack_settings_secret_masked(snap_compare):
@@ -121,22 +133,22 @@ def test_stack_settings_secret_masked(snap_compare):
         pilot.app.screen.query_one("#stack-form").scroll_end(animate=False)
         await pilot.pause()
 
-    assert snap_compare(app_for(), run_before=run_before)
+    assert snap_compare(app_for(), run_before=ready(run_before))
 
 
 def test_overview(snap_compare):
     two_hosts()
-    assert snap_compare(app_for())
+    assert snap_compare(app_for(), run_before=ready())
 
 
 def test_overview_light_unsaved(snap_compare):
     two_hosts()
-    assert snap_compare(app_for(), press=["down", "tab", "x", "y", "f2"])
+    assert snap_compare(app_for(), run_before=ready(), press=["down", "tab", "x", "y", "f2"])
 
 
 def test_review_inventory(snap_compare):
     two_hosts()
-    assert snap_compare(app_for(), press=["r"])
+    assert snap_compare(app_for(), run_before=ready(), press=["r"])
 
 
 def test_review_plan_done(snap_compare):
@@ -146,7 +158,7 @@ def test_review_plan_done(snap_compare):
         await pilot.press("r", "p")
         await settle(pilot)
 
-    assert snap_compare(app_for(), run_before=run_before)
+    assert snap_compare(app_for(), run_before=ready(run_before))
 
 
 def test_run_apply_failed(snap_compare):
@@ -157,7 +169,7 @@ def test_run_apply_failed(snap_compare):
         await pilot.press("g", "y")
         await settle(pilot)
 
-    assert snap_compare(app_for(runner), run_before=run_before)
+    assert snap_compare(app_for(runner), run_before=ready(run_before))
 
 
 def test_run_apply_ok(snap_compare):
@@ -167,7 +179,7 @@ def test_run_apply_ok(snap_compare):
         await pilot.press("g", "y")
         await settle(pilot)
 
-    assert snap_compare(app_for(), run_before=run_before)
+    assert snap_compare(app_for(), run_before=ready(run_before))
 
 
 def test_run_apply_running(snap_compare):
@@ -181,7 +193,7 @@ def test_run_apply_running(snap_compare):
         await pilot.pause(0.2)
 
     try:
-        assert snap_compare(app_for(runner), run_before=run_before)
+        assert snap_compare(app_for(runner), run_before=ready(run_before))
     finally:
         runner.release.set()
 
@@ -193,20 +205,20 @@ def test_verify_report(snap_compare):
         await pilot.press("v")
         await settle(pilot)
 
-    assert snap_compare(app_for(), run_before=run_before)
+    assert snap_compare(app_for(), run_before=ready(run_before))
 
 
 def test_broken_site(snap_compare):
     make_site(SITE, stacks=("mosquitto",))
     (SITE / "host_vars" / "home" / "abri.yml").write_text("abri_stacks:\n  nodered: {}\n")
-    assert snap_compare(app_for())
+    assert snap_compare(app_for(), run_before=ready())
 
 
 def test_error_modal(snap_compare):
     make_site(SITE)
-    assert snap_compare(app_for(), press=["tab", "x", "y"])
+    assert snap_compare(app_for(), run_before=ready(), press=["tab", "x", "y"])
 
 
 def test_quit_with_unsaved_changes(snap_compare):
     make_site(SITE)
-    assert snap_compare(app_for(), press=["tab", "down", "x", "y", "q"])
+    assert snap_compare(app_for(), run_before=ready(), press=["tab", "down", "x", "y", "q"])

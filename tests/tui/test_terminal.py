@@ -2,12 +2,15 @@
 
 Adds this machine with Home Assistant and (offered as its dependency) Mosquitto, saves and
 quits; then checks what was written, and that Ansible's own ansible-inventory accepts it.
+At 80x24, every key the overview's footer shows is pressed and does what it says, and a
+validation message holding square brackets is shown whole.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +22,7 @@ import pytest
 import yaml
 
 from tui.core import inventory
+from tui.core.site import Site
 
 BIN = Path(sys.executable).parent
 TMUX = shutil.which("tmux")
@@ -46,15 +50,25 @@ class Terminal:
                              capture_output=True, text=True)
         return out.stdout
 
-    def wait_for(self, text: str, timeout: float = 30) -> str:
+    def wait_for(self, text: str, timeout: float = 30, pattern: bool = False) -> str:
         deadline = time.monotonic() + timeout
         screen = ""
         while time.monotonic() < deadline:
             screen = self.screen()
-            if text in screen:
+            if (re.search(text, screen) if pattern else text in screen):
                 return screen
             time.sleep(0.1)
         raise AssertionError(f"{text!r} never appeared; the terminal shows:\n{screen}")
+
+    def wait_gone(self, text: str, timeout: float = 15) -> str:
+        deadline = time.monotonic() + timeout
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if text not in screen:
+                return screen
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} stayed; the terminal shows:\n{screen}")
 
     def keys(self, *keys: str) -> None:
         subprocess.run([TMUX, *self.socket, "send-keys", "-t", self.name, *keys], check=True)
@@ -73,12 +87,20 @@ class Terminal:
         subprocess.run([TMUX, *self.socket, "kill-server"], capture_output=True)
 
 
+def terminal_env(tmp_path, abri_config_home) -> dict[str, str]:
+    env = {"ABRI_CONFIG_HOME": str(abri_config_home), "TERM": "xterm-256color",
+           "PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+    for name in ("PYTHONPATH", "ABRI_KIT_DIR"):  # the caller's choice of abri and kit
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
+
+
 def test_add_this_machine_with_both_stacks_in_a_real_terminal(tmp_path, abri_config_home):
     site = tmp_path / "site"
     abri = BIN / "abri"
     assert abri.exists(), f"no abri next to {sys.executable}"
-    env = {"ABRI_CONFIG_HOME": str(abri_config_home), "TERM": "xterm-256color",
-           "PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+    env = terminal_env(tmp_path, abri_config_home)
     term = Terminal([str(abri), "--site", str(site)], env, tmp_path / "status")
     try:
         term.wait_for("Welcome to abri")
@@ -120,3 +142,82 @@ def test_add_this_machine_with_both_stacks_in_a_real_terminal(tmp_path, abri_con
     home = tree["_meta"]["hostvars"]["home"]
     assert home["ansible_connection"] == "local"
     assert set(home["abri_stacks"]) == {"mosquitto", "homeassistant"}  # JSON keys sorted
+
+
+def test_every_key_the_footer_shows_works_at_80x24(tmp_path, abri_config_home):
+    site = tmp_path / "site"
+    # ports nothing listens on: verify fails at once instead of waiting on a service
+    built = Site.init(site)
+    built.add_host("home", "local")
+    built.add_stack("home", "mosquitto", {"port": "47883"})
+    built.add_stack("home", "homeassistant", {"port": "48123"})
+    built.save()
+    env = terminal_env(tmp_path, abri_config_home)
+    term = Terminal([str(BIN / "abri"), "--site", str(site)], env, tmp_path / "status",
+                    width=80, height=24)
+
+    def footer() -> str:
+        return term.screen().rstrip("\n").splitlines()[-1]
+
+    def back(key: str, gone: str) -> None:
+        term.keys(key)
+        term.wait_gone(gone)
+        term.wait_for("1 host, 2 stacks")
+
+    try:
+        term.wait_for("1 host, 2 stacks: saved")
+        term.wait_for("d Remove")  # the hosts panel has the focus
+        shown = footer()
+        for item in ("a Add", "e Edit", "d Remove", "r Review", "g Apply", "v Verify",
+                     "q Quit", "^s Save", "^p palette"):
+            assert item in shown, f"{item!r} is not in the footer at 80 columns: {shown!r}"
+        term.keys("a")
+        term.wait_for("Add a host")
+        # a validation message with square brackets, whole
+        term.keys("[", "p", "i", "]")
+        term.wait_for("'[pi]' is not a valid host name")
+        back("Escape", "Add a host")
+        term.keys("e")
+        term.wait_for("Edit host home")
+        term.wait_for("new host and move the stacks.")  # the note on the fixed name
+        back("Escape", "Edit host home")
+        term.keys("d")
+        term.wait_for("Remove home from the site?")
+        back("n", "Remove home from the site?")
+        term.keys("r")
+        term.wait_for("[abri_local]")  # the inventory tab
+        back("Escape", "[abri_local]")
+        term.keys("g")
+        term.wait_for("Apply saves the site")
+        back("Enter", "Apply saves the site")  # Cancel has the focus: nothing is deployed
+        term.keys("v")
+        term.wait_for(r"Verify: (\d+ check\(s\) failed|every check passed)", pattern=True)
+        back("Escape", "Verify:")
+        term.keys("C-s")
+        term.wait_for("Saved the site to")
+        term.keys("C-p")
+        term.wait_for("Search for commands")
+        back("Escape", "Search for commands")
+
+        term.keys("Tab")  # the stacks panel
+        term.wait_for("⏎ Settings")
+        shown = footer()
+        for item in ("s Add", "⏎ Settings", "x Remove", "r Review", "g Apply", "v Verify",
+                     "q Quit", "^s Save", "^p palette"):
+            assert item in shown, f"{item!r} is not in the footer at 80 columns: {shown!r}"
+        term.keys("s")
+        term.wait_for("Add a stack to home")
+        back("Escape", "Add a stack to home")
+        term.keys("Enter")
+        term.wait_for("Settings of Mosquitto")
+        back("Escape", "Settings of Mosquitto")
+        term.keys("x")
+        term.wait_for("Take mosquitto off home?")
+        back("n", "Take mosquitto off home?")
+        term.wait_for("1 host, 2 stacks: saved")  # nothing above changed the site
+        term.keys("q")
+        status = term.exited()
+        assert status == 0, f"abri did not exit cleanly ({status}):\n{term.screen()}"
+        assert "Traceback" not in term.screen()
+    finally:
+        term.close()

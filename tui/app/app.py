@@ -7,7 +7,9 @@ import os
 import traceback
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.events import DescendantFocus
@@ -16,11 +18,19 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from tui.app import services
-from tui.app.screens.dialogs import ErrorScreen, QuitScreen
-from tui.core.errors import AbriError, Problem, SiteError
-from tui.core.site import Site
+from tui.app.messages import SiteLoaded
+from tui.core.errors import AbriError, Problem
 
-READY_ENV = "ABRI_EXIT_WHEN_READY"  # bench/startup.py: exit once the first screen is up
+if TYPE_CHECKING:
+    from tui.core.site import Site
+
+# bench/startup.py: exit once the first screen is up ("1"), or once the site it shows has
+# been loaded and filled in ("loaded")
+READY_ENV = "ABRI_EXIT_WHEN_READY"
+# The file that makes a folder an abri site (tui.core.site.SITE_VARS, checked equal by a
+# test): looked at before the first frame without importing the engine, whose catalog and
+# Ansible imports are what makes loading a site slow.
+SITE_MARKER = Path("group_vars/all/abri.yml")
 
 
 def as_problems(error: BaseException) -> list[Problem]:
@@ -38,7 +48,7 @@ class AbriApp(App[int]):
     CSS_PATH = "abri.tcss"
     BINDINGS = [
         Binding("ctrl+s", "save", "Save", priority=True),
-        Binding("f2", "toggle_theme", "Theme"),
+        Binding("f2", "toggle_theme", "Theme", show=False),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
     ]
 
@@ -54,39 +64,91 @@ class AbriApp(App[int]):
         self.pinger = pinger or services.ping
         self.blink = blink
         self.site: Site | None = None
+        self.loading = False  # the site is being read in a worker
+        self.opened = False  # the first screen shows the site as it is on disk
         self.last_run: dict[str, tuple[str, str]] = {}  # host -> (status, label) of last run
         self.theme = "textual-dark"
 
     # ------------------------------------------------------------------ site
     async def on_mount(self) -> None:
         await self.open_site()
-        if os.environ.get(READY_ENV):
-            self.call_after_refresh(self.exit, 0)
+
+    def site_marked(self) -> bool:
+        return (self.site_dir / SITE_MARKER).is_file()
 
     async def open_site(self) -> None:
-        """Load the site and show the right first screen: overview, welcome or problems."""
-        from tui.app.screens.broken import BrokenSiteScreen
+        """Show the first screen at once, then read the site in a worker.
+
+        A folder with an abri site opens on the overview, which shows a loading indicator
+        until the site is read (ansible-core's inventory parser and the vault take a
+        while); it then fills in, or gives way to the welcome (no hosts) or to the list of
+        problems. Any other folder opens on the welcome."""
         from tui.app.screens.overview import OverviewScreen
         from tui.app.screens.welcome import WelcomeScreen
 
         self.dirty = False
         self.site = None
-        screen: Screen
-        try:
-            if Site.exists(self.site_dir):
-                self.site = Site.load(self.site_dir)
-                screen = OverviewScreen() if self.site.hosts else WelcomeScreen()
-            else:
-                screen = WelcomeScreen()
-        except SiteError as exc:
-            screen = BrokenSiteScreen(exc.problems)
-        except AbriError as exc:  # e.g. a broken stack manifest in the kit
-            screen = BrokenSiteScreen(exc.problems)
+        self.opened = False
+        self.loading = self.site_marked()
+        screen: Screen = OverviewScreen() if self.loading else WelcomeScreen()
         self.update_subtitle()
+        await self.show_first(screen)
+        ready = os.environ.get(READY_ENV)
+        if self.loading and ready != "1":
+            self.call_after_refresh(self.start_loading, screen)
+        else:
+            self.opened = True
+        if ready == "1" or (ready and not self.loading):
+            self.call_after_refresh(self.exit, 0)
+
+    def start_loading(self, screen: Screen) -> None:
+        """After the first frame: the loading indicator, and the worker that reads the site."""
+        show = getattr(screen, "show_loading", None)
+        if show is not None:
+            show()
+        self.load_site(self.site_dir)
+
+    async def show_first(self, screen: Screen) -> None:
+        while len(self.screen_stack) > 2:  # e.g. the command palette opened while loading
+            await self.pop_screen()
         if len(self.screen_stack) > 1:
             await self.switch_screen(screen)
         else:
             await self.push_screen(screen)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="load")
+    def load_site(self, site_dir: Path) -> None:
+        from tui.core.site import Site
+
+        try:
+            site: Site | None = Site.load(site_dir)
+            problems: list[Problem] = []
+        except Exception as exc:  # a broken site or kit: its problems, never a traceback
+            site, problems = None, as_problems(exc)
+        self.post_message(SiteLoaded(site, problems))
+
+    async def on_site_loaded(self, message: SiteLoaded) -> None:
+        from tui.app.screens.broken import BrokenSiteScreen
+        from tui.app.screens.overview import OverviewScreen
+        from tui.app.screens.welcome import WelcomeScreen
+
+        self.loading = False
+        self.site = message.site
+        if message.problems or self.site is None:
+            await self.show_first(BrokenSiteScreen(message.problems))
+        elif not self.site.hosts:
+            await self.show_first(WelcomeScreen())
+        else:
+            overview = next((s for s in self.screen_stack if isinstance(s, OverviewScreen)),
+                            None)
+            if overview is None:
+                await self.show_first(OverviewScreen())
+            else:
+                overview.site_loaded()
+        self.opened = True
+        self.refresh_bindings()
+        if os.environ.get(READY_ENV) == "loaded":
+            self.call_after_refresh(self.exit, 0)
 
     async def show_overview(self, new_host: str | None = None) -> None:
         """Leave the welcome screen for the overview; a new host goes on to the stack picker."""
@@ -98,13 +160,34 @@ class AbriApp(App[int]):
             overview.pick_stack(new_host)
 
     def create_site(self) -> bool:
-        """An empty site in memory (written on save); False with an error modal if refused."""
-        try:
-            self.site = Site.init(self.site_dir)
-        except AbriError as exc:
-            self.show_problems("This folder cannot hold a new site", exc.problems)
+        """An empty site in memory (written on save); False with an error modal if refused.
+
+        Creating it changes nothing yet: the site becomes unsaved once a host is added.
+        abri never overwrites a file it did not write: a new site in a folder that already
+        holds a file of the same name as one abri writes is refused, naming the files."""
+        from tui.core import render
+        from tui.core.site import Site
+
+        title = "This folder cannot hold a new site"
+        if self.site_dir.exists() and not self.site_dir.is_dir():
+            self.show_problems(title, [Problem(str(self.site_dir), "", "is a file, not a "
+                                               "folder; start abri with --site and a new or "
+                                               "empty folder")])
             return False
-        self.dirty = True
+        try:
+            site = Site.init(self.site_dir)
+        except AbriError as exc:
+            self.show_problems(title, exc.problems)
+            return False
+        written = ["inventory.ini", *render.site_files(site)]
+        clashes = [name for name in written if (self.site_dir / name).exists()]
+        if clashes:
+            self.show_problems(title, [Problem(
+                str(self.site_dir / name), "", "is already there, and a new site would "
+                "write a file of that name; abri does not overwrite files it did not write: "
+                "move it aside, or choose another folder") for name in clashes])
+            return False
+        self.site = site
         return True
 
     def commit(self, site: Site) -> None:
@@ -125,17 +208,21 @@ class AbriApp(App[int]):
 
     def watch_dirty(self) -> None:
         self.update_subtitle()
+        self.refresh_bindings()
 
     def update_subtitle(self) -> None:
         self.sub_title = str(self.site_dir) + ("  • unsaved changes" if self.dirty else "")
 
     def show_problems(self, title: str, problems: list[Problem]) -> None:
+        from tui.app.screens.dialogs import ErrorScreen
+
         self.push_screen(ErrorScreen(title, problems))
 
     # ------------------------------------------------------------------ actions
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "save":
-            return self.site is not None  # nothing to save on the welcome or problems screen
+            # nothing to save on the welcome (until a host is added) or the problems screen
+            return self.site is not None and (self.dirty or self.site_marked())
         return True
 
     def action_save(self) -> None:
@@ -143,7 +230,7 @@ class AbriApp(App[int]):
             self.notify("There is no site to save yet.", severity="warning")
             return
         if self.save_site():
-            self.notify(f"Saved the site to {self.site_dir}", title="Saved")
+            self.notify(f"Saved the site to {self.site_dir}", title="Saved", markup=False)
             if isinstance(self.screen, Screen) and hasattr(self.screen, "refresh_view"):
                 self.screen.refresh_view()
 
@@ -151,6 +238,8 @@ class AbriApp(App[int]):
         self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
 
     async def action_quit(self) -> None:
+        from tui.app.screens.dialogs import QuitScreen
+
         if not self.dirty:
             self.exit(0)
             return
@@ -165,11 +254,18 @@ class AbriApp(App[int]):
         self.push_screen(QuitScreen(classes="dialog"), decided)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The command palette: Textual's own (theme, quit, keys...), save, and every
+        action of the screen it was opened on, worded for the current selection."""
         yield from super().get_system_commands(screen)
-        yield SystemCommand("Save the site", "Write every change to the site folder",
-                            self.action_save)
+        if self.check_action("save", ()):
+            yield SystemCommand("Save the site", "Write every change to the site folder "
+                                "(ctrl+s)", self.action_save)
         yield SystemCommand("Toggle dark/light theme", "Switch between the dark and light "
-                            "themes", self.action_toggle_theme)
+                            "themes (f2)", self.action_toggle_theme)
+        commands = getattr(screen, "palette_commands", None)
+        if commands is not None:
+            yield from commands()
+            return
         for binding in screen.BINDINGS:
             if isinstance(binding, Binding) and binding.description and binding.show:
                 action = binding.action

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
-from tui.core.events import Progress
+if TYPE_CHECKING:  # not imported before the first frame: see AbriApp.open_site
+    from tui.core.errors import Problem
+    from tui.core.events import Progress
+
+
+@dataclass
+class SiteLoaded(Message):
+    """The site folder was read (after the first frame): the site, or why it cannot open."""
+
+    site: Any  # tui.core.site.Site, or None when there are problems
+    problems: list[Problem]
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -53,6 +52,8 @@ def verify_host(site: Site, host: Host) -> list[Any]:
 def ping(site: Site, host_name: str, timeout: int = 60) -> tuple[bool, str]:
     """An Ansible ping of one host, with the inventory and ansible.cfg the site would write
     (rendered by the engine into a scratch folder, so an unsaved host can be tested)."""
+    import tempfile
+
     import ansible_runner
 
     from tui.core import inventory, paths, render

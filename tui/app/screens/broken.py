@@ -35,13 +35,14 @@ class BrokenSiteScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical(id="broken"):
-            yield Static(f"abri cannot open the site in {self.app.site_dir}", id="broken-title")
+            yield Static(f"abri cannot open the site in {self.app.site_dir}", id="broken-title",
+                         markup=False)
             yield Static("Nothing was changed. Fix the problems below in the files named "
                          "(or restore them from git), then press r to reload.",
                          classes="hint")
             with VerticalScroll(id="broken-problems"):
                 yield Static(problems_text(self.problems), id="broken-list")
-        yield Footer()
+        yield Footer(compact=True)
 
     async def action_reload(self) -> None:
         await self.app.open_site()

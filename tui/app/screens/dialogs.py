@@ -1,4 +1,7 @@
-"""Small modal dialogs: confirm, quit with unsaved changes, and the error modal."""
+"""Small modal dialogs: confirm, quit with unsaved changes, and the error modal.
+
+Every text shown here is plain text, never markup: engine messages and names may hold
+square brackets ("[Errno 111]", a pattern like "[A-Z]{2}") that markup would swallow."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
@@ -28,22 +32,32 @@ def problems_text(problems: list[Problem]) -> Text:
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    """A yes/no question. Enter picks the focused button, Escape means no."""
+    """A yes/no question. Enter picks the focused button, Escape means no.
+
+    The safe answer (no) has the focus unless the caller says the other one is safe
+    (`focus_yes`, e.g. adding a dependency the stack needs)."""
 
     BINDINGS = [Binding("escape", "dismiss(False)", "Cancel"),
                 Binding("y", "dismiss(True)", "Yes", show=False),
                 Binding("n", "dismiss(False)", "No", show=False)]
 
-    def __init__(self, question: str, yes: str = "Yes", no: str = "No"):
+    def __init__(self, question: str, yes: str = "Yes", no: str = "No",
+                 focus_yes: bool = False):
         super().__init__(classes="dialog")
         self.question, self.yes, self.no = question, yes, no
+        self.focus_yes = focus_yes
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box"):
-            yield Static(self.question, classes="dialog-text")
+            yield Static(self.question, classes="dialog-text", markup=False)
             with Horizontal(classes="dialog-buttons"):
-                yield Button(self.yes, id="yes", variant="primary")
-                yield Button(self.no, id="no")
+                yield Button(Content(self.yes), id="yes",
+                             variant="primary" if self.focus_yes else "default")
+                yield Button(Content(self.no), id="no",
+                             variant="default" if self.focus_yes else "primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#yes" if self.focus_yes else "#no", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
@@ -51,7 +65,8 @@ class ConfirmScreen(ModalScreen[bool]):
 
 
 class QuitScreen(ModalScreen[str]):
-    """Leaving with unsaved changes: save, discard, or stay."""
+    """Leaving with unsaved changes: save, discard, or stay. Stay has the focus: Enter
+    pressed by habit neither writes nor loses anything."""
 
     BINDINGS = [Binding("escape", "dismiss('stay')", "Stay"),
                 Binding("s", "dismiss('save')", "Save and quit", show=False),
@@ -59,12 +74,15 @@ class QuitScreen(ModalScreen[str]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box"):
-            yield Static("The site has unsaved changes. Save them before leaving?",
-                         classes="dialog-text")
+            yield Static("The site has unsaved changes. Save them before leaving?  "
+                         "(s save and quit · d discard · esc stay)", classes="dialog-text")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Save and quit", id="save", variant="primary")
+                yield Button("Save and quit", id="save")
                 yield Button("Discard", id="discard", variant="error")
-                yield Button("Stay", id="stay")
+                yield Button("Stay", id="stay", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#stay", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
@@ -82,7 +100,7 @@ class ErrorScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box"):
-            yield Static(self.title_text, classes="dialog-title")
+            yield Static(self.title_text, classes="dialog-title", markup=False)
             with VerticalScroll(classes="dialog-scroll"):
                 yield Static(problems_text(self.problems), id="error-problems")
             with Horizontal(classes="dialog-buttons"):

@@ -1,5 +1,9 @@
 """Add or edit a host. Each field is checked as it is typed with the engine's validators;
-the engine's own problems land next to the field they name."""
+the engine's own problems land next to the field they name.
+
+A local host (this machine) takes no connection fields: address, port, user and key are
+hidden and never written for it. The name of an existing host cannot change (it names the
+host's host_vars folder and its vault); the form says so and how to get the same effect."""
 
 from __future__ import annotations
 
@@ -28,7 +32,9 @@ KIND_LABELS = {
 VALIDATORS = {"name": validate.host_name, "address": validate.address, "port": validate.port,
               "user": validate.ssh_user, "key": validate.key_path}
 FIELDS = ("name", "kind", "address", "port", "user", "key", "parent")
-REMOTE_ONLY = ("address", "port", "key")
+REMOTE_ONLY = ("address", "port", "user", "key")  # connection fields: none for local
+RENAME_NOTE = ("The name cannot be changed: it names this host's folder host_vars/{name}/ "
+               "and its vault of secrets. To rename, add a new host and move the stacks.")
 
 
 class HostEditor(WorkerScreen):
@@ -51,10 +57,11 @@ class HostEditor(WorkerScreen):
         yield Header()
         with VerticalScroll(id="host-form", classes="form"):
             title = f"Edit host {self.editing}" if self.editing else "Add a host"
-            yield Static(title, classes="form-title")
+            yield Static(title, classes="form-title", markup=False)
             yield from self.row("name", "Name", Input(
                 name, placeholder="e.g. home-server", id="name", compact=True,
-                disabled=bool(self.editing)))
+                disabled=bool(self.editing)),
+                help=RENAME_NOTE.format(name=self.editing) if self.editing else "")
             yield from self.row("kind", "Kind", Select(
                 [(KIND_LABELS[k], k) for k in KINDS], value=kind, allow_blank=False,
                 id="kind", compact=True))
@@ -75,24 +82,29 @@ class HostEditor(WorkerScreen):
                 prompt="the node that owns this guest" if nodes else "no proxmox host yet",
                 id="parent", compact=True))
             yield Static(id="host-problems", classes="form-problems")
-            yield Static(id="ping", classes="ping")
+            yield Static(id="ping", classes="ping", markup=False)
             with Horizontal(classes="form-buttons"):
                 yield Button("OK", id="ok", variant="primary", compact=True)
                 yield Button("Test connection", id="test", compact=True)
                 yield Button("Cancel", id="cancel", compact=True)
-        yield Footer()
+        yield Footer(compact=True)
 
-    def row(self, field: str, label: str, widget: Widget):
+    def row(self, field: str, label: str, widget: Widget, help: str = ""):
         with Vertical(id=f"{field}-row", classes="field"):
             with Horizontal(classes="field-line"):
                 yield Label(label, classes="field-label")
                 yield widget
-            yield Static(id=f"{field}-error", classes="field-error")
+            if help:
+                yield Static(help, id=f"{field}-help", classes="field-help", markup=False)
+            yield Static(id=f"{field}-error", classes="field-error", markup=False)
 
     def on_mount(self) -> None:
-        self.show_kind(self.query_one("#kind", Select).value)
-        first = self.query_one("#address" if self.editing else "#name", Input)
-        first.focus()
+        kind = self.query_one("#kind", Select).value
+        self.show_kind(kind)
+        if not self.editing:
+            self.query_one("#name", Input).focus()
+        else:  # the name is fixed: start at the first field that can change
+            self.query_one("#kind" if kind == "local" else "#address").focus()
 
     # ------------------------------------------------------------------ as you type
     def show_kind(self, kind: object) -> None:
@@ -134,7 +146,7 @@ class HostEditor(WorkerScreen):
         parent = self.query_one("#parent", Select).value
         out["parent"] = str(parent) if kind == "guest" and parent != Select.NULL else None
         if kind == "local":
-            out.update(address=None, port=None, key=None)
+            out.update({field: None for field in REMOTE_ONLY})
         return out
 
     def trial(self) -> tuple[Site | None, list[Problem]]:

@@ -1,11 +1,17 @@
-"""The site at a glance: hosts, the stacks on the highlighted host, and every action."""
+"""The site at a glance: hosts, the stacks on the highlighted host, and every action.
+
+The footer shows the keys of the focused panel (hosts or stacks) and the site-wide ones;
+every action is also in the command palette (ctrl+p), worded for the current selection."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from rich.text import Text
-from textual.app import ComposeResult
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.content import Content
 from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
@@ -15,6 +21,8 @@ from tui.core.errors import AbriError
 
 STATUS_STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red",
                 "unreachable": "bold red", "canceled": "magenta"}
+OVERVIEW_PADDING = 2  # #overview's padding around the tables
+TABLE_CHROME = 2 + 1  # a table's round border, and a column kept for its scrollbar
 
 
 def host_address(host) -> str:
@@ -22,22 +30,55 @@ def host_address(host) -> str:
         return "this machine"
     address = host.address or "-"
     if host.port:
-        address += f":{host.port}"
+        address = f"[{address}]:{host.port}" if ":" in address else f"{address}:{host.port}"
     if host.user:
         address = f"{host.user}@{address}"
     return address
 
 
+def show_value(value: object) -> str:
+    """A setting's value as the user types it (and YAML writes it): true, not True."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def settings_summary(values: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in values.items() if v not in ("", None))
+    return ", ".join(f"{k}={show_value(v)}" for k, v in values.items() if v not in ("", None))
+
+
+class HostTable(DataTable):
+    """The hosts panel; its keys act on the highlighted host."""
+
+    BINDINGS = [
+        Binding("a", "screen.add_host", "Add"),
+        Binding("e", "screen.edit_host", "Edit"),
+        Binding("d", "screen.remove_host", "Remove"),
+    ]
+
+
+class StackTable(DataTable):
+    """The stacks panel: the stacks of the highlighted host."""
+
+    BINDINGS = [
+        Binding("s", "screen.add_stack", "Add"),
+        Binding("enter", "select_cursor", "Settings"),
+        Binding("x", "screen.remove_stack", "Remove"),
+    ]
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "select_cursor":
+            return True if self.row_count else None
+        return True
 
 
 class OverviewScreen(Screen):
+    # Every key works from either panel; the panels show the ones that concern them.
     BINDINGS = [
-        Binding("a", "add_host", "Add host"),
+        Binding("a", "add_host", "Add host", show=False),
         Binding("e", "edit_host", "Edit host", show=False),
         Binding("d", "remove_host", "Remove host", show=False),
-        Binding("s", "add_stack", "Add stack"),
+        Binding("s", "add_stack", "Add stack", show=False),
         Binding("x", "remove_stack", "Remove stack", show=False),
         Binding("r", "review", "Review"),
         Binding("g", "apply", "Apply"),
@@ -48,23 +89,37 @@ class OverviewScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical(id="overview"):
-            yield Static(id="summary")
-            hosts = DataTable(id="hosts", cursor_type="row", zebra_stripes=True)
+            yield Static(id="summary", markup=False)
+            hosts = HostTable(id="hosts", cursor_type="row", zebra_stripes=True)
             hosts.border_title = "Hosts  (a add · e edit · d remove)"
             yield hosts
-            stacks = DataTable(id="stacks", cursor_type="row")
+            stacks = StackTable(id="stacks", cursor_type="row")
             stacks.border_title = "Stacks  (s add · enter settings · x remove)"
             yield stacks
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         hosts = self.query_one("#hosts", DataTable)
         hosts.add_columns("Host", "Kind", "Address", "Stacks", "Last run")
-        self.query_one("#stacks", DataTable).add_columns("Stack", "Title", "Settings")
+        if self.app.site is None:  # the site is still being read (see AbriApp.open_site)
+            self.query_one("#summary", Static).update("Reading the site…")
         self.refresh_view()
+
+    def show_loading(self) -> None:
+        self.query_one("#hosts", DataTable).loading = True
+
+    def site_loaded(self) -> None:
+        hosts = self.query_one("#hosts", DataTable)
+        hosts.loading = False
+        self.refresh_view()
+        if self.focused is None:  # a table cannot take the focus while it is loading
+            hosts.focus()
 
     def on_screen_resume(self) -> None:
         self.refresh_view()
+
+    def on_resize(self) -> None:
+        self.show_stacks()
 
     # ------------------------------------------------------------------ view
     def refresh_view(self) -> None:
@@ -76,8 +131,8 @@ class OverviewScreen(Screen):
         table.clear()
         for host in site.hosts.values():
             status, label = self.app.last_run.get(host.name, ("", "not run yet"))
-            table.add_row(host.name, host.kind, host_address(host),
-                          ", ".join(host.stacks) or "-",
+            table.add_row(Text(host.name), Text(host.kind), Text(host_address(host)),
+                          Text(", ".join(host.stacks) or "-"),
                           Text(label, style=STATUS_STYLE.get(status, "dim")),
                           key=host.name)
         names = list(site.hosts)
@@ -98,17 +153,40 @@ class OverviewScreen(Screen):
         self.show_stacks()
 
     def show_stacks(self) -> None:
+        """The stacks of the highlighted host. The settings column takes the width left and
+        wraps, so nothing is cut at 80 columns."""
         table = self.query_one("#stacks", DataTable)
-        table.clear()
+        table.clear(columns=True)
         name = self.selected_host()
         site = self.app.site
         if site is None or name is None:
+            table.add_columns("Stack", "Title", "Settings")
+            self.refresh_bindings()
             return
         host = site.hosts[name]
-        table.border_title = f"Stacks on {name}  (s add · enter settings · x remove)"
-        for stack, values in host.stacks.items():
-            title = site.catalog[stack].title if stack in site.catalog else "?"
-            table.add_row(stack, title, settings_summary(values), key=stack)
+        table.border_title = Content(f"Stacks on {name}  (s add · enter settings · x remove)")
+        rows = [(stack, site.catalog[stack].title if stack in site.catalog else "?",
+                 settings_summary(values)) for stack, values in host.stacks.items()]
+        # the same columns for every host: names and titles as wide as the catalog's
+        names = [s.name for s in site.catalog] + [r[0] for r in rows]
+        titles = [s.title for s in site.catalog] + [r[1] for r in rows]
+        # each column takes its width plus one cell of padding either side
+        width = (table.size.width or self.app.size.width - OVERVIEW_PADDING) - TABLE_CHROME
+        stack_w = max(len(n) for n in ["Stack", *names])
+        title_w = max(len(t) for t in ["Title", *titles])
+        left = width - (stack_w + 2) - (title_w + 2) - 2
+        with_title = left >= 50  # the title only where the settings still fit on a line or two
+        if not with_title:
+            left = width - (stack_w + 2) - 2
+        table.add_column("Stack", width=stack_w)
+        if with_title:
+            table.add_column("Title", width=title_w)
+        table.add_column("Settings", width=max(left, 10))
+        for stack, title, summary in rows:
+            cells = [Text(stack), Text(title), Text(summary)] if with_title else \
+                [Text(stack), Text(summary)]
+            table.add_row(*cells, key=stack, height=None)
+        self.refresh_bindings()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id == "hosts":
@@ -134,6 +212,42 @@ class OverviewScreen(Screen):
 
     def selected_stack(self) -> str | None:
         return self._key("stacks")
+
+    # ------------------------------------------------------------------ keys and palette
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Keys that cannot act now are shown dimmed (None), never hidden: the footer keeps
+        its place while the site loads or the selection changes."""
+        if self.app.site is None:
+            return None
+        if action in ("edit_host", "remove_host", "add_stack"):
+            return True if self.selected_host() else None
+        if action == "remove_stack":
+            return True if self.selected_stack() else None
+        if action in ("apply", "verify"):
+            return True if self.app.site.hosts else None
+        return True
+
+    def palette_commands(self) -> Iterable[SystemCommand]:
+        host, stack = self.selected_host(), self.selected_stack()
+        commands = [
+            ("add_host", "Add a host", "This machine or another one (a)"),
+            ("edit_host", f"Edit host {host}", "Address, SSH user and key, kind (e)"),
+            ("remove_host", f"Remove host {host}", "Take it out of the site; its secrets "
+             "are kept (d)"),
+            ("add_stack", f"Add a stack to {host}", "Pick a service from the catalog (s)"),
+            ("stack_settings", f"Settings of {stack} on {host}", "Open the settings form "
+             "(enter in the stacks panel)"),
+            ("remove_stack", f"Remove stack {stack} from {host}", "The next apply stops it; "
+             "its data stays (x)"),
+            ("review", "Review the files and plan", "The files as save writes them, and a "
+             "check-mode run (r)"),
+            ("apply", "Apply the site", "Save, then deploy onto every host (g)"),
+            ("verify", "Verify the services", "Check that every stack answers (v)"),
+        ]
+        for action, title, help_text in commands:
+            check = "remove_stack" if action == "stack_settings" else action
+            if self.check_action(check, ()):
+                yield SystemCommand(title, help_text, getattr(self, f"action_{action}"))
 
     # ------------------------------------------------------------------ hosts
     def action_add_host(self) -> None:
@@ -162,10 +276,12 @@ class OverviewScreen(Screen):
         name = self.selected_host()
         if not name:
             return
-
         self._confirm_change(
-            f"Remove {name} from the site? Nothing on the machine is touched; its files in "
-            "the site are dropped when you save.",
+            f"Remove {name} from the site? Nothing on the machine is touched. When you save, "
+            f"its inventory entry and host_vars/{name}/abri.yml go. Its secrets stay in "
+            f"host_vars/{name}/vault.yml (the passwords abri generated, such as the Home "
+            "Assistant owner's), so adding it back later keeps the same passwords; they are "
+            "only deleted if you delete that file yourself.",
             lambda trial: trial.remove_host(name), f"{name} cannot be removed")
 
     def _confirm_change(self, question: str, change, failure: str) -> None:
@@ -195,6 +311,11 @@ class OverviewScreen(Screen):
             return
         self.pick_stack(name)
 
+    def action_stack_settings(self) -> None:
+        host, stack = self.selected_host(), self.selected_stack()
+        if host and stack:
+            self.open_settings(host, stack, [])
+
     def pick_stack(self, host: str) -> None:
         from tui.app.screens.stacks import StackPicker
 
@@ -220,8 +341,8 @@ class OverviewScreen(Screen):
 
         self.app.push_screen(ConfirmScreen(
             f"{stack.title} needs {', '.join(missing)}, which no stack on {host_name} provides. "
-            f"Add {titles} to {host_name} as well?", yes="Add both", no="Only " + stack.title),
-            answered)
+            f"Add {titles} to {host_name} as well?", yes="Add both", no="Only " + stack.title,
+            focus_yes=True), answered)
 
     def open_settings(self, host: str, stack: str, extra: list[str]) -> None:
         from tui.app.screens.stacks import StackSettingsScreen
@@ -257,9 +378,10 @@ class OverviewScreen(Screen):
             if yes and self.app.save_site():
                 self.app.push_screen(RunScreen("apply"))
 
+        count = len(self.app.site.hosts)
         self.app.push_screen(ConfirmScreen(
-            "Apply saves the site, then deploys it onto "
-            f"{len(self.app.site.hosts)} host(s). Continue?", yes="Apply", no="Cancel"),
+            f"Apply saves the site, then deploys it onto {count} host{'s' * (count != 1)}: "
+            f"{', '.join(self.app.site.hosts)}. Continue?", yes="Apply", no="Cancel"),
             confirmed)
 
     def action_verify(self) -> None:

@@ -79,11 +79,11 @@ class ReviewScreen(WorkerScreen):
             with TabPane("Plan", id="tab-plan"), Vertical(id="plan"):
                 yield Static("Press p to run a plan: Ansible's check mode shows what apply "
                              "would change, without changing anything. It saves the site "
-                             "first.", id="plan-status")
+                             "first.", id="plan-status", markup=False)
                 yield ProgressBar(total=100, show_eta=False, id="plan-bar")
                 with VerticalScroll(id="plan-scroll"):
                     yield Static(id="plan-changes")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self.rerender())

@@ -19,6 +19,9 @@ from tui.core.site import Site
 STATUS_STYLE = {"pending": "dim", "running": "cyan", "ok": "green", "changed": "yellow",
                 "failed": "bold red", "unreachable": "bold red"}
 COUNTS = ("ok", "changed", "failed", "skipped", "unreachable")
+RUN_PADDING = 2  # #run's padding around the table
+SCROLLBAR = 1  # a column kept for the table's scrollbar, should its rows overflow
+DETAIL_MIN = 26  # a check's detail column gets at least this (a URL with a port fits)
 
 
 class RunScreen(WorkerScreen):
@@ -37,23 +40,25 @@ class RunScreen(WorkerScreen):
         self.hosts_total = 0
         self.hosts_done = 0
         self.failed_checks = 0
+        self.checks: list[tuple[str, str, bool, str]] = []  # host, check, ok, detail
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical(id="run"):
-            yield Static(id="run-title")
-            yield Static(id="run-task")
+            yield Static(id="run-title", markup=False)
+            yield Static(id="run-task", markup=False)
             yield ProgressBar(total=100, show_eta=False, id="run-bar")
             yield DataTable(id="run-hosts", cursor_type="row", zebra_stripes=True)
             yield RichLog(id="run-log", wrap=True, markup=False, highlight=False, min_width=20)
             yield Static(id="run-recap")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#run-hosts", DataTable)
         site: Site = self.app.site
         if self.mode == "verify":
-            table.add_columns("Host", "Check", "Result", "Detail")
+            self.add_class("-verify")
+            self.show_checks()
             targets = [h for h in site.hosts.values() if h.stacks]
             self.hosts_total = len(targets)
             self.title_line(f"Verify: checking the services on {len(targets)} host(s)")
@@ -102,9 +107,9 @@ class RunScreen(WorkerScreen):
         self.write_log(p)
         table = self.query_one("#run-hosts", DataTable)
         for row in p.hosts:
-            cells = {"host": row.name,
+            cells = {"host": Text(row.name),
                      "status": Text(row.status, style=STATUS_STYLE.get(row.status, "")),
-                     "task": row.task or "", **{k: str(getattr(row, k)) for k in COUNTS}}
+                     "task": Text(row.task or ""), **{k: str(getattr(row, k)) for k in COUNTS}}
             if row.name in table.rows:
                 for key, value in cells.items():
                     table.update_cell(row.name, key, value)
@@ -171,8 +176,33 @@ class RunScreen(WorkerScreen):
                 self.post_message(HostVerified(host.name, self.app.verifier(site, host)))
         self.post_message(VerifyFinished(cancel.is_set()))
 
-    def on_host_verified(self, message: HostVerified) -> None:
+    def show_checks(self) -> None:
+        """The checks so far, one row each. The detail column takes the width left over
+        (at least DETAIL_MIN) and wraps, the check column wraps past the rest, so nothing
+        is cut."""
         table = self.query_one("#run-hosts", DataTable)
+        table.clear(columns=True)
+        # each column takes its width plus one cell of padding either side
+        width = (table.size.width or self.app.size.width - RUN_PADDING) - SCROLLBAR
+        host_w = max([len("Host"), *(len(c[0]) for c in self.checks)])
+        result_w = len("FAILED")
+        left = width - (host_w + 2) - (result_w + 2) - 4  # for check and detail
+        check_w = min(max([len("Check"), *(len(c[1]) for c in self.checks)]),
+                      max(left - DETAIL_MIN, left // 2))
+        table.add_column("Host", width=host_w)
+        table.add_column("Check", width=check_w)
+        table.add_column("Result", width=result_w)
+        table.add_column("Detail", width=max(left - check_w, 10))
+        for host, name, ok, detail in self.checks:
+            table.add_row(Text(host), Text(name), Text("ok" if ok else "FAILED",
+                                                       style="green" if ok else "bold red"),
+                          Text(detail), height=None)
+
+    def on_resize(self) -> None:
+        if self.mode == "verify":
+            self.show_checks()
+
+    def on_host_verified(self, message: HostVerified) -> None:
         log = self.query_one("#run-log", RichLog)
         failed = 0
         for check in message.checks:
@@ -180,11 +210,11 @@ class RunScreen(WorkerScreen):
             name = str(getattr(check, "name", "check"))
             detail = str(getattr(check, "detail", ""))
             failed += not ok
-            table.add_row(message.host, name, Text("ok" if ok else "FAILED",
-                                                   style="green" if ok else "bold red"), detail)
+            self.checks.append((message.host, name, ok, detail))
             mark = "✔" if ok else "✘"
             log.write(Text(f"{mark} {message.host}: {name}: {detail}",
                            style="green" if ok else "red"))
+        self.show_checks()
         self.failed_checks += failed
         self.hosts_done += 1
         status = "failed" if failed else "ok"

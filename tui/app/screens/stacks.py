@@ -1,13 +1,22 @@
-"""The stack catalog and a stack's settings form, built from its manifest (stack.yml)."""
+"""The stack catalog and a stack's settings form, built from its manifest (stack.yml).
+
+Help texts, placeholders and messages come from manifests and the engine and are shown as
+plain text (a pattern such as [A-Z]{2} must not be read as markup). Time zone and country
+settings complete as you type from the IANA database and the ISO 3166 list."""
 
 from __future__ import annotations
+
+import functools
+import importlib
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
 from textual.screen import ModalScreen, Screen
+from textual.suggester import Suggester, SuggestFromList
 from textual.widget import Widget
 from textual.widgets import (
     Button,
@@ -53,7 +62,7 @@ class StackPicker(ModalScreen[str | None]):
             text.append("\n" + stack.description.strip(), style="dim")
             options.append(Option(text, id=stack.name))
         with Vertical(classes="dialog-box", id="picker"):
-            yield Static(f"Add a stack to {self.host}", classes="dialog-title")
+            yield Static(f"Add a stack to {self.host}", classes="dialog-title", markup=False)
             yield OptionList(*options, id="catalog")
             yield Static("enter choose · esc cancel", classes="hint")
 
@@ -61,20 +70,53 @@ class StackPicker(ModalScreen[str | None]):
         self.dismiss(event.option.id)
 
 
+@functools.cache
+def time_zones() -> tuple[str, ...]:
+    """IANA time zone names (zoneinfo's database), the usual Area/City ones first."""
+    import zoneinfo
+
+    names = zoneinfo.available_timezones()
+    return tuple(sorted(names, key=lambda n: ("/" not in n, n.startswith(("Etc/", "SystemV/")),
+                                              n)))
+
+
+@functools.cache
+def country_codes() -> tuple[str, ...]:
+    """ISO 3166 alpha-2 codes from the engine's list (tui.core.iso3166), if it has one."""
+    try:
+        countries = importlib.import_module("tui.core.iso3166").COUNTRIES
+    except (ImportError, AttributeError):
+        return ()
+    codes = [c[0] if isinstance(c, tuple | list) else c for c in countries]
+    return tuple(sorted(str(c) for c in codes))
+
+
+def suggester_for(setting: Setting) -> Suggester | None:
+    """Completion for settings whose valid values are a known list."""
+    if setting.type == "timezone":
+        return SuggestFromList(time_zones(), case_sensitive=False)
+    if setting.type == "country" and country_codes():
+        return SuggestFromList(country_codes(), case_sensitive=False)
+    return None
+
+
 def setting_widget(setting: Setting, value: object, ident: str) -> Widget:
     """The form control for a manifest setting type."""
     if setting.type == "bool":
         return Switch(bool(value), id=ident)
     if setting.type == "choice":
-        return Select([(c, c) for c in setting.choices], value=str(value), allow_blank=False,
-                      id=ident, compact=True)
+        return Select([(Content(c), c) for c in setting.choices], value=str(value),
+                      allow_blank=False, id=ident, compact=True)
     if setting.type == "secret":
         return Input(str(value or ""), password=True, id=ident, compact=True,
                      placeholder="generated when left empty")
     placeholder = setting.describe_valid()
+    suggester = suggester_for(setting)
+    if suggester is not None:
+        placeholder += " (completes as you type; → accepts)"
     return Input("" if value is None else str(value), id=ident, compact=True,
-                 placeholder=placeholder, type="integer" if setting.type in ("port", "int")
-                 else "text")
+                 placeholder=placeholder, suggester=suggester,
+                 type="integer" if setting.type in ("port", "int") else "text")
 
 
 class StackSettingsScreen(Screen[bool]):
@@ -106,26 +148,30 @@ class StackSettingsScreen(Screen[bool]):
         yield Header()
         with VerticalScroll(id="stack-form", classes="form"):
             verb = "Settings of" if self.existing else "Add"
-            yield Static(f"{verb} {stack.title} on {self.host}", classes="form-title")
-            yield Static(stack.description.strip(), classes="hint")
+            yield Static(f"{verb} {stack.title} on {self.host}", classes="form-title",
+                         markup=False)
+            yield Static(stack.description.strip(), classes="hint", markup=False)
             if self.extra:
                 titles = ", ".join(site.catalog[e].title for e in self.extra)
-                yield Static(f"Also adds {titles} with its defaults.", classes="note")
+                yield Static(f"Also adds {titles} with its defaults.", classes="note",
+                             markup=False)
             if any(s.secret for s in stack.settings):
                 yield Checkbox("Show secrets (ctrl+r)", id="reveal", compact=True)
             for setting in stack.settings:
                 value = secrets.get(setting.key, "") if setting.secret else values.get(setting.key)
                 with Vertical(id=f"row-{setting.key}", classes="field"):
                     with Horizontal(classes="field-line"):
-                        yield Label(setting.key, classes="field-label")
+                        yield Label(setting.key, classes="field-label", markup=False)
                         yield setting_widget(setting, value, f"set-{setting.key}")
-                    yield Static(setting.help, classes="field-help")
-                    yield Static(id=f"error-{setting.key}", classes="field-error")
+                    yield Static(setting.help, id=f"help-{setting.key}", classes="field-help",
+                                 markup=False)
+                    yield Static(id=f"error-{setting.key}", classes="field-error",
+                                 markup=False)
             yield Static(id="stack-problems", classes="form-problems")
             with Horizontal(classes="form-buttons"):
                 yield Button("OK", id="ok", variant="primary", compact=True)
                 yield Button("Cancel", id="cancel", compact=True)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query(".field-line > Input, .field-line > Select, .field-line > Switch") \
