@@ -11,8 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tui.cli import main as abri_main
+from tui.core.site import _unsafe
+
+# abri writes values that could look like templates with Ansible's !unsafe tag; the tests
+# read its files with yaml.safe_load, which then gives the plain value (as Ansible does)
+yaml.SafeLoader.add_constructor("!unsafe", _unsafe)
 
 
 @pytest.fixture(autouse=True)

@@ -60,13 +60,15 @@ def test_rejects_bad_input():
         mp.render_passwd({"a": ""})
 
 
-def test_filter_plugin_loads_module_by_path():
-    path = REPO / "playbooks" / "filter_plugins" / "abri_mosquitto.py"
-    spec = importlib.util.spec_from_file_location("abri_mosquitto_filter_test", path)
-    plugin = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plugin)
-    text = plugin.FilterModule().filters()["abri_mosquitto_passwd"]({"u": "p"})
+def test_one_implementation_in_the_kit():
+    """The engine's hashing is the kit module's own file (module_utils), loaded by path."""
+    path = REPO / "playbooks" / "module_utils" / "abri_passwd.py"
+    spec = importlib.util.spec_from_file_location("abri_passwd_test", path)
+    kit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kit)
+    text = kit.render_passwd({"u": "p"})
     assert mp.verify_hash("p", text.strip().split(":", 1)[1])
+    assert mp.render_passwd.__code__.co_filename == str(path)
 
 
 def _free_port() -> int:

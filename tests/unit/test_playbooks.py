@@ -1,8 +1,10 @@
-"""The kit's Ansible content: syntax, lint (production profile), and its filter plugins."""
+"""The kit's Ansible content: syntax, lint (production profile), its modules' documentation,
+the secrets filter, and the engine module's refusal of this (unsupported) machine."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -26,37 +28,12 @@ def _tool(name: str) -> str:
     return found
 
 
-def _load_filters(name: str):
-    path = PLAYBOOKS / "filter_plugins" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"abri_test_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.FilterModule().filters()
-
-
-def _site(tmp_path: Path) -> Path:
-    """A minimal site in the generated layout, pointing at this kit."""
+def _site(abri, tmp_path: Path) -> Path:
+    """A site written by abri: this machine as a local host with the broker."""
     site = tmp_path / "site"
-    (site / "group_vars" / "all").mkdir(parents=True)
-    (site / "host_vars" / "h1").mkdir(parents=True)
-    (site / "inventory.ini").write_text(
-        "[abri_local]\nh1 ansible_connection=local\n\n[abri_ssh]\n[abri_vps]\n[abri_guest]\n"
-        "[abri_proxmox]\n\n[abri_targets:children]\nabri_local\nabri_ssh\nabri_vps\nabri_guest\n"
-    )
-    (site / "group_vars" / "all" / "abri.yml").write_text(
-        f"abri_kit_dir: {REPO}\nabri_registry_mirror: ''\nabri_registry_insecure: false\n"
-        "abri_stacks_root: /opt/abri\n"
-    )
-    (site / "host_vars" / "h1" / "abri.yml").write_text(
-        "abri_host_kind: local\nabri_address: 127.0.0.1\nabri_stacks:\n"
-        "  mosquitto: {port: 1883, bind: lan, tls: false, tls_port: 8883}\n"
-    )
-    (site / "ansible.cfg").write_text(
-        f"[defaults]\ninventory = inventory.ini\nroles_path = {PLAYBOOKS / 'roles'}\n"
-    )
-    (site / "site.yml").write_text(
-        f"---\n- name: Deploy\n  ansible.builtin.import_playbook: {PLAYBOOKS / 'deploy.yml'}\n"
-    )
+    assert abri("init", "--site", site).code == 0
+    assert abri("host", "add", "h1", "--kind", "local", "--site", site).code == 0
+    assert abri("stack", "add", "h1", "mosquitto", "--site", site).code == 0
     return site
 
 
@@ -64,76 +41,91 @@ def _env(site: Path) -> dict:
     env = dict(os.environ)
     env["ANSIBLE_CONFIG"] = str(site / "ansible.cfg")
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["ANSIBLE_NOCOLOR"] = "1"
     return env
 
 
+def _password_file(site: Path) -> str:
+    from tui.core.secrets import vault_password_file
+    from tui.core.site import Site
+
+    return str(vault_password_file(Site.load(site).site_id))
+
+
 @pytest.mark.parametrize("playbook", ["site.yml", str(PLAYBOOKS / "deploy.yml")])
-def test_syntax_check(tmp_path, playbook):
-    site = _site(tmp_path)
+def test_syntax_check(abri, tmp_path, playbook):
+    site = _site(abri, tmp_path)
     run = subprocess.run(
-        [_tool("ansible-playbook"), "--syntax-check", "-i", "inventory.ini", playbook],
+        [_tool("ansible-playbook"), "--syntax-check", playbook],
         cwd=site, env=_env(site), capture_output=True, text=True, timeout=120,
     )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-def test_ansible_lint_production(tmp_path):
+def test_ansible_lint_production(abri, tmp_path):
+    site = _site(abri, tmp_path)
     run = subprocess.run(
         [_tool("ansible-lint"), "--profile", "production", "--nocolor", "playbooks/"],
-        cwd=REPO, env=_env(_site(tmp_path)), capture_output=True, text=True, timeout=600,
+        cwd=REPO, env=_env(site) | {"ANSIBLE_LIBRARY": str(PLAYBOOKS / "library"),
+                                    "ANSIBLE_MODULE_UTILS": str(PLAYBOOKS / "module_utils"),
+                                    "ANSIBLE_FILTER_PLUGINS": str(PLAYBOOKS / "filter_plugins")},
+        capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-6000:]
 
 
-def test_unsupported_system_is_refused_before_any_change(tmp_path):
-    """This machine is no supported target unless it is Debian 13 / Ubuntu 24.04: the
-    precheck must refuse it, naming the system, before the deploy play starts."""
+@pytest.mark.parametrize("module", ["abri_engine", "abri_stack", "abri_api"])
+def test_modules_are_documented(module):
+    """Each kit module carries its documentation like any collection module: ansible-doc
+    parses it and lists its options."""
+    run = subprocess.run([_tool("ansible-doc"), "-M", str(PLAYBOOKS / "library"), "--json",
+                          module], capture_output=True, text=True, timeout=120,
+                         cwd=REPO, env={**os.environ, "ANSIBLE_MODULE_UTILS":
+                                        str(PLAYBOOKS / "module_utils")})
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)[module]["doc"]
+    assert doc["short_description"] and doc["options"], doc
+
+
+def test_unsupported_system_is_refused_before_any_change(abri, tmp_path):
+    """This machine is no supported target unless it is Debian 13 / Ubuntu 24.04: the engine
+    module refuses it in the first task, naming the system, and the stacks are not touched."""
     release = Path("/etc/os-release").read_text()
     if 'VERSION_ID="13"' in release or 'VERSION_ID="24.04"' in release:
         pytest.skip("this machine is a supported target")
-    site = _site(tmp_path)
+    site = _site(abri, tmp_path)
     (site / "group_vars" / "all" / "py.yml").write_text(
-        f"ansible_python_interpreter: {sys.executable}\n"
+        f"---\nansible_python_interpreter: {sys.executable}\nansible_become: false\n"
     )
     run = subprocess.run(
-        [_tool("ansible-playbook"), "-i", "inventory.ini", "site.yml"],
+        [_tool("ansible-playbook"), "site.yml", "--vault-password-file", _password_file(site)],
         cwd=site, env=_env(site), capture_output=True, text=True, timeout=300,
     )
     out = run.stdout + run.stderr
     assert run.returncode != 0, out
     assert "abri supports Debian 13 (trixie) and Ubuntu 24.04 (noble) only" in out, out
-    assert "Deploy the stacks" not in out, out
+    assert "Converge each stack" not in out, out
+    assert not Path("/opt/abri/mosquitto").exists()
 
 
-def test_stack_order_puts_providers_first():
-    order = _load_filters("abri_stacks")["abri_stack_order"]
-    catalog = {
-        "homeassistant": {"provides": ["homeassistant"], "uses": ["mqtt"]},
-        "mosquitto": {"provides": ["mqtt"], "uses": []},
-        "zigbee2mqtt": {"provides": [], "uses": ["mqtt"]},
-        "aaa": {"uses": ["homeassistant"]},
-    }
-    assert order(["homeassistant", "zigbee2mqtt", "mosquitto", "aaa"], catalog) == [
-        "mosquitto", "homeassistant", "aaa", "zigbee2mqtt"]
-    # a user without its provider on the host still deploys
-    assert order(["homeassistant"], catalog) == ["homeassistant"]
+def _filters():
+    path = PLAYBOOKS / "filter_plugins" / "abri_state.py"
+    spec = importlib.util.spec_from_file_location("abri_test_state", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.FilterModule().filters()
 
 
-def test_image_ref_with_and_without_mirror():
-    ref = _load_filters("abri_stacks")["abri_image_ref"]
-    image = {"registry": "docker.io", "repository": "homeassistant/home-assistant",
-             "tag": "2025.4.4"}
-    assert ref(image) == "docker.io/homeassistant/home-assistant:2025.4.4"
-    assert ref(image, "172.17.0.1:5000") == "172.17.0.1:5000/homeassistant/home-assistant:2025.4.4"
-    other = {"registry": "ghcr.io", "repository": "a/b", "tag": "1"}
-    assert ref(other, "m:5000/") == "m:5000/a/b:1"
+def test_secrets_filter_resolves_references_across_hosts():
+    from ansible.errors import AnsibleFilterError
 
-
-def test_catalog_and_mqtt_clients_from_the_real_manifests():
-    filters = _load_filters("abri_stacks")
-    catalog = filters["abri_catalog"](str(REPO))
-    assert {"mosquitto", "homeassistant"} <= set(catalog)
-    clients = filters["abri_mqtt_clients"](
-        ["mosquitto", "homeassistant"], catalog,
-        {"homeassistant": {"mqtt_password": "p"}, "mosquitto": {"admin_password": "a"}})
-    assert clients == {"homeassistant": "p"}
+    secrets = _filters()["abri_secrets"]
+    stack = {"accounts": {"users_ref": {"admin": "h1/mosquitto/admin_password",
+                                        "homeassistant": "h2/homeassistant/mqtt_password"}},
+             "health": {"password_ref": "h1/mosquitto/admin_password"}}
+    hostvars = {"h1": {"abri_secrets": {"mosquitto": {"admin_password": "a" * 20}}},
+                "h2": {"abri_secrets": {"homeassistant": {"mqtt_password": "b" * 20}}}}
+    assert secrets(stack, hostvars) == {"h1/mosquitto/admin_password": "a" * 20,
+                                        "h2/homeassistant/mqtt_password": "b" * 20}
+    with pytest.raises(AnsibleFilterError, match=r"missing from host_vars/h2/vault\.yml"):
+        secrets(stack, {**hostvars, "h2": {}})

@@ -18,7 +18,8 @@ import yaml
 from tui.core import paths, validate
 from tui.core.errors import AbriError, Problem
 
-SETTING_TYPES = ("str", "int", "port", "bool", "choice", "secret")
+# timezone: an IANA name (zoneinfo); country: an ISO 3166-1 alpha-2 code
+SETTING_TYPES = ("str", "int", "port", "bool", "choice", "secret", "timezone", "country")
 
 _NAME = r"^[a-z][a-z0-9_]{0,31}$"
 
@@ -28,7 +29,7 @@ SCHEMA: dict[str, Any] = {
     "required": ["schema", "name", "title", "description", "image", "ports", "volumes",
                  "settings", "healthcheck"],
     "properties": {
-        "schema": {"const": 1},
+        "schema": {"enum": [1, 2]},
         "name": {"type": "string", "pattern": _NAME},
         "title": {"type": "string", "minLength": 1},
         "description": {"type": "string", "minLength": 1},
@@ -58,6 +59,8 @@ SCHEMA: dict[str, Any] = {
                     "purpose": {"type": "string", "minLength": 1},
                     "exposure": {"enum": ["lan", "local"]},
                     "when": {"type": "string", "pattern": _NAME},
+                    # a choice setting whose value "loopback" keeps the port on the host
+                    "loopback_setting": {"type": "string", "pattern": _NAME},
                 },
             },
         },
@@ -71,6 +74,8 @@ SCHEMA: dict[str, Any] = {
                     "name": {"type": "string", "pattern": _NAME},
                     "path": {"type": "string", "pattern": r"^/"},
                     "user_data": {"type": "boolean"},
+                    "owner": {"type": "integer", "minimum": 0},
+                    "mode": {"type": "string", "pattern": r"^0[0-7]{3}$"},
                 },
             },
         },
@@ -80,6 +85,8 @@ SCHEMA: dict[str, Any] = {
                 "type": "object",
                 "additionalProperties": False,
                 "required": ["key", "type", "help"],
+                # no regular expression reaches a user: a pattern comes with its words
+                "dependentRequired": {"pattern": ["valid"]},
                 "properties": {
                     "key": {"type": "string", "pattern": _NAME},
                     "type": {"enum": list(SETTING_TYPES)},
@@ -87,6 +94,8 @@ SCHEMA: dict[str, Any] = {
                     "help": {"type": "string", "minLength": 1},
                     "choices": {"type": "array", "minItems": 1, "items": {"type": "string"}},
                     "pattern": {"type": "string"},
+                    # the pattern in words, with an example: what messages and forms show
+                    "valid": {"type": "string", "minLength": 1},
                     "min": {"type": "integer"},
                     "max": {"type": "integer"},
                     "generate": {"type": "boolean"},
@@ -99,12 +108,100 @@ SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "required": ["kind", "port_setting", "timeout"],
             "properties": {
-                "kind": {"enum": ["tcp", "http"]},
+                # tcp: the port accepts; http: GET path answers 200; mqtt: CONNECT as the
+                # account's admin user answers CONNACK 0 (a broker that really serves)
+                "kind": {"enum": ["tcp", "http", "mqtt"]},
                 "port_setting": {"type": "string", "pattern": _NAME},
                 "path": {"type": "string", "pattern": r"^/"},
                 "timeout": {"type": "integer", "minimum": 1, "maximum": 3600},
             },
         },
+        # files rendered on the controller and converged on the host by the kit module
+        "files": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["src", "dest"],
+                "properties": {
+                    "src": {"type": "string", "pattern": r"^[A-Za-z0-9_./-]+$"},
+                    "dest": {"type": "string", "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$"},
+                    "owner": {"type": "integer", "minimum": 0},
+                    "mode": {"type": "string", "pattern": r"^0[0-7]{3}$"},
+                    # managed: abri's, restored when changed by hand; seed: written once,
+                    # then the user's
+                    "policy": {"enum": ["managed", "seed"]},
+                    "restart": {"type": "boolean"},
+                    "when": {"type": "string", "pattern": _NAME},
+                    # a seed file that still holds this text was written by an earlier abri
+                    # that managed it: it is replaced once (the old one kept as .abri-old)
+                    "replaces_marker": {"type": "string", "minLength": 8},
+                },
+            },
+        },
+        # self-signed TLS pairs made on the host when none is there (dest.crt, dest.key)
+        "certificates": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["dest"],
+                "properties": {
+                    "dest": {"type": "string", "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$"},
+                    "owner": {"type": "integer", "minimum": 0},
+                    "when": {"type": "string", "pattern": _NAME},
+                    "days": {"type": "integer", "minimum": 1},
+                },
+            },
+        },
+        # a provider that keeps one account per consumer (a broker's users)
+        "accounts": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["capability", "format", "passwd_file", "acl_file", "admin_user",
+                         "admin_secret"],
+            "properties": {
+                "capability": {"type": "string", "pattern": _NAME},
+                "format": {"enum": ["mosquitto"]},
+                "passwd_file": {"type": "string"},
+                "acl_file": {"type": "string"},
+                "owner": {"type": "integer", "minimum": 0},
+                "admin_user": {"type": "string", "pattern": _NAME},
+                "admin_secret": {"type": "string", "pattern": _NAME},
+                "port_setting": {"type": "string", "pattern": _NAME},
+            },
+        },
+        # topics a consumer may use on the broker ({user} is its account name)
+        "acl": {"type": "object", "additionalProperties": {
+            "type": "array", "items": {"type": "string",
+                                       "pattern": r"^(read|write|readwrite|deny) \S+$"}}},
+        # environment variables for the containers that hold secrets or wiring, written to a
+        # 0600 .env file next to compose.yml: name -> "secret:KEY" or "wire:CAP.FIELD"
+        "env": {"type": "object", "additionalProperties": {
+            "type": "string", "pattern": r"^(secret:[a-z_]+|wire:[a-z_]+\.[a-z_]+)$"}},
+        # the service's own API, configured after the container answers
+        "api": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["kind", "port_setting"],
+            "properties": {
+                "kind": {"enum": ["homeassistant"]},
+                "port_setting": {"type": "string", "pattern": _NAME},
+                "owner_user_setting": {"type": "string", "pattern": _NAME},
+                "owner_secret": {"type": "string", "pattern": _NAME},
+                "language_setting": {"type": "string", "pattern": _NAME},
+                # listen on the host's loopback only until the API setup is done
+                "bootstrap_loopback": {"type": "boolean"},
+                "remove_after_onboarding": {"type": "array", "items": {"type": "string"}},
+                "wait_for_entries": {"type": "array", "items": {"type": "string"}},
+                # config entries made from what the stack uses: domain -> capability
+                "integrations": {"type": "object",
+                                 "additionalProperties": {"type": "string", "pattern": _NAME}},
+            },
+        },
+        # the end-to-end checks 'abri verify' runs for this stack
+        "checks": {"type": "array", "items": {"enum": ["mqtt_broker", "homeassistant",
+                                                        "http"]}},
     },
 }
 
@@ -117,6 +214,7 @@ class Setting:
     default: Any = None
     choices: tuple[str, ...] = ()
     pattern: str | None = None
+    valid: str | None = None  # what the pattern accepts, in words ("two letters, such as DE")
     min: int | None = None
     max: int | None = None
     generate: bool = False
@@ -141,9 +239,13 @@ class Setting:
             return "one of " + ", ".join(self.choices)
         if self.type == "secret":
             return "at least 12 characters without spaces or quotes"
-        if self.pattern:
-            return f"text matching {self.pattern}"
-        return "text"
+        if self.type == "timezone":
+            return "an IANA time zone, such as Europe/Berlin or Europe/Lisbon"
+        if self.type == "country":
+            return "an ISO 3166 two-letter country code, such as DE, FR or PT"
+        if self.valid:
+            return self.valid
+        return "text in the form the setting's help describes" if self.pattern else "text"
 
     def convert(self, raw: Any) -> Any:
         """Turn a typed value (a CLI string, a YAML value) into the setting's type.
@@ -175,6 +277,10 @@ class Setting:
                 return False
             raise ValueError(f"{str(raw)!r} is not {valid}")
         text = "" if raw is None else str(raw)
+        if self.type == "timezone":
+            return validate.timezone(text)
+        if self.type == "country":
+            return validate.country(text)
         if self.type == "choice":
             if text not in self.choices:
                 raise ValueError(f"{text!r} is not {valid}")
@@ -183,8 +289,11 @@ class Setting:
             if len(text) < 12 or re.search(r"[\s'\"\\]", text):
                 raise ValueError(f"the value given is not {valid}")  # never echo a secret
             return text
-        if len(text) > 1024 or "\x00" in text:
-            raise ValueError(f"the text is too long or holds a NUL byte; use {valid}")
+        if len(text) > 1024:
+            raise ValueError(f"the text is too long (over 1024 characters); use {valid}")
+        if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in text):
+            raise ValueError(f"the text holds a control character (a line break, tab or "
+                             f"similar); use {valid}")
         if self.pattern and not re.fullmatch(self.pattern, text):
             raise ValueError(f"{text!r} is not {valid}")
         return text
@@ -198,6 +307,7 @@ class Port:
     purpose: str
     exposure: str
     when: str | None = None
+    loopback_setting: str | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +315,23 @@ class Volume:
     name: str
     path: str
     user_data: bool
+    owner: int = 0
+    mode: str = "0755"
+
+
+@dataclass(frozen=True)
+class File:
+    """A file of the stack: a template under the stack folder rendered on the controller
+    (src), converged at dest under the stack's directory on the host."""
+
+    src: str
+    dest: str
+    owner: int = 0
+    mode: str = "0644"
+    policy: str = "managed"
+    restart: bool = False
+    when: str | None = None
+    replaces_marker: str | None = None
 
 
 @dataclass(frozen=True)
@@ -220,6 +347,13 @@ class Stack:
     provides: tuple[str, ...] = ()
     uses: tuple[str, ...] = ()
     devices: tuple[str, ...] = ()
+    files: tuple[File, ...] = ()
+    accounts: dict[str, Any] | None = None
+    acl: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    api: dict[str, Any] | None = None
+    checks: tuple[str, ...] = ()
+    certificates: tuple[dict[str, Any], ...] = ()
     path: Path = field(default=Path("."), compare=False)
 
     def setting(self, key: str) -> Setting | None:
@@ -233,8 +367,8 @@ class Stack:
         """Secrets abri keeps for this stack in the vault. A stack that uses mqtt also gets
         a broker user named after itself, with the generated secret mqtt_password."""
         keys = [s.key for s in self.settings if s.secret]
-        if "mqtt" in self.uses:
-            keys.append("mqtt_password")
+        for cap in self.uses:
+            keys.append(f"{cap}_password")
         return keys
 
     def defaults(self) -> dict[str, Any]:
@@ -292,7 +426,8 @@ def load_stack(file: Path) -> Stack:
     for i, raw in enumerate(data["settings"]):
         s = Setting(key=raw["key"], type=raw["type"], help=raw["help"],
                     default=raw.get("default"), choices=tuple(raw.get("choices", ())),
-                    pattern=raw.get("pattern"), min=raw.get("min"), max=raw.get("max"),
+                    pattern=raw.get("pattern"), valid=raw.get("valid"),
+                    min=raw.get("min"), max=raw.get("max"),
                     generate=bool(raw.get("generate", False)))
         if s.key in seen:
             problems.append(Problem(where, f"settings[{i}].key", f"{s.key!r} appears twice"))
@@ -333,6 +468,48 @@ def load_stack(file: Path) -> Stack:
                                 f"{hc['port_setting']!r} is not a setting of this stack"))
     if hc["kind"] == "http" and "path" not in hc:
         problems.append(Problem(where, "healthcheck.path", "an http check needs a path"))
+    if hc["kind"] == "mqtt" and "accounts" not in data:
+        problems.append(Problem(where, "healthcheck.kind", "an mqtt check logs in as the "
+                                "admin of the stack's accounts; declare accounts"))
+    files = []
+    for i, raw in enumerate(data.get("files", ())):
+        f = File(**raw)
+        if not (file.parent / f.src).is_file():
+            problems.append(Problem(where, f"files[{i}].src", f"{f.src!r} is not a file in "
+                                    f"{file.parent.name}/"))
+        if ".." in f.dest.split("/"):
+            problems.append(Problem(where, f"files[{i}].dest", "must stay inside the stack's "
+                                    "directory (no '..')"))
+        if f.when and (f.when not in by_key or by_key[f.when].type != "bool"):
+            problems.append(Problem(where, f"files[{i}].when",
+                                    f"{f.when!r} is not a setting of type bool"))
+        files.append(f)
+    if not (file.parent / "compose.yml.j2").is_file():
+        problems.append(Problem(where, "", "the stack folder has no compose.yml.j2"))
+    accounts = data.get("accounts")
+    if accounts and accounts["capability"] not in data.get("provides", ()):
+        problems.append(Problem(where, "accounts.capability", f"{accounts['capability']!r} "
+                                "is not in provides"))
+    if accounts and accounts["admin_secret"] not in by_key:
+        problems.append(Problem(where, "accounts.admin_secret", "is not a setting"))
+    api = data.get("api")
+    if api:
+        for k in ("port_setting", "owner_user_setting", "owner_secret", "language_setting"):
+            if k in api and api[k] not in by_key:
+                problems.append(Problem(where, f"api.{k}", f"{api[k]!r} is not a setting"))
+        for domain, cap in (api.get("integrations") or {}).items():
+            if cap not in data.get("uses", ()):
+                problems.append(Problem(where, f"api.integrations.{domain}",
+                                        f"{cap!r} is not in uses"))
+    for name, ref in (data.get("env") or {}).items():
+        kind, _, what = ref.partition(":")
+        if kind == "secret" and what not in by_key and not any(
+                what == f"{c}_password" for c in data.get("uses", ())):
+            problems.append(Problem(where, f"env.{name}", f"{what!r} is not a secret of this "
+                                    "stack"))
+        if kind == "wire" and what.split(".")[0] not in data.get("uses", ()):
+            problems.append(Problem(where, f"env.{name}", f"{what.split('.')[0]!r} is not in "
+                                    "uses"))
     if problems:
         raise AbriError(problems)
     return Stack(
@@ -341,7 +518,11 @@ def load_stack(file: Path) -> Stack:
         volumes=tuple(Volume(**v) for v in data["volumes"]), settings=tuple(settings),
         healthcheck=dict(hc), provides=tuple(data.get("provides", ())),
         uses=tuple(data.get("uses", ())), devices=tuple(data.get("devices", ())),
-        path=file.parent,
+        files=tuple(files), accounts=dict(accounts) if accounts else None,
+        acl={k: tuple(v) for k, v in (data.get("acl") or {}).items()},
+        env=dict(data.get("env") or {}), api=dict(api) if api else None,
+        checks=tuple(data.get("checks", ())),
+        certificates=tuple(dict(c) for c in data.get("certificates", ())), path=file.parent,
     )
 
 

@@ -43,7 +43,9 @@ class Progress:
     percent: float = 0.0
     hosts: tuple[HostRow, ...] = ()
     failures: tuple[Failure, ...] = ()
-    changes: tuple[tuple[str, str], ...] = ()  # (host, task) reported changed
+    #: checks after a converged deploy that could not run (the deploy itself is fine)
+    check_failures: tuple[Failure, ...] = ()
+    changes: tuple[tuple[str, str], ...] = ()  # (host, task: what changed) reported changed
     finished: bool = False
     recap: dict[str, dict[str, int]] = field(default_factory=dict)
     task_names: dict[str, str] = field(default_factory=dict)  # task_uuid -> name
@@ -107,6 +109,16 @@ def failure_message(res: dict[str, Any]) -> str:
     return "the task failed without a message"
 
 
+def change_details(res: dict[str, Any]) -> list[str]:
+    """What a kit module says it changed (its ``changes`` lines), also from loop items."""
+    lines = [str(c) for c in res.get("changes") or []]
+    for item in res.get("results") or []:
+        if isinstance(item, dict) and item.get("changed"):
+            prefix = f"{item['stack']}: " if item.get("stack") else ""
+            lines += [prefix + str(c) for c in item.get("changes") or []]
+    return lines
+
+
 def _percent(state: Progress, finished_task: bool = False) -> float:
     if state.total_hint > 0:
         value = 100.0 * state.tasks_started / (state.total_hint + 1)
@@ -138,8 +150,10 @@ def reduce(state: Progress, event: dict[str, Any]) -> Progress:
         res = data.get("res") or {}
         if res.get("changed"):
             task = state.task_names.get(data.get("task_uuid", ""), data.get("task", ""))
+            details = change_details(res)
+            label = f"{task}: {'; '.join(details)}" if details else task
             return replace(state, hosts=_bump(state, host, "changed", CHANGED),
-                           changes=(*state.changes, (host, task)))
+                           changes=(*state.changes, (host, label)))
         return replace(state, hosts=_bump(state, host, "ok", OK))
     if kind == "runner_on_skipped" and host:
         return replace(state, hosts=_bump(state, host, "skipped", OK))

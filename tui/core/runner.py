@@ -9,6 +9,7 @@ so no secret reaches them.
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import sys
 import threading
@@ -57,20 +58,50 @@ def _prune(directory: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _stage(site: Site, private: Path) -> Path:
+    """A plan must not write the site: it runs on a staged copy (the site's files plus the
+    state resolved now) in the run's private folder. The host keys stay the site's."""
+    staged = private / "site"
+    shutil.copytree(site.path, staged, ignore=shutil.ignore_patterns(".abri", ".git"),
+                    symlinks=True)
+    copy = site.copy()
+    copy.path = staged
+    copy.save()
+    known = site.path.resolve() / ".abri" / "known_hosts"
+    known.parent.mkdir(parents=True, exist_ok=True)
+    known.touch(exist_ok=True)
+    (staged / ".abri" / "known_hosts").symlink_to(known)
+    return staged
+
+
 def run_site(site: Site, mode: str = "apply", limit: str | None = None,
              on_progress: Callable[[events.Progress], None] | None = None,
              cancel: threading.Event | None = None, extra_args: list[str] | None = None,
              ) -> RunResult:
-    """Run site.yml in mode 'apply' or 'plan' (check mode with diff)."""
+    """Run site.yml in mode 'apply' or 'plan' (check mode with diff, on a staged copy)."""
+    import os
+    import secrets as _random
+
     import ansible_runner
 
-    site.save()  # validates, and refreshes ansible.cfg/site.yml paths for this machine
+    from tui.core import secrets as vault
+
     base = runs_dir(site)
     base.mkdir(parents=True, exist_ok=True)
-    ident = time.strftime("%Y%m%d-%H%M%S") + f"-{mode}"
+    ident = time.strftime("%Y%m%d-%H%M%S") + f"-{mode}-{_random.token_hex(3)}"
     private = base / ident
     private.mkdir()
-    cmdline = ["--check", "--diff"] if mode == "plan" else []
+    if mode == "plan":
+        project = _stage(site, private)
+    else:
+        site.save()  # validates, resolves the state, refreshes the link to this machine's kit
+        project = site.path.resolve()
+    password_file = private / "vault-pass"
+    fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(vault.vault_password(site.site_id) + b"\n")
+    cmdline = ["--vault-password-file", str(password_file)]
+    cmdline += ["--check", "--diff"] if mode == "plan" else []
     cmdline += extra_args or []
     bindir = Path(sys.executable).parent
     state = events.Progress(total_hint=_total_hint(site, mode))
@@ -88,21 +119,19 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
             on_progress(new)
         return True
 
-    import os
-
     env = {
-        "ANSIBLE_CONFIG": str(site.path.resolve() / "ansible.cfg"),
+        "ANSIBLE_CONFIG": str(project / "ansible.cfg"),
         "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
     }
     kwargs: dict[str, Any] = {
         "private_data_dir": str(private),
-        "project_dir": str(site.path.resolve()),
-        "playbook": str(site.path.resolve() / "site.yml"),
-        "inventory": str(site.path.resolve() / "inventory.ini"),
+        "project_dir": str(project),
+        "playbook": str(project / "site.yml"),
+        "inventory": str(project / "inventory.ini"),
         "envvars": env,
-        "cmdline": " ".join(cmdline) if cmdline else None,
+        "cmdline": " ".join(shlex.quote(a) for a in cmdline),
         "event_handler": handler,
         "cancel_callback": (lambda: cancel.is_set()) if cancel else None,
         "quiet": True,
@@ -110,12 +139,15 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
     }
     if limit:
         kwargs["limit"] = limit
-    result = ansible_runner.run(**{k: v for k, v in kwargs.items() if v is not None})
+    try:
+        result = ansible_runner.run(**{k: v for k, v in kwargs.items() if v is not None})
+    finally:
+        password_file.unlink(missing_ok=True)
     status = result.status
     if mode == "apply" and status == "successful" and state.ok:
-        token_problems = store_homeassistant_tokens(site, limit)
-        if token_problems:
-            state = replace(state, failures=(*state.failures, *token_problems))
+        notes = after_apply(site, [h.name for h in state.hosts])
+        if notes:
+            state = replace(state, check_failures=(*state.check_failures, *notes))
     if state.tasks_started and status == "successful":
         (base / f"last-{mode}.json").write_text(json.dumps({"tasks": state.tasks_started}))
     _prune(base)
@@ -123,29 +155,24 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
                      private / "artifacts" / "run", recorded)
 
 
-def store_homeassistant_tokens(site: Site, limit: str | None = None) -> list[events.Failure]:
-    """After an apply: every host with Home Assistant gets a long-lived token in its vault
-    (minted once, replaced only when Home Assistant no longer accepts it)."""
-    from tui.core import verify
+def after_apply(site: Site, hosts: list[str]) -> list[events.Failure]:
+    """After a converged apply: secrets the kit has moved the services off (``*_previous``)
+    are forgotten, and every host with Home Assistant gets a long-lived token in its vault
+    for the checks (minted once, replaced only when no longer accepted). A check that cannot
+    run is reported as such: the deploy itself converged."""
+    from tui.core import checks
 
     failures = []
-    changed = False
-    for host in site.hosts.values():
-        if "homeassistant" not in host.stacks or (limit and host.name != limit):
-            continue
-        ha = site.secrets.setdefault(host.name, {}).setdefault("homeassistant", {})
-        info = {"name": host.name, "address": host.service_address, "stacks": host.stacks}
-        try:
-            token = verify.ensure_homeassistant_token(info, ha)
-        except (PermissionError, OSError) as exc:
-            failures.append(events.Failure(host.name, "Store a long-lived Home Assistant token",
-                                           str(exc)))
-            continue
-        if ha.get("token") != token:
-            ha["token"] = token
-            changed = True
-    if changed:
-        site.save()
+    for name in hosts:
+        for stack in site.secrets.get(name, {}).values():
+            for key in [k for k in stack if k.endswith("_previous")]:
+                del stack[key]
+    try:
+        failures.extend(checks.store_tokens(site, hosts))
+    except Exception as exc:  # a check must never turn a converged deploy into a crash
+        failures.append(events.Failure("", "Store a long-lived Home Assistant token",
+                                       f"{type(exc).__name__}: {exc}"))
+    site.save()
     return failures
 
 
@@ -191,6 +218,10 @@ def print_recap(result: RunResult, stream=None) -> None:
               f"skipped={counts['skipped']}", file=stream)
     for f in p.failures:
         print(f"  FAILED {f.host}: {f.task}: {f.message}", file=stream)
+    if p.check_failures and p.ok:
+        print("  The deploy converged. A check could not run:", file=stream)
+    for f in p.check_failures:
+        print(f"  CHECK NOT RUN {f.host}: {f.task}: {f.message}", file=stream)
     if result.status == "canceled":
         print("  the run was canceled", file=stream)
 
@@ -201,22 +232,19 @@ def run_cli(site: Site, mode: str, limit: str | None = None, verify: bool = Fals
     if not result.ok:
         return 1
     if verify:
-        return verify_cli(site, limit=limit)
-    return 0
+        hosts = [r.name for r in result.progress.hosts if r.name in site.hosts]
+        return verify_cli(site, hosts=hosts)
+    return 1 if result.progress.check_failures else 0
 
 
-def verify_cli(site: Site, limit: str | None = None, as_json: bool = False) -> int:
-    from tui.core import verify
+def verify_cli(site: Site, limit: str | None = None, as_json: bool = False,
+               hosts: list[str] | None = None) -> int:
+    from tui.core import checks, verify
 
-    reports = []
-    for host in site.hosts.values():
-        if limit and host.name != limit:
-            continue
-        if not host.stacks:
-            continue
-        info = {"name": host.name, "address": host.service_address, "stacks": host.stacks}
-        checks = verify.verify_host(info, site.secrets.get(host.name, {}))
-        reports.append((host.name, checks))
+    if hosts is None:
+        hosts = site.match_hosts(limit) if limit and hasattr(site, "match_hosts") else [
+            h for h in site.hosts if not limit or h == limit]
+    reports = checks.verify_site(site, hosts)
     if as_json:
         print(json.dumps([{"host": h, "checks": [c.__dict__ for c in cs]} for h, cs in reports],
                          indent=2))

@@ -3,8 +3,10 @@
 Each host's secrets live in host_vars/<host>/vault.yml, encrypted with Ansible's own VaultLib
 (AES256), as `abri_secrets: {<stack>: {<key>: value}}`. The vault password is a random file,
 mode 0600, in abri's config folder outside the site (ABRI_CONFIG_HOME or
-~/.config/abri/vault/<site id>.pass); the site's ansible.cfg points at it, so plain
-ansible-playbook runs decrypt too. No secret is ever written in plaintext inside the site.
+~/.config/abri/vault/<site id>.pass), or comes from ABRI_VAULT_PASSWORD / a file given with
+--vault-password-file (cron, CI). abri hands it to Ansible for its runs; the site's ansible.cfg
+does not name it, so a read-only `ansible-inventory` in the site decrypts nothing unless asked
+(`--vault-password-file`). No secret is ever written in plaintext inside the site.
 """
 
 from __future__ import annotations
@@ -29,12 +31,50 @@ def generate() -> str:
 
 
 def vault_password_file(site_id: str) -> Path:
+    """The site's vault password file: ABRI_VAULT_PASSWORD_FILE (or --vault-password-file)
+    when given, else abri's own file for the site."""
+    given = os.environ.get("ABRI_VAULT_PASSWORD_FILE")
+    if given:
+        return Path(given).expanduser().resolve()
     return paths.config_home() / "vault" / f"{site_id}.pass"
 
 
-def ensure_vault_password(site_id: str) -> Path:
-    """Create the site's vault password file (0600 in a 0700 folder) if it does not exist."""
+def vault_password(site_id: str) -> bytes:
+    """The vault password: ABRI_VAULT_PASSWORD (cron, CI), else the password file."""
+    given = os.environ.get("ABRI_VAULT_PASSWORD")
+    if given:
+        return given.encode().strip()
     file = vault_password_file(site_id)
+    try:
+        return file.read_bytes().strip()
+    except OSError:
+        raise SiteError(Problem(str(file), "", "the vault password file is missing; it was "
+                                "created by 'abri init' on the machine that made this site. "
+                                "Copy it here (mode 0600), or give the password with "
+                                "ABRI_VAULT_PASSWORD or --vault-password-file")) from None
+
+
+def password_file_warning(site_id: str) -> str | None:
+    """A sentence when the password file can be read by other users, with the fix."""
+    if os.environ.get("ABRI_VAULT_PASSWORD"):
+        return None
+    file = vault_password_file(site_id)
+    try:
+        mode = file.stat().st_mode & 0o777
+    except OSError:
+        return None
+    if mode & 0o077:
+        return (f"the vault password file {file} can be read by other users (mode "
+                f"{mode:04o}); fix it with: chmod 600 {file}")
+    return None
+
+
+def ensure_vault_password(site_id: str) -> Path:
+    """Create the site's vault password file (0600 in a 0700 folder) if it does not exist
+    (nothing to create when the password comes from the environment)."""
+    file = vault_password_file(site_id)
+    if os.environ.get("ABRI_VAULT_PASSWORD") or os.environ.get("ABRI_VAULT_PASSWORD_FILE"):
+        return file
     if not file.exists():
         file.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(file.parent, 0o700)
@@ -45,14 +85,7 @@ def ensure_vault_password(site_id: str) -> Path:
 def _vault(site_id: str):
     from ansible.parsing.vault import VaultLib, VaultSecret
 
-    file = vault_password_file(site_id)
-    try:
-        password = file.read_bytes().strip()
-    except OSError:
-        raise SiteError(Problem(str(file), "", "the vault password file is missing; it was "
-                                "created by 'abri init' on the machine that made this site. "
-                                "Copy it here (mode 0600) to use the site's secrets")) from None
-    return VaultLib([("default", VaultSecret(password))])
+    return VaultLib([("default", VaultSecret(vault_password(site_id)))])
 
 
 def read_host_secrets(site_id: str, host_dir: Path) -> dict[str, dict[str, str]]:

@@ -76,13 +76,18 @@ class Host(HostEntry):
 class Site:
     def __init__(self, path: Path, site_id: str, settings: SiteSettings,
                  hosts: dict[str, Host], secrets: dict[str, dict[str, dict[str, str]]],
-                 catalog: Catalog):
+                 catalog: Catalog, image_pins: dict[str, str] | None = None):
         self.path = Path(path)
         self.site_id = site_id
         self.settings = settings
         self.hosts = hosts
         self.secrets = secrets  # host -> stack -> key -> value; kept for removed stacks too
         self.catalog = catalog
+        #: stack -> upstream image reference the site deploys (pinned when the stack was first
+        #: added; 'abri upgrade' moves pins to the catalog's current tags)
+        self.image_pins: dict[str, str] = dict(image_pins or {})
+        #: (host, stack or None) the user asked to purge on the next save
+        self._purges: list[tuple[str, str | None]] = []
 
     # ------------------------------------------------------------------ loading
     @staticmethod
@@ -97,9 +102,19 @@ class Site:
         if cls.exists(path):
             raise SiteError(Problem(str(path), "", "already holds an abri site "
                                     f"({SITE_VARS}); use it, or choose an empty folder"))
+        if path.exists() and not path.is_dir():
+            raise SiteError(Problem(str(path), "", "is a file, not a folder; give the path "
+                                    "of a new or empty folder for the site"))
         if (path / "inventory.ini").exists():
             raise SiteError(Problem(str(path / "inventory.ini"), "", "already exists and "
                                     "was not made by abri; choose an empty folder"))
+        foreign = [name for name in render.GENERATED
+                   if (path / name).exists()
+                   and render.NOTE_MARK not in (path / name).read_text(errors="replace")]
+        if foreign:
+            raise SiteError(Problem(str(path), "", "already holds " + ", ".join(foreign)
+                                    + ", which abri did not write and would overwrite; move "
+                                    "them aside or choose an empty folder"))
         site = cls(path, uuid.uuid4().hex, settings or SiteSettings(), {}, {},
                    catalog or Catalog.load())
         vault.ensure_vault_password(site.site_id)
@@ -149,7 +164,13 @@ class Site:
                 host.stacks[str(stack)] = dict(values)
             hosts[name] = host
             secrets[name] = vault.read_host_secrets(site_id, host_dir)
-        site = cls(path, site_id, settings, hosts, secrets, catalog)
+        pins = site_vars.get("abri_images") or {}
+        if not isinstance(pins, dict):
+            problems.append(Problem(str(SITE_VARS), "abri_images", "must map stack names to "
+                                    "image references"))
+            pins = {}
+        site = cls(path, site_id, settings, hosts, secrets, catalog,
+                   {str(k): str(v) for k, v in pins.items()})
         problems.extend(site.problems())
         if problems:
             raise SiteError(problems)
@@ -181,18 +202,16 @@ class Site:
         clean_user = check("user", validate.ssh_user, user) if user else None
         clean_key = check("key", validate.key_path, key) if key else None
         if kind == "local":
-            for fieldname, given in (("address", address), ("port", port), ("key", key)):
-                if given:
-                    problems.append(Problem(where, fieldname, "a local host is this machine "
-                                            f"and takes no {fieldname}; leave it out, or use "
-                                            "kind ssh for another machine"))
+            problems.extend(self._no_ssh_fields(where, address=address, port=port, user=user,
+                                                key=key))
             others = [h.name for h in self.hosts.values() if h.kind == "local"]
             if others:
                 problems.append(Problem(where, "kind", f"this site already has a local host "
                                         f"({others[0]}); a site has at most one"))
         elif kind in ("ssh", "vps", "proxmox") and not address:
-            problems.append(Problem(where, "address", f"is required for a {kind} host; give "
-                                    "its IP address or DNS name"))
+            problems.append(Problem(where, "address", f"is required for "
+                                    f"{validate.a_kind(kind)} host; give its IP address or "
+                                    "DNS name"))
         if kind == "guest":
             if not parent:
                 problems.append(Problem(where, "parent", "a guest needs the proxmox host that "
@@ -208,7 +227,125 @@ class Site:
         host = Host(name, kind, clean_address, clean_port, clean_user, clean_key,
                     parent if kind == "guest" else None)
         self.hosts[name] = host
+        # a host removed earlier and added again gets its secrets back: its data on the
+        # machine (the Home Assistant owner, broker users) still belongs to them
+        if name not in self.secrets:
+            self.secrets[name] = vault.read_host_secrets(
+                self.site_id, self.path / "host_vars" / name)
         return host
+
+    @staticmethod
+    def _no_ssh_fields(where: str, **given: object) -> list[Problem]:
+        """A local host is reached without SSH: every SSH field given for it is refused."""
+        label = {"port": "SSH port", "user": "SSH user", "key": "SSH key"}
+        return [Problem(where, fieldname, "a local host is this machine and takes no "
+                        f"{label.get(fieldname, fieldname)}; leave it out, or use kind ssh "
+                        "for another machine")
+                for fieldname, value in given.items() if value not in (None, "")]
+
+    def set_host(self, name: str, address: str | None = None, port: int | str | None = None,
+                 user: str | None = None, key: str | None = None) -> Host:
+        """Change how a host is reached, checked as add_host checks it. None leaves a field
+        as it is; an empty value clears it (Ansible's default then applies: port 22, the
+        controller's user, ssh's own keys). The name and kind are not changed here: the name
+        keys the host's host_vars folder and its vault, so renaming is adding a new host,
+        moving the stacks and removing the old one."""
+        host = self._host(name)
+        where = f"host '{name}'"
+        given = {"address": address, "port": port, "user": user, "key": key}
+        if all(value is None for value in given.values()):
+            raise AbriError(Problem(where, "", "nothing to change; give an address, port, "
+                                    "user or key"))
+        checks = {"address": validate.address, "port": validate.port,
+                  "user": validate.ssh_user, "key": validate.key_path}
+        problems: list[Problem] = []
+        if host.kind == "local":
+            problems.extend(self._no_ssh_fields(where, **given))
+        clean: dict[str, Any] = {}
+        for fieldname, value in given.items():
+            if value is None:
+                continue
+            if str(value).strip() == "":
+                clean[fieldname] = None
+                continue
+            if host.kind == "local":  # refused above
+                continue
+            try:
+                clean[fieldname] = checks[fieldname](value)
+            except ValueError as exc:
+                problems.append(Problem(where, fieldname, str(exc)))
+        if (host.kind in ("ssh", "vps", "proxmox") and "address" in clean
+                and clean["address"] is None):
+            problems.append(Problem(where, "address", f"is required for "
+                                    f"{validate.a_kind(host.kind)} host; give its IP address "
+                                    "or DNS name"))
+        if "port" in clean and host.kind != "local":
+            ssh_port = clean["port"] or 22
+            for stack_name, values in host.stacks.items():
+                if stack_name not in self.catalog:
+                    continue
+                for p, number in self.catalog[stack_name].active_ports(
+                        {**self.catalog[stack_name].defaults(), **values}):
+                    if (number, p.protocol) == (ssh_port, "tcp"):
+                        problems.append(Problem(where, "port", f"{ssh_port} is used by "
+                                                f"{stack_name} ({p.name}) on this host; "
+                                                "choose another SSH port"))
+        if problems:
+            raise AbriError(problems)
+        for fieldname, value in clean.items():
+            setattr(host, fieldname, value)
+        return host
+
+    def match_hosts(self, pattern: str) -> list[str]:
+        """The hosts of this site that an Ansible host pattern (as --limit takes it) selects,
+        in the site's order. Understood: host names; globs with * and ?; 'all'; the groups
+        abri writes (abri_<kind>, abri_targets); terms joined by commas (or colons), where
+        &term keeps only hosts also in term and !term leaves term's hosts out. Raises
+        AbriError when a term, or the whole pattern, selects no host of the site."""
+        import fnmatch
+        import re
+
+        names = list(self.hosts)
+        valid = "hosts: " + (", ".join(sorted(names)) or "none yet")
+        groups = {"all": names,
+                  "abri_targets": [n for n in names if self.hosts[n].kind in TARGET_KINDS]}
+        for kind in KINDS:
+            groups[f"abri_{kind}"] = [n for n in names if self.hosts[n].kind == kind]
+        terms = [t.strip() for t in re.split(r"[,:]", pattern or "") if t.strip()]
+        if not terms:
+            raise AbriError(Problem("", "--limit", f"is empty; give a host name or pattern; "
+                                    f"{valid}"))
+        problems: list[Problem] = []
+
+        def select(term: str) -> set[str]:
+            if term.startswith("~") or "[" in term or "]" in term:
+                problems.append(Problem("", "--limit", f"{term!r}: regular expressions and "
+                                        "host ranges are not understood here; use host names, "
+                                        "globs with * or comma lists"))
+                return set()
+            found = {n for n in names if fnmatch.fnmatchcase(n, term)}
+            for group, members in groups.items():
+                if fnmatch.fnmatchcase(group, term):
+                    found.update(members)
+            if not found:
+                problems.append(Problem("", "--limit", f"{term!r} matches no host of this site; "
+                                        f"{valid}"))
+            return found
+
+        regular = [t for t in terms if t[0] not in "&!"]
+        chosen: set[str] = set()
+        for term in regular or ["all"]:
+            chosen |= select(term)
+        for term in (t[1:] for t in terms if t[0] == "&"):
+            chosen &= select(term)
+        for term in (t[1:] for t in terms if t[0] == "!"):
+            chosen -= select(term)
+        if not problems and not chosen:
+            problems.append(Problem("", "--limit", f"{pattern!r} matches no host of this site; "
+                                    f"{valid}"))
+        if problems:
+            raise AbriError(problems)
+        return [n for n in names if n in chosen]
 
     def remove_host(self, name: str) -> None:
         self._host(name)
@@ -226,8 +363,8 @@ class Site:
             raise AbriError(Problem(where, "stack", f"{stack_name!r} is not in the catalog; "
                                     "valid: " + ", ".join(self.catalog.names())))
         if host.kind not in TARGET_KINDS:
-            raise AbriError(Problem(where, "host", f"a {host.kind} host runs no stacks; add "
-                                    "them to one of its guests"))
+            raise AbriError(Problem(where, "host", f"{validate.a_kind(host.kind)} host runs "
+                                    "no stacks; add them to one of its guests"))
         stack = self.catalog[stack_name]
         values = dict(host.stacks.get(stack_name) or stack.defaults())
         secrets = dict(self.secrets.get(host_name, {}).get(stack_name, {}))
@@ -237,6 +374,7 @@ class Site:
         for key in stack.secret_keys:
             if not secrets.get(key):
                 secrets[key] = vault.generate()
+        self.image_pins.setdefault(stack_name, stack.image_ref())
         host.stacks.pop(stack_name, None)  # re-insert last: a collision is reported on it
         host.stacks[stack_name] = values
         self.secrets.setdefault(host_name, {})[stack_name] = secrets
@@ -273,6 +411,11 @@ class Site:
                 problems.append(Problem(where, key, str(exc)))
                 continue
             if setting.secret:
+                old = secrets.get(key)
+                if old and old != value:
+                    # the service may still hold the old one (an account's password): the
+                    # kit moves it over with the old one, then forgets it
+                    secrets[f"{key}_previous"] = old
                 secrets[key] = value
             else:
                 values[key] = value
@@ -288,8 +431,9 @@ class Site:
         """What a stack uses that nothing on the host provides yet: capability -> the
         catalog stacks that would provide it."""
         provided = self.provided(host_name)
+        elsewhere = {cap for h in self.hosts for cap in self.provided(h) if h != host_name}
         return {cap: self.catalog.providers(cap) for cap in self.catalog[stack_name].uses
-                if cap not in provided}
+                if cap not in provided and cap not in elsewhere}
 
     def _host(self, name: str) -> Host:
         if name not in self.hosts:
@@ -300,21 +444,26 @@ class Site:
     # ------------------------------------------------------------------ validation
     def problems(self) -> list[Problem]:
         """Everything wrong with the site as a whole (cross-field and cross-stack checks)."""
+        from tui.core import resolve
+
         out: list[Problem] = []
         for host in self.hosts.values():
             out.extend(self._host_problems(host))
+        if not out:
+            links, wiring = resolve.bindings(self)
+            out.extend(wiring)
+            out.extend(resolve.binding_problems(self, links))
         return out
 
     def _host_problems(self, host: Host) -> list[Problem]:
         out: list[Problem] = []
         if host.stacks and host.kind not in TARGET_KINDS:
-            out.append(Problem(f"host '{host.name}'", "stacks", f"a {host.kind} host runs no "
-                               "stacks; move them to a guest"))
+            out.append(Problem(f"host '{host.name}'", "stacks", f"{validate.a_kind(host.kind)} "
+                               "host runs no stacks; move them to a guest"))
             return out
         claimed: dict[tuple[int, str], str] = {}
         if host.kind != "local":
             claimed[(host.port or 22, "tcp")] = "SSH"
-        provided = self.provided(host.name)
         for name, raw in host.stacks.items():  # insertion order: the newest stack last
             where = f"host '{host.name}', stack '{name}'"
             if name not in self.catalog:
@@ -336,12 +485,6 @@ class Site:
                     out.append(Problem(where, key, str(exc)))
             raw.clear()
             raw.update(values)
-            for cap in stack.uses:
-                if cap not in provided:
-                    providers = self.catalog.providers(cap) or ["(none in the catalog)"]
-                    out.append(Problem(where, "uses", f"needs {cap}, which no stack on this host "
-                                       f"provides; add {' or '.join(providers)} to "
-                                       f"'{host.name}' first"))
             for port, number in stack.active_ports(values):
                 key = (number, port.protocol)
                 if key in claimed:
@@ -374,9 +517,29 @@ class Site:
         write_atomic(inv, inventory_text)
         for rel, text in files.items():
             write_atomic(self.path / rel, text)
+        render.link_kit(self.path)
+        purged = set(self._purges)
         for host in self.hosts.values():
             host_dir = self.path / "host_vars" / host.name
-            vault.write_host_secrets(self.site_id, host_dir, self.secrets.get(host.name, {}))
+            # secrets on disk that this copy of the site does not hold (another copy of the
+            # site minted them meanwhile, a stack removed) are kept until explicitly purged
+            on_disk = vault.read_host_secrets(self.site_id, host_dir)
+            merged: dict[str, dict[str, str]] = {}
+            for stack in sorted(set(on_disk) | set(self.secrets.get(host.name, {}))):
+                if (host.name, None) in purged or (host.name, stack) in purged:
+                    continue
+                merged[stack] = {**on_disk.get(stack, {}),
+                                 **self.secrets.get(host.name, {}).get(stack, {})}
+            self.secrets[host.name] = merged
+            vault.write_host_secrets(self.site_id, host_dir, merged)
+        for host_name, stack in self._purges:
+            if host_name not in self.hosts:
+                host_dir = self.path / "host_vars" / host_name
+                left = vault.read_host_secrets(self.site_id, host_dir)
+                if stack is not None:
+                    left.pop(stack, None)
+                vault.write_host_secrets(self.site_id, host_dir, {} if stack is None else left)
+        self._purges.clear()
         # hosts removed from the site: drop abri's vars file, keep secrets and user files
         for host_dir in sorted((self.path / "host_vars").glob("*")):
             if host_dir.is_dir() and host_dir.name not in self.hosts:
@@ -384,18 +547,57 @@ class Site:
                 if managed.exists():
                     managed.unlink()
 
+    def purge_secrets(self, host_name: str, stack: str | None = None) -> list[str]:
+        """Forget the secrets of a host (or of one stack on it) at the next save: the only
+        way abri ever drops a secret. Refused for stacks still on the host. Returns what
+        will be purged."""
+        host = self.hosts.get(host_name)
+        if host is not None and ((stack is None and host.stacks) or stack in host.stacks):
+            on = ", ".join(host.stacks) if stack is None else stack
+            raise AbriError(Problem(f"host '{host_name}'", "stack", f"{on} still on the host "
+                                    "uses these secrets; remove the stack first"))
+        known = self.secrets.get(host_name)
+        if known is None:
+            known = vault.read_host_secrets(self.site_id, self.path / "host_vars" / host_name)
+        names = sorted(known) if stack is None else [stack] if stack in known else []
+        if not names:
+            raise AbriError(Problem(f"host '{host_name}'", "secrets", "there are no secrets "
+                                    "to purge" + (f" for {stack}" if stack else "")))
+        self._purges.append((host_name, stack))
+        if host_name in self.secrets:
+            for name in names:
+                self.secrets[host_name].pop(name, None)
+        return names
+
     def copy(self) -> Site:
         return Site(self.path, self.site_id, copy.deepcopy(self.settings),
-                    copy.deepcopy(self.hosts), copy.deepcopy(self.secrets), self.catalog)
+                    copy.deepcopy(self.hosts), copy.deepcopy(self.secrets), self.catalog,
+                    dict(self.image_pins))
 
     def all_secret_values(self) -> list[str]:
         return [v for stacks in self.secrets.values() for keys in stacks.values()
                 for v in keys.values()]
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as abri writes it: Ansible's !unsafe tag (values kept out of Jinja) reads as the
+    plain value."""
+
+
+def _unsafe(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return loader.construct_scalar(node)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_mapping(node, deep=True)
+
+
+_Loader.add_constructor("!unsafe", _unsafe)
+
+
 def _read_yaml(file: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        data = yaml.load(file.read_text(encoding="utf-8"), Loader=_Loader)
     except OSError as exc:
         raise SiteError(Problem(str(file), "", f"cannot be read: {exc.strerror}")) from None
     except yaml.YAMLError as exc:

@@ -1,0 +1,279 @@
+"""The checks after a deploy, driven by the manifests: which stack gets which check is declared
+in its manifest (``checks:``), and the wiring comes from the resolved bindings, so a broker on
+one host and Home Assistant on another are checked together. No code here names a service.
+
+Every connection to a deployed service goes through ``endpoints(site, host, ports)``, which
+gives the address and port this machine reaches a service port of a host at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from tui.core import events, paths, resolve, verify
+
+if TYPE_CHECKING:
+    from tui.core.site import Site
+
+
+def _deployed_file(site: Site):
+    return paths.config_home() / "runs" / site.site_id / "deployed.json"
+
+
+def deployed_hosts(site: Site) -> set[str]:
+    try:
+        return set(json.loads(_deployed_file(site).read_text()))
+    except (OSError, ValueError, TypeError):
+        return set()
+
+
+def mark_deployed(site: Site, hosts: list[str]) -> None:
+    file = _deployed_file(site)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(json.dumps(sorted(deployed_hosts(site) | set(hosts))))
+
+
+def host_variables(site: Site, name: str) -> dict:
+    """A host's inventory variables as Ansible's INI parser reads them (its groups' vars, then
+    its own), with abri's known hosts file: what the tunnel needs to reach it as Ansible does."""
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+
+    from tui.core import inventory
+
+    inventory._init_ansible()
+    manager = InventoryManager(loader=DataLoader(), sources=[str(site.path / "inventory.ini")])
+    host = manager.get_host(name)
+    variables: dict = {}
+    if host is not None:
+        for group in sorted(host.get_groups(), key=lambda g: g.depth):
+            variables.update(group.get_vars())
+        variables.update(host.get_vars())
+    return variables
+
+
+class Endpoints:
+    """One SSH tunnel per host (opened on first use, with every service port of the host's
+    stacks), shared by all checks of a run; closed with the context."""
+
+    def __init__(self, site: Site):
+        self.site = site
+        self.stack = contextlib.ExitStack()
+        self.open: dict[str, dict[int, tuple[str, int]]] = {}
+
+    def __enter__(self) -> Endpoints:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stack.close()
+
+    def ports_of(self, name: str) -> list[int]:
+        ports = set()
+        for stack in self.site.hosts[name].stacks:
+            if stack in self.site.catalog:
+                values = _values(self.site, name, stack)
+                for _port, number in self.site.catalog[stack].active_ports(values):
+                    ports.add(number)
+        return sorted(ports)
+
+    def get(self, name: str, ports: list[int]) -> dict[int, tuple[str, int]]:
+        from tui.core import tunnel
+
+        have = self.open.get(name, {})
+        if all(p in have for p in ports):
+            return have
+        wanted = sorted(set(self.ports_of(name)) | set(ports))
+        variables = host_variables(self.site, name)
+        known = self.site.path.resolve() / ".abri" / "known_hosts"
+        conn = tunnel.Connection.from_ansible_vars(variables, name=name,
+                                                   base_dir=self.site.path.resolve())
+        if not conn.local:
+            conn = dataclasses.replace(
+                conn, known_hosts_file=str(known),
+                ssh_args=("-o", "StrictHostKeyChecking=accept-new", *conn.ssh_args))
+        forwards = self.stack.enter_context(tunnel.forward(conn, wanted))
+        self.open[name] = dict(forwards)
+        return self.open[name]
+
+
+_current: list[Endpoints] = []
+
+
+@contextlib.contextmanager
+def endpoints(site: Site, host_name: str, ports: list[int]
+              ) -> Iterator[dict[int, tuple[str, int]]]:
+    """Where this machine reaches each service port of a host: through the host's own SSH
+    connection (one tunnel per host and run), or directly for this machine."""
+    if _current and _current[-1].site is site:
+        yield _current[-1].get(host_name, ports)
+        return
+    with Endpoints(site) as ep:
+        _current.append(ep)
+        try:
+            yield ep.get(host_name, ports)
+        finally:
+            _current.pop()
+
+
+@contextlib.contextmanager
+def session(site: Site) -> Iterator[Endpoints]:
+    """Share the tunnels of every check inside the block."""
+    with Endpoints(site) as ep:
+        _current.append(ep)
+        try:
+            yield ep
+        finally:
+            _current.pop()
+
+
+def _values(site: Site, host: str, stack: str) -> dict:
+    return dict(site.catalog[stack].defaults()) | dict(site.hosts[host].stacks.get(stack) or {})
+
+
+def _stacks_with(site: Site, check: str) -> list[tuple[str, str]]:
+    return [(h.name, s) for h in site.hosts.values() for s in h.stacks
+            if s in site.catalog and check in site.catalog[s].checks]
+
+
+def _broker(site: Site, links, host: str, stack: str):
+    """(admin password, port, [(user, password)]) of a provider with accounts."""
+    manifest = site.catalog[stack]
+    acc = manifest.accounts or {}
+    values = _values(site, host, stack)
+    admin = (site.secrets.get(host, {}).get(stack) or {}).get(acc.get("admin_secret", ""))
+    clients = []
+    for b in links:
+        if b.provider_host == host and b.provider == stack:
+            pw = (site.secrets.get(b.consumer_host, {}).get(b.consumer) or {}).get(
+                f"{b.capability}_password")
+            if pw:
+                clients.append((b.username, pw))
+    return admin, int(values.get(acc.get("port_setting", "port"), 0)), clients
+
+
+def verify_site(site: Site, hosts: list[str]) -> list[tuple[str, list[verify.Check]]]:
+    with session(site):
+        return _verify_site(site, hosts)
+
+
+def exposure_checks(site: Site, name: str) -> list[verify.Check]:
+    """From where each published port answers, against what its manifest declares: a port
+    meant for the host itself (exposure local, or its stack bound to loopback) that answers
+    from here is a failure; a port closed from here is reported, not failed (this machine
+    may sit outside the host's LAN)."""
+    from tui.core import tunnel
+
+    host = site.hosts[name]
+    if host.kind == "local":
+        return []
+    declared: dict[int, tuple[str, bool]] = {}
+    for stack, _raw in host.stacks.items():
+        if stack not in site.catalog:
+            continue
+        values = _values(site, name, stack)
+        for port, number in site.catalog[stack].active_ports(values):
+            local = port.exposure == "local" or (
+                port.loopback_setting is not None
+                and values.get(port.loopback_setting) == "loopback")
+            declared[number] = (f"{stack} {port.name}", local)
+    answers = tunnel.exposure(host.service_address, sorted(declared))
+    out = []
+    for number, (label, local) in sorted(declared.items()):
+        seen = answers.get(number, False)
+        where = "answers" if seen else "is closed"
+        meant = "the host only" if local else "the LAN"
+        out.append(verify.Check(
+            f"exposure {number}/tcp ({label})", not (local and seen),
+            f"{host.service_address}:{number} {where} from this machine; declared for {meant}"))
+    return out
+
+
+def _verify_site(site: Site, hosts: list[str]) -> list[tuple[str, list[verify.Check]]]:
+    links, _ = resolve.bindings(site)
+    deployed = deployed_hosts(site)
+    reports: list[tuple[str, list[verify.Check]]] = []
+    for name in hosts:
+        host = site.hosts[name]
+        if not host.stacks:
+            continue
+        if name not in deployed:
+            reports.append((name, [verify.Check(
+                "deployed", False, "the stacks of this host are not deployed yet (no apply "
+                "from this machine finished on it); run 'abri apply' first")]))
+            continue
+        checks: list[verify.Check] = []
+        for stack in host.stacks:
+            kinds = site.catalog[stack].checks if stack in site.catalog else ()
+            if "mqtt_broker" in kinds:
+                checks.extend(_broker_checks(site, links, name, stack))
+            if "homeassistant" in kinds:
+                checks.extend(_homeassistant_checks(site, links, name, stack))
+        checks.extend(exposure_checks(site, name))
+        if not checks:
+            checks.append(verify.Check("nothing to verify", True,
+                                       "no stack with checks on this host"))
+        reports.append((name, checks))
+    return reports
+
+
+def _broker_checks(site: Site, links, host: str, stack: str) -> list[verify.Check]:
+    admin, port, clients = _broker(site, links, host, stack)
+    values = _values(site, host, stack)
+    ports = [port] + ([int(values["tls_port"])] if values.get("tls") else [])
+    with endpoints(site, host, ports) as ep:
+        tls = ep[ports[1]] if len(ports) > 1 else None
+        return verify.broker_checks(*ep[port], admin, clients, tls=tls)
+
+
+def _homeassistant_checks(site: Site, links, host: str, stack: str) -> list[verify.Check]:
+    manifest = site.catalog[stack]
+    values = _values(site, host, stack)
+    api = manifest.api or {}
+    port = int(values[api.get("port_setting", "port")])
+    ha_secrets = dict(site.secrets.get(host, {}).get(stack) or {})
+    mqtt = next((b for b in links if b.consumer_host == host and b.consumer == stack
+                 and b.capability in (api.get("integrations") or {}).values()), None)
+    with endpoints(site, host, [port]) as ep:
+        if mqtt is None:
+            return verify._homeassistant_checks(*ep[port], values, ha_secrets, None, None, None,
+                                                10.0, 60.0)
+        admin, mqtt_port, _ = _broker(site, links, mqtt.provider_host, mqtt.provider)
+        with endpoints(site, mqtt.provider_host, [mqtt_port]) as mep:
+            address, local_port = mep[mqtt_port]
+            return verify._homeassistant_checks(*ep[port], values, ha_secrets, admin, address,
+                                                local_port, 10.0, 60.0)
+
+
+def store_tokens(site: Site, hosts: list[str]) -> list[events.Failure]:
+    """Every host with an API of kind homeassistant keeps a long-lived token in its vault,
+    for the checks (minted once, replaced only when no longer accepted)."""
+    mark_deployed(site, hosts)
+    with session(site):
+        return _store_tokens(site, hosts)
+
+
+def _store_tokens(site: Site, hosts: list[str]) -> list[events.Failure]:
+    failures = []
+    for name in hosts:
+        for stack in site.hosts[name].stacks:
+            manifest = site.catalog.stacks.get(stack)
+            if not manifest or not manifest.api or manifest.api.get("kind") != "homeassistant":
+                continue
+            values = _values(site, name, stack)
+            port = int(values[manifest.api["port_setting"]])
+            secrets = site.secrets.setdefault(name, {}).setdefault(stack, {})
+            try:
+                with endpoints(site, name, [port]) as ep:
+                    token = verify.ensure_homeassistant_token(*ep[port], values, secrets)
+            except Exception as exc:  # a check never crashes a deploy
+                failures.append(events.Failure(
+                    name, "Store a long-lived Home Assistant token (for the checks)",
+                    f"{exc}; the deploy converged, the checks that need the token will say "
+                    "so. Run 'abri verify' once the host answers"))
+                continue
+            secrets["token"] = token
+    return failures

@@ -1,0 +1,348 @@
+"""The desired state of a site, resolved once on the controller.
+
+For every target host, ``resolve_site`` computes from the manifests and the site what the host
+must hold: each stack's settings with their defaults, its image reference (the pin kept in the
+site, the registry mirror applied), every file rendered, its accounts, environment and health
+check, its API work, and its wiring to the stacks it uses, on the same host or another one
+(who is the broker for whom, with which account). Ansible receives this state as data and
+converges it with the kit's modules; no Jinja reads a manifest.
+
+Secrets never enter the state: where a value is secret the state holds a reference
+``"<host>/<stack>/<key>"`` in a key ending in ``_ref``, and the kit's ``abri_secrets`` filter
+resolves references from the hosts' vaults at run time (no_log on the module's side).
+
+Templates are rendered in Jinja's sandbox with StrictUndefined. Every value a user typed goes
+through the ``q`` filter (JSON quoting, which YAML reads as a double-quoted string), so a
+value renders literally: quotes, backslashes and ``{{ }}`` are data, never syntax.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tui.core.errors import Problem
+
+if TYPE_CHECKING:
+    from tui.core.catalog import Stack
+    from tui.core.site import Host, Site
+
+#: packages of the Docker engine and the Compose v2 CLI per distribution, from the
+#: distribution's own archive. docker-cli is named: docker.io only recommends it on Debian 13.
+ENGINE_PACKAGES = {
+    "Debian": ["docker.io", "docker-cli", "docker-compose"],
+    "Ubuntu": ["docker.io", "docker-compose-v2"],
+}
+
+
+def _q(value: Any) -> str:
+    """Quote a value for YAML (and JSON) templates: JSON text, ASCII only."""
+    return json.dumps(value, ensure_ascii=True)
+
+
+def _environment():
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
+                                        keep_trailing_newline=True, trim_blocks=True,
+                                        lstrip_blocks=True)
+    env.filters["q"] = _q
+    return env
+
+
+_ENV = None
+
+
+def render_template(stack: Stack, src: str, context: dict[str, Any]) -> str:
+    global _ENV
+    if _ENV is None:
+        _ENV = _environment()
+    text = (stack.path / src).read_text(encoding="utf-8")
+    return _ENV.from_string(text).render(**context)
+
+
+def lan_address() -> str:
+    """This machine's first global IPv4 address (for a local host's URLs), else loopback.
+    Read from the interfaces; nothing is sent anywhere."""
+    try:
+        out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"],
+                             capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "127.0.0.1"
+    for line in out.splitlines():
+        words = line.split()
+        if "inet" in words:
+            addr = words[words.index("inet") + 1].split("/")[0]
+            if not addr.startswith("127."):
+                return addr
+    return "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A stack's use of a capability: the provider stack it is wired to."""
+
+    capability: str
+    consumer_host: str
+    consumer: str
+    provider_host: str
+    provider: str
+    username: str
+
+
+def image_ref(pinned: str, mirror: str) -> str:
+    """The pinned upstream reference (registry/repository:tag), the registry replaced by the
+    mirror when one is set (the repository path is kept)."""
+    if not mirror:
+        return pinned
+    _, _, rest = pinned.partition("/")
+    return f"{mirror}/{rest}"
+
+
+def bindings(site: Site) -> tuple[list[Binding], list[Problem]]:
+    """Wire every use of a capability to a provider: the same host first, else the one host
+    of the site that provides it."""
+    out: list[Binding] = []
+    problems: list[Problem] = []
+    providers: dict[str, list[tuple[str, str]]] = {}
+    for host in site.hosts.values():
+        for name in host.stacks:
+            if name in site.catalog:
+                for cap in site.catalog[name].provides:
+                    providers.setdefault(cap, []).append((host.name, name))
+    for host in site.hosts.values():
+        for name in host.stacks:
+            if name not in site.catalog:
+                continue
+            for cap in site.catalog[name].uses:
+                candidates = providers.get(cap, [])
+                local = [c for c in candidates if c[0] == host.name]
+                where = f"host '{host.name}', stack '{name}'"
+                if local:
+                    chosen = local[0]
+                elif len(candidates) == 1:
+                    chosen = candidates[0]
+                elif not candidates:
+                    names = site.catalog.providers(cap) or ["(none in the catalog)"]
+                    problems.append(Problem(where, "uses", f"needs {cap}, which no stack of "
+                                            f"this site provides; add {' or '.join(names)} to "
+                                            f"'{host.name}' or another host first"))
+                    continue
+                else:
+                    hosts = ", ".join(sorted(h for h, _ in candidates))
+                    problems.append(Problem(where, "uses", f"needs {cap}, which several hosts "
+                                            f"provide ({hosts}) and none of them is "
+                                            f"'{host.name}'; keep one provider, or put one on "
+                                            f"'{host.name}'"))
+                    continue
+                out.append(Binding(cap, host.name, name, chosen[0], chosen[1], name))
+    # account names: the consumer stack's name, or <stack>_<host> where two consumers of
+    # the same provider share a stack name
+    by_provider: dict[tuple[str, str, str], list[Binding]] = {}
+    for b in out:
+        by_provider.setdefault((b.provider_host, b.provider, b.capability), []).append(b)
+    final: list[Binding] = []
+    for group in by_provider.values():
+        counts: dict[str, int] = {}
+        for b in group:
+            counts[b.consumer] = counts.get(b.consumer, 0) + 1
+        for b in group:
+            user = b.consumer if counts[b.consumer] == 1 else f"{b.consumer}_{b.consumer_host}"
+            final.append(Binding(b.capability, b.consumer_host, b.consumer, b.provider_host,
+                                 b.provider, user.replace("-", "_")))
+    return final, problems
+
+
+def binding_problems(site: Site, links: list[Binding]) -> list[Problem]:
+    """Wiring that cannot work: a provider bound to loopback used from another host."""
+    out = []
+    for b in links:
+        if b.provider_host == b.consumer_host:
+            continue
+        values = site.hosts[b.provider_host].stacks.get(b.provider) or {}
+        if values.get("bind") == "loopback":
+            out.append(Problem(f"host '{b.consumer_host}', stack '{b.consumer}'", "uses",
+                               f"{b.provider} on '{b.provider_host}' listens on that host's "
+                               f"loopback only (bind loopback), so '{b.consumer_host}' cannot "
+                               f"reach it; set bind=lan there or add a {b.capability} provider "
+                               f"to '{b.consumer_host}'"))
+    return out
+
+
+def _ref(host: str, stack: str, key: str) -> str:
+    return f"{host}/{stack}/{key}"
+
+
+def _wiring(site: Site, b: Binding) -> dict[str, Any]:
+    provider = site.catalog[b.provider]
+    values = site.hosts[b.provider_host].stacks[b.provider]
+    accounts = provider.accounts or {}
+    port = int(values.get(accounts.get("port_setting", "port"), 0) or 0)
+    same = b.provider_host == b.consumer_host
+    return {
+        "host": "127.0.0.1" if same else site.hosts[b.provider_host].service_address,
+        "provider_host": b.provider_host,
+        "local": same,
+        "port": port,
+        "username": b.username,
+        "password_ref": _ref(b.consumer_host, b.consumer, f"{b.capability}_password"),
+    }
+
+
+def _url_address(host: Host) -> str:
+    return lan_address() if host.kind == "local" else (host.address or host.name)
+
+
+def _stack_state(site: Site, host: Host, stack: Stack, links: list[Binding]) -> dict[str, Any]:
+    settings = dict(stack.defaults())
+    settings.update(host.stacks.get(stack.name) or {})
+    root = site.settings.stacks_root
+    directory = f"{root}/{stack.name}"
+    project = f"abri-{stack.name}"
+    pinned = site.image_pins.get(stack.name) or stack.image_ref()
+    image = image_ref(pinned, site.settings.registry_mirror)
+    uses = {b.capability: _wiring(site, b) for b in links
+            if b.consumer_host == host.name and b.consumer == stack.name}
+    base_ctx = {
+        "settings": settings,
+        "stack": {"name": stack.name, "project": project, "dir": directory, "image": image},
+        "host": {"name": host.name, "address": host.service_address,
+                 "url_address": _url_address(host)},
+        "uses": {cap: {k: v for k, v in w.items() if not k.endswith("_ref")}
+                 for cap, w in uses.items()},
+    }
+    bootstrap = bool(stack.api and stack.api.get("bootstrap_loopback"))
+    files = []
+    for f in stack.files:
+        if f.when and not settings.get(f.when):
+            continue
+        content = render_template(stack, f.src, {**base_ctx, "bootstrap": False})
+        entry: dict[str, Any] = {"path": f.dest, "content": content, "mode": f.mode,
+                                 "owner": f.owner, "policy": f.policy, "restart": f.restart}
+        if bootstrap:
+            early = render_template(stack, f.src, {**base_ctx, "bootstrap": True})
+            if early != content:
+                entry["bootstrap_content"] = early
+        if f.replaces_marker:
+            entry["replaces_marker"] = f.replaces_marker
+        files.append(entry)
+    compose = render_template(stack, "compose.yml.j2", {**base_ctx, "bootstrap": False})
+    files.append({"path": "compose.yml", "content": compose, "mode": "0644", "owner": 0,
+                  "policy": "managed", "restart": False})
+    state: dict[str, Any] = {
+        "name": stack.name, "project": project, "dir": directory, "image": image,
+        "dirs": [{"path": v.name, "owner": v.owner, "mode": v.mode} for v in stack.volumes],
+        "files": files,
+        "certificates": [
+            {"path": c["dest"], "owner": c.get("owner", 0), "days": c.get("days", 3650),
+             "name": host.service_address if host.kind != "local" else _url_address(host)}
+            for c in stack.certificates if not c.get("when") or settings.get(c["when"])],
+    }
+    accounts = stack.accounts
+    if accounts:
+        consumers = sorted((b for b in links if b.provider_host == host.name
+                            and b.provider == stack.name
+                            and b.capability == accounts["capability"]),
+                           key=lambda b: b.username)
+        users = {accounts["admin_user"]: _ref(host.name, stack.name, accounts["admin_secret"])}
+        acl = [f"user {accounts['admin_user']}", "topic readwrite #", "topic read $SYS/#"]
+        for b in consumers:
+            users[b.username] = _ref(b.consumer_host, b.consumer, f"{b.capability}_password")
+            lines = site.catalog[b.consumer].acl.get(b.capability) or ("readwrite {user}/#",)
+            acl += ["", f"user {b.username}"]
+            acl += [f"topic {line.replace('{user}', b.username)}" for line in lines]
+        state["accounts"] = {"format": accounts["format"], "passwd_file": accounts["passwd_file"],
+                             "owner": accounts.get("owner", 0), "users_ref": users}
+        files.insert(0, {
+            "path": accounts["acl_file"], "mode": "0600", "owner": accounts.get("owner", 0),
+            "policy": "managed", "restart": True,
+            "content": "# Managed by abri: one user per client, each with its own topics.\n"
+                       + "\n".join(acl) + "\n"})
+    if stack.env:
+        env: dict[str, Any] = {}
+        for name, spec in sorted(stack.env.items()):
+            kind, _, what = spec.partition(":")
+            if kind == "secret":
+                env[name] = {"value_ref": _ref(host.name, stack.name, what)}
+            else:
+                cap, _, fieldname = what.partition(".")
+                wire = uses.get(cap, {})
+                if fieldname == "password":
+                    env[name] = {"value_ref": wire.get("password_ref", "")}
+                else:
+                    env[name] = {"value": str(wire.get(fieldname, ""))}
+        state["env"] = env
+    hc = stack.healthcheck
+    health: dict[str, Any] = {"kind": hc["kind"], "port": int(settings[hc["port_setting"]]),
+                              "timeout": int(hc["timeout"])}
+    if hc["kind"] == "http":
+        health["path"] = hc["path"]
+    if hc["kind"] == "mqtt" and accounts:
+        health["user"] = accounts["admin_user"]
+        health["password_ref"] = _ref(host.name, stack.name, accounts["admin_secret"])
+    state["health"] = health
+    if stack.api:
+        api = stack.api
+        secrets = site.secrets.get(host.name, {}).get(stack.name, {})
+        owner_secret = api.get("owner_secret", "")
+        resolved: dict[str, Any] = {
+            "kind": api["kind"], "port": int(settings[api["port_setting"]]),
+            "bootstrap_loopback": bool(api.get("bootstrap_loopback")),
+            "owner_username": str(settings.get(api.get("owner_user_setting", ""), "owner")),
+            "owner_name": "Owner",
+            "owner_password_ref": _ref(host.name, stack.name, owner_secret),
+            "language": str(settings.get(api.get("language_setting", ""), "en")),
+            "remove_after_onboarding": list(api.get("remove_after_onboarding", ())),
+            "wait_for_entries": list(api.get("wait_for_entries", ())),
+            "integrations": [
+                {"domain": domain, "capability": cap, **uses[cap]}
+                for domain, cap in sorted((api.get("integrations") or {}).items())
+                if cap in uses],
+        }
+        if secrets.get(f"{owner_secret}_previous"):
+            resolved["owner_previous_ref"] = _ref(host.name, stack.name,
+                                                  f"{owner_secret}_previous")
+        state["api"] = resolved
+    return state
+
+
+def resolve_host(site: Site, name: str, links: list[Binding] | None = None) -> dict[str, Any]:
+    """The whole desired state of one target host (see the module docstring)."""
+    if links is None:
+        links, _ = bindings(site)
+    host = site.hosts[name]
+    order = site.catalog.ordered(list(host.stacks))
+    stacks = [_stack_state(site, host, site.catalog[s], links) for s in order]
+    extra = ["openssl"] if any(s["certificates"] for s in stacks) else []
+    mirror = site.settings.registry_mirror
+    return {
+        "root": site.settings.stacks_root,
+        "engine": {
+            "packages": {k: v + extra for k, v in ENGINE_PACKAGES.items()},
+            "insecure_registries": [mirror] if mirror and site.settings.registry_insecure
+            else [],
+        },
+        "projects": [s["project"] for s in stacks],
+        "stacks": stacks,
+    }
+
+
+def secret_refs(state: Any) -> set[str]:
+    """Every secret reference (values of keys ending in _ref) in a state."""
+    found: set[str] = set()
+    if isinstance(state, dict):
+        for key, value in state.items():
+            if key.endswith("_ref"):
+                if isinstance(value, str) and value:
+                    found.add(value)
+                elif isinstance(value, dict):
+                    found.update(v for v in value.values() if isinstance(v, str))
+            else:
+                found |= secret_refs(value)
+    elif isinstance(state, list):
+        for item in state:
+            found |= secret_refs(item)
+    return found
