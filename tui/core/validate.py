@@ -6,6 +6,8 @@ wrong and what would be valid. Callers attach the host, stack and field names.
 
 from __future__ import annotations
 
+import difflib
+import functools
 import ipaddress
 import os
 import re
@@ -99,3 +101,64 @@ def absolute_dir(value: str) -> str:
         raise ValueError(f"{value!r} is not an absolute folder path without spaces or '..' "
                          "(e.g. /opt/abri)")
     return value.rstrip("/") or "/"
+
+
+def timezone(value: str) -> str:
+    """An IANA time zone name as the controller's zoneinfo database knows it, in its own
+    spelling (europe/lisbon becomes Europe/Lisbon)."""
+    value = (value or "").strip()
+    zones = _time_zones()
+    if not zones:  # no tz database on this controller: the shape is all that can be checked
+        if _TZ_SHAPE.match(value):
+            return value
+        raise ValueError(f"{value!r} is not a time zone; use an IANA name such as "
+                         "Europe/Berlin or Europe/Lisbon")
+    if value in zones:
+        return value
+    by_lower = {z.lower(): z for z in zones}
+    if value.lower() in by_lower:
+        return by_lower[value.lower()]
+    close = difflib.get_close_matches(value.lower(), list(by_lower), n=1, cutoff=0.75)
+    hint = (f"did you mean {by_lower[close[0]]}?" if close
+            else "use a name such as Europe/Berlin or Europe/Lisbon "
+                 "('timedatectl list-timezones' lists them all)")
+    raise ValueError(f"{value!r} is not a time zone of the IANA database; {hint}")
+
+
+_TZ_SHAPE = re.compile(r"^[A-Za-z_]+(/[A-Za-z0-9_+-]+){0,2}$")
+
+
+@functools.cache
+def _time_zones() -> frozenset[str]:
+    import zoneinfo
+
+    return frozenset(zoneinfo.available_timezones())
+
+
+def country(value: str) -> str:
+    """An ISO 3166-1 alpha-2 country code, upper-cased (pt becomes PT)."""
+    from tui.core.iso3166 import COUNTRIES
+
+    text = (value or "").strip()
+    code = text.upper()
+    if code in COUNTRIES:
+        return code
+    by_name = {name.lower(): c for c, name in COUNTRIES.items()}
+    close = difflib.get_close_matches(text.lower(), list(by_name), n=1, cutoff=0.8)
+    hint = (f"did you mean {by_name[close[0]]} ({COUNTRIES[by_name[close[0]]]})?" if close
+            else "use its two letters, such as DE, FR or PT")
+    raise ValueError(f"{text!r} is not an ISO 3166 country code; {hint}")
+
+
+def a_kind(kind: str) -> str:
+    """'a proxmox', 'an ssh': the article as the kind is spoken (ssh is ess-ess-aitch)."""
+    return f"{'an' if kind == 'ssh' or kind[:1] in 'aeiou' else 'a'} {kind}"
+
+
+def shown(value: object) -> str:
+    """A setting's value as a user types it: true/false, not Python's True/False."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None or value == "":
+        return "(empty)"
+    return str(value)
