@@ -1,6 +1,8 @@
 """`abri`: with no arguments opens the installer; subcommands run the same engine headless.
 
-Exit status: 0 success, 1 a run or check failed, 2 invalid input (nothing on disk changed).
+Exit status: 0 success (or nothing to do, which is said), 1 a run or check failed, 2 invalid
+input (nothing on disk changed), 141 the reader of abri's output went away (`abri ... | head`),
+as for any command ended by SIGPIPE.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from tui import __version__
 from tui.core.errors import AbriError, Problem
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_PIPE = 128 + 13  # SIGPIPE, as the shell reports a command it ended
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _site_option(q)
     q.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
 
-    p = sub.add_parser("host", help="add, list or remove hosts")
+    p = sub.add_parser("host", help="add, change, list or remove hosts")
     hsub = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
     q = hsub.add_parser("add", help="add a host")
     _site_option(q)
@@ -73,6 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--user", help="SSH user")
     q.add_argument("--key", help="path of the SSH private key")
     q.add_argument("--parent", help="guest only: the proxmox host that owns it")
+    q = hsub.add_parser(
+        "set", help="change how a host is reached (address, port, user, key)",
+        description="Change how abri reaches a host. Only the options given change; an empty "
+        "value clears one (--port '' goes back to 22, --user '' to your own user). A local "
+        "host takes none of them. Renaming is not offered: a host's name is the key of its "
+        "host_vars/NAME folder and of its vault (the secrets its services were set up with). "
+        "To rename, add the host under the new name, add its stacks there, then remove the "
+        "old one. The kind is not changed here either.")
+    _site_option(q)
+    q.add_argument("name")
+    q.add_argument("--address", help="IP address or DNS name")
+    q.add_argument("--port", help="SSH port")
+    q.add_argument("--user", help="SSH user")
+    q.add_argument("--key", help="path of the SSH private key")
     q = hsub.add_parser("list", help="list the site's hosts")
     _site_option(q)
     _json_option(q)
@@ -118,16 +135,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_sets(items: list[str], where: str) -> dict[str, str]:
+def _parse_sets(items: list[str], where: str, example: str,
+                field: str = "--set") -> dict[str, str]:
+    """KEY=VALUE items as a dict; a malformed item or a key given twice is refused."""
     out: dict[str, str] = {}
     problems = []
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            problems.append(Problem(where, "--set", f"{item.split('=')[0]!r} is not KEY=VALUE "
-                                    "(e.g. --set port=1884)"))
+        key = key.strip()
+        if not sep or not key:
+            # never the value: it may be a secret
+            problems.append(Problem(where, field, f"{item.split('=')[0]!r} is not KEY=VALUE "
+                                    f"(e.g. {example})"))
             continue
-        out[key.strip()] = value
+        if key in out:
+            problems.append(Problem(where, key, "is given twice; give it once (the values "
+                                    "are not shown: one may be a secret)"))
+            continue
+        out[key] = value
     if problems:
         raise AbriError(problems)
     return out
@@ -142,6 +167,11 @@ def _load(args):
 def cmd_init(args) -> int:
     from tui.core.site import Site, SiteSettings
 
+    # the site folder, or the first of its parents that exists, must be a folder
+    existing = next(p for p in (args.site, *args.site.parents) if p.exists())
+    if not existing.is_dir():
+        raise AbriError(Problem(str(existing), "", "is a file, not a folder; give the path "
+                                "of a new or empty folder for the site"))
     settings = SiteSettings()
     problems = []
     for key, value in (("registry_mirror", args.registry_mirror),
@@ -161,9 +191,13 @@ def cmd_init(args) -> int:
 
 
 def cmd_site(args) -> int:
+    from tui.core.validate import shown
+
     site = _load(args)
     if args.action == "set":
-        for key, value in _parse_sets(args.assignments, "site").items():
+        sets = _parse_sets(args.assignments, "site", "abri site set "
+                           "registry_mirror=registry.example.eu", field="")
+        for key, value in sets.items():
             try:
                 site.settings.set(key, value)
             except KeyError:
@@ -177,7 +211,7 @@ def cmd_site(args) -> int:
         print(json.dumps(data, indent=2))
     else:
         for key, value in data.items():
-            print(f"{key:<18} {value}")
+            print(f"{key:<18} {shown(value)}")
     return EXIT_OK
 
 
@@ -188,6 +222,17 @@ def cmd_host(args) -> int:
                              args.key, args.parent)
         site.save()
         print(f"Added {host.kind} host {host.name}")
+    elif args.action == "set":
+        if all(getattr(args, f) is None for f in ("address", "port", "user", "key")):
+            raise AbriError(Problem(f"host '{args.name}'", "", "nothing to change; give "
+                                    "--address, --port, --user or --key (see 'abri host set "
+                                    "--help')"))
+        host = site.set_host(args.name, args.address, args.port, args.user, args.key)
+        site.save()
+        where = host.address or ("this machine" if host.kind == "local" else host.name)
+        print(f"Updated host {host.name}: {host.user + '@' if host.user else ''}{where}"
+              f"{':' + str(host.port) if host.port else ''}"
+              f"{', key ' + host.key if host.key else ''}")
     elif args.action == "remove":
         site.remove_host(args.name)
         site.save()
@@ -210,6 +255,69 @@ def cmd_host(args) -> int:
     return EXIT_OK
 
 
+EXPOSURE = {"lan": "reachable on the LAN", "local": "this host only"}
+
+
+def _stack_data(s) -> dict:
+    defaults = s.defaults()
+    return {
+        "name": s.name, "title": s.title, "description": s.description,
+        "image": s.image_ref(), "provides": list(s.provides), "uses": list(s.uses),
+        "settings": [{"key": x.key, "type": x.type, "default": None if x.secret else x.default,
+                      "help": x.help, "secret": x.secret, "valid": x.describe_valid(),
+                      "choices": list(x.choices)} for x in s.settings],
+        "ports": [{"name": p.name, "setting": p.setting, "number": defaults.get(p.setting),
+                   "protocol": p.protocol, "purpose": p.purpose, "exposure": p.exposure,
+                   "when": p.when} for p in s.ports],
+        "volumes": [{"name": v.name, "path": v.path, "user_data": v.user_data}
+                    for v in s.volumes],
+    }
+
+
+def _print_stack(s) -> None:
+    import shutil
+    import textwrap
+
+    from tui.core.validate import shown
+
+    width = min(shutil.get_terminal_size((100, 24)).columns, 100)
+    data = _stack_data(s)
+    print(f"{s.title} ({s.name})")
+    print(textwrap.fill(s.description, width, initial_indent="  ", subsequent_indent="  "))
+    print(f"image:    {data['image']}")
+    if s.uses:
+        print(f"needs:    {', '.join(s.uses)} (a stack that provides it, on this or another host)")
+    if s.provides:
+        print(f"provides: {', '.join(s.provides)}")
+    print(f"\nsettings (abri stack add HOST {s.name} --set KEY=VALUE):")
+    for x in s.settings:
+        default = "generated when not given" if x.secret else f"default {shown(x.default)}"
+        valid = x.describe_valid()
+        print(f"  {x.key:<16} {x.type:<9} {default}" + (f"; {valid}" if x.choices else ""))
+        text = x.help
+        said = valid.removeprefix("an ").removeprefix("a ").lower()
+        if valid != "text" and not x.choices and said not in x.help.lower():  # not said twice
+            text += f" Valid: {valid}."
+        print(textwrap.fill(text, width, initial_indent=" " * 19, subsequent_indent=" " * 19))
+    print("\nports (the defaults; each follows its setting):")
+    for p in data["ports"]:
+        when = f", only when {p['when']} is true" if p["when"] else ""
+        print(f"  {p['name']:<8} {str(p['number']) + '/' + p['protocol']:<10} "
+              f"{EXPOSURE.get(p['exposure'], p['exposure']):<22} setting {p['setting']}{when}")
+        print(textwrap.fill(p["purpose"], width, initial_indent=" " * 11,
+                            subsequent_indent=" " * 11))
+    if not data["ports"]:
+        print("  none")
+    print("\nvolumes (kept on the host when the stack is removed):")
+    path_width = max((len(v.path) for v in s.volumes), default=0)
+    for v in s.volumes:
+        what = "user data (backed up, moved with the site)" if v.user_data else \
+            "no user data (abri writes it again)"
+        print(f"  {v.path:<{path_width}}  {what}")
+    if not s.volumes:
+        print("  none")
+
+
 def cmd_stack(args) -> int:
     from tui.core.catalog import Catalog
 
@@ -229,26 +337,26 @@ def cmd_stack(args) -> int:
         if args.stack not in catalog:
             raise AbriError(Problem("stack", "name", f"{args.stack!r} is not in the catalog; "
                                     "valid: " + ", ".join(catalog.names())))
-        s = catalog[args.stack]
         if args.json:
-            print(json.dumps({"name": s.name, "title": s.title, "image": s.image_ref(),
-                              "settings": [{"key": x.key, "type": x.type, "default": x.default,
-                                            "help": x.help, "secret": x.secret}
-                                           for x in s.settings]}, indent=2))
-            return EXIT_OK
-        print(f"{s.title} ({s.name}): {s.description}\nimage: {s.image_ref()}\nsettings:")
-        for x in s.settings:
-            default = "(generated secret)" if x.secret else repr(x.default)
-            print(f"  {x.key:<16} {x.type:<7} default {default}: {x.help}")
+            print(json.dumps(_stack_data(catalog[args.stack]), indent=2))
+        else:
+            _print_stack(catalog[args.stack])
         return EXIT_OK
     site = _load(args)
     where = f"host '{args.host}', stack '{args.stack}'"
+    example = f"--set {_example_setting(site, args.stack)}"
     if args.action == "add":
-        site.add_stack(args.host, args.stack, _parse_sets(args.sets, where))
+        sets = _parse_sets(args.sets, where, example)
+        host = site.hosts.get(args.host)
+        if host is not None and args.stack in host.stacks:
+            raise AbriError(Problem(where, "", f"{args.stack} is already on {args.host}; "
+                                    "change its settings with 'abri stack set "
+                                    f"{args.host} {args.stack} --set KEY=VALUE'"))
+        site.add_stack(args.host, args.stack, sets)
         site.save()
         print(f"Added {args.stack} to {args.host}")
     elif args.action == "set":
-        site.set_stack(args.host, args.stack, _parse_sets(args.sets, where))
+        site.set_stack(args.host, args.stack, _parse_sets(args.sets, where, example))
         site.save()
         print(f"Updated {args.stack} on {args.host}")
     else:
@@ -258,14 +366,52 @@ def cmd_stack(args) -> int:
     return EXIT_OK
 
 
+def _example_setting(site, stack_name: str) -> str:
+    """KEY=VALUE for a hint: the stack's first plain setting with its default."""
+    from tui.core.validate import shown
+
+    if stack_name in site.catalog:
+        for s in site.catalog[stack_name].settings:
+            if not s.secret and s.default not in (None, ""):
+                return f"{s.key}={shown(s.default)}"
+    return "KEY=VALUE"
+
+
+def _nothing(args, message: str) -> int:
+    if getattr(args, "json", False):
+        print("[]")
+        print(message, file=sys.stderr)
+    else:
+        print(message)
+    return EXIT_OK
+
+
 def cmd_run(args) -> int:
     from tui.core import runner
+    from tui.core.inventory import TARGET_KINDS
 
     site = _load(args)
+    verb = "verify" if args.command == "verify" else "deploy"
+    if not site.hosts:
+        return _nothing(args, f"nothing to {verb}: this site has no hosts yet; add one with "
+                        "'abri host add NAME --kind local' (this machine) or 'abri host add "
+                        "NAME --kind ssh --address ADDRESS', then 'abri stack add NAME STACK'")
+    chosen = site.match_hosts(args.limit) if args.limit else list(site.hosts)
+    if not any(site.hosts[name].stacks for name in chosen):
+        targets = [n for n in chosen if site.hosts[n].kind in TARGET_KINDS] or ["HOST"]
+        hint = (f"add one with 'abri stack add {targets[0]} STACK' "
+                "('abri stack list' shows the catalog)")
+        if args.limit:
+            they = "it has" if len(chosen) == 1 else "they have"
+            return _nothing(args, f"nothing to {verb} on {', '.join(chosen)}: {they} no stack "
+                            f"yet; {hint}")
+        return _nothing(args, f"nothing to {verb}: no host has a stack yet; {hint}")
+    # the hosts by name: what Ansible selects is exactly what was checked here
+    limit = ",".join(chosen) if args.limit else None
     if args.command == "verify":
-        return runner.verify_cli(site, limit=args.limit, as_json=args.json)
+        return runner.verify_cli(site, limit=limit, as_json=args.json)
     mode = "plan" if args.command == "plan" else "apply"
-    return runner.run_cli(site, mode, limit=args.limit,
+    return runner.run_cli(site, mode, limit=limit,
                           verify=(mode == "apply" and not args.no_verify))
 
 
@@ -281,9 +427,37 @@ COMMANDS = {"init": cmd_init, "site": cmd_site, "host": cmd_host, "stack": cmd_s
             "plan": cmd_run, "apply": cmd_run, "verify": cmd_run}
 
 
+def _stdout_gone() -> int:
+    """The reader of our output went away: say nothing more (there is no one to say it to),
+    and keep Python's final flush from complaining about the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a file descriptor (tests capture it)
+        pass
+    return EXIT_PIPE
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            code = _main(argv)
+        except SystemExit:  # argparse's --help, --version and usage errors
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's exit handler
+        return code
+    except BrokenPipeError:
+        return _stdout_gone()
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # one absolute path for every command: Ansible and the generated files need it, and a
+    # relative --site must mean the folder it meant where abri was started
+    args.site = Path(os.path.abspath(os.path.expanduser(args.site)))
     try:
         if args.command is None:
             return open_tui(args.site)
@@ -295,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("abri: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
         print(f"abri: error:{where}: {exc.strerror or exc}", file=sys.stderr)
