@@ -70,6 +70,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -208,6 +209,9 @@ class Stack:
         return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 
     def converge_project(self):
+        if self.check and not shutil.which("docker"):
+            self.note("docker compose up (the engine is not installed yet)")
+            return
         have = self.containers()
         stale = [c for c in have if c.get("State") in ("created", "dead")]
         if stale:
@@ -364,7 +368,7 @@ class Stack:
             os.chmod(path, 0o600)
 
     def absent(self):
-        if not os.path.exists(os.path.join(self.dir, "compose.yml")):
+        if not os.path.exists(os.path.join(self.dir, "compose.yml")) or not shutil.which("docker"):
             return
         if self.containers():
             self.note("docker compose down (no longer wanted; data kept)")

@@ -94,6 +94,11 @@ def failure_message(res: dict[str, Any]) -> str:
         if isinstance(sub, dict) and sub.get("failed"):
             inner = sub.get("module_stderr") or sub.get("msg") or ""
             return failure_message({"msg": inner}) if inner else failure_message(sub)
+    results = res.get("results")
+    if isinstance(results, list):  # a loop: the failed items' own messages
+        failed = [item for item in results if isinstance(item, dict) and item.get("failed")]
+        if failed:
+            return "; ".join(failure_message(item) for item in failed)
     for key in ("msg", "message", "stderr", "module_stderr", "reason", "stdout"):
         value = res.get(key)
         if value:
