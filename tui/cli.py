@@ -44,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
                      "Without a command, abri opens the installer.")
     parser.add_argument("--version", action="version", version=f"abri {__version__}")
     _site_option(parser, top=True)
+    parser.add_argument("--vault-password-file", metavar="FILE", type=Path,
+                        help="the site's vault password from this file (also "
+                        "ABRI_VAULT_PASSWORD_FILE, or the password itself in "
+                        "ABRI_VAULT_PASSWORD), for cron and CI")
+    parser.add_argument("--become-password-file", metavar="FILE", type=Path,
+                        help="the sudo password of the SSH user, for hosts whose sudo asks "
+                        "for one (also ABRI_BECOME_PASSWORD_FILE); never stored")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("init", help="create an empty site")
@@ -121,6 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
     _site_option(q)
     q.add_argument("host")
     q.add_argument("stack")
+
+    q = sub.add_parser("upgrade", help="show which pinned images the kit would move to its "
+                       "current tags; --yes pins them (nothing changes on a host until apply)")
+    _site_option(q)
+    q.add_argument("--yes", action="store_true", help="pin the new tags")
+
+    p = sub.add_parser("secrets", help="the site's generated secrets (kept until purged)")
+    xsub = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
+    q = xsub.add_parser("purge", help="forget the secrets of a host, or of one stack on it "
+                        "(only for stacks no longer on the host; the data they protect on "
+                        "the machine then cannot be reached by abri any more)")
+    _site_option(q)
+    q.add_argument("host")
+    q.add_argument("stack", nargs="?")
 
     for name, text in (("plan", "show what apply would change (check mode with diff)"),
                        ("apply", "deploy the site onto its hosts, then verify"),
@@ -415,6 +436,34 @@ def cmd_run(args) -> int:
                           verify=(mode == "apply" and not args.no_verify))
 
 
+def cmd_upgrade(args) -> int:
+    site = _load(args)
+    moves = {name: (pin, site.catalog[name].image_ref()) for name, pin in site.image_pins.items()
+             if name in site.catalog and site.catalog[name].image_ref() != pin}
+    if not moves:
+        print(f"Every pinned image is the kit's current one (abri {__version__}); nothing to "
+              "upgrade")
+        return EXIT_OK
+    for name, (old, new) in sorted(moves.items()):
+        print(f"  {name:<16} {old}  ->  {new}")
+    if not args.yes:
+        print("Run 'abri upgrade --yes' to pin these, then 'abri plan' and 'abri apply'")
+        return EXIT_OK
+    for name, (_old, new) in moves.items():
+        site.image_pins[name] = new
+    site.save()
+    print("Pinned; the next 'abri apply' deploys them ('abri plan' shows what changes)")
+    return EXIT_OK
+
+
+def cmd_secrets(args) -> int:
+    site = _load(args)
+    names = site.purge_secrets(args.host, args.stack)
+    site.save()
+    print(f"Purged the secrets of {', '.join(names)} on {args.host}")
+    return EXIT_OK
+
+
 def open_tui(site_dir: Path) -> int:
     from tui.app.app import make_app
 
@@ -424,7 +473,8 @@ def open_tui(site_dir: Path) -> int:
 
 
 COMMANDS = {"init": cmd_init, "site": cmd_site, "host": cmd_host, "stack": cmd_stack,
-            "plan": cmd_run, "apply": cmd_run, "verify": cmd_run}
+            "plan": cmd_run, "apply": cmd_run, "verify": cmd_run, "upgrade": cmd_upgrade,
+            "secrets": cmd_secrets}
 
 
 def _stdout_gone() -> int:
@@ -458,6 +508,15 @@ def _main(argv: list[str] | None) -> int:
     # one absolute path for every command: Ansible and the generated files need it, and a
     # relative --site must mean the folder it meant where abri was started
     args.site = Path(os.path.abspath(os.path.expanduser(args.site)))
+    for option, variable in (("vault_password_file", "ABRI_VAULT_PASSWORD_FILE"),
+                             ("become_password_file", "ABRI_BECOME_PASSWORD_FILE")):
+        given = getattr(args, option, None)
+        if given is not None:
+            if not given.expanduser().is_file():
+                print(f"abri: error: --{option.replace('_', '-')}: {given} is not a file; give "
+                      "the path of a file holding the password", file=sys.stderr)
+                return EXIT_INVALID
+            os.environ[variable] = str(given.expanduser().resolve())
     try:
         if args.command is None:
             return open_tui(args.site)

@@ -101,6 +101,9 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
     with os.fdopen(fd, "wb") as handle:
         handle.write(vault.vault_password(site.site_id) + b"\n")
     cmdline = ["--vault-password-file", str(password_file)]
+    become = os.environ.get("ABRI_BECOME_PASSWORD_FILE")
+    if become:  # a sudo that asks for a password: given for this run, never stored
+        cmdline += ["--become-password-file", become]
     cmdline += ["--check", "--diff"] if mode == "plan" else []
     cmdline += extra_args or []
     bindir = Path(sys.executable).parent
