@@ -69,6 +69,9 @@ def fingerprint(directory: Path) -> dict[str, tuple[str, int]]:
     """Every file under directory: content hash and mode."""
     out = {}
     for path in sorted(Path(directory).rglob("*")):
+        # .abri/ is this machine's part of a site; its kit link would walk the whole kit
+        if ".abri" in path.relative_to(directory).parts:
+            continue
         if path.is_file():
             out[str(path.relative_to(directory))] = (
                 hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mode)

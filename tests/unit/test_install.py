@@ -44,12 +44,16 @@ def test_installed_abri_works_outside_the_checkout(fresh_env, tmp_path, ssh_key)
                  ("stack", "add", "pi", "homeassistant", "--site", site)):
         proc = run(abri, *argv)
         assert proc.returncode == 0, (argv, proc.stderr)
-    site_yml = (site / "site.yml").read_text()
     kit = next(fresh_env.glob("lib/python*/site-packages/tui/_kit"))
-    assert str(kit / "playbooks" / "deploy.yml") in site_yml, "site.yml must use the installed kit"
+    # the site reaches the installed kit through its machine-local link, never by path
+    assert os.readlink(site / ".abri" / "kit") == str(kit), "the site must use the installed kit"
+    assert str(fresh_env) not in (site / "site.yml").read_text()
     assert (kit / "stacks" / "mosquitto" / "stack.yml").is_file()
+    assert (kit / "playbooks" / "library" / "abri_stack.py").is_file()
     env["ANSIBLE_CONFIG"] = str(site / "ansible.cfg")
-    proc = run(bin_dir / "ansible-inventory", "--list", cwd=site)
+    password = next((Path(os.environ["ABRI_CONFIG_HOME"]) / "vault").glob("*.pass"))
+    proc = run(bin_dir / "ansible-inventory", "--list", "--vault-password-file", password,
+               cwd=site)
     assert proc.returncode == 0 and '"pi"' in proc.stdout, proc.stderr
     proc = run(bin_dir / "ansible-playbook", "--syntax-check", "site.yml", cwd=site)
     assert proc.returncode == 0, proc.stdout + proc.stderr

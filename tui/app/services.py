@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tui.core.errors import AbriError, Problem
-
 if TYPE_CHECKING:
     from tui.core.events import Progress
     from tui.core.site import Host, Site
@@ -40,13 +38,11 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
 
 
 def verify_host(site: Site, host: Host) -> list[Any]:
-    try:
-        from tui.core import verify
-    except ImportError:
-        raise AbriError(Problem("verify", "", "checks are not available in this build of abri "
-                                "(tui.core.verify is missing)")) from None
-    info = {"name": host.name, "address": host.service_address, "stacks": host.stacks}
-    return list(verify.verify_host(info, site.secrets.get(host.name, {})))
+    """The manifest-driven checks of one host, through its own connection (tui.core.checks)."""
+    from tui.core import checks
+
+    reports = checks.verify_site(site, [host.name])
+    return list(reports[0][1]) if reports else []
 
 
 def ping(site: Site, host_name: str, timeout: int = 60) -> tuple[bool, str]:
@@ -56,7 +52,7 @@ def ping(site: Site, host_name: str, timeout: int = 60) -> tuple[bool, str]:
 
     import ansible_runner
 
-    from tui.core import inventory, paths, render
+    from tui.core import inventory, render
     from tui.core.events import failure_message
 
     with tempfile.TemporaryDirectory(prefix="abri-ping-") as tmp:
@@ -64,7 +60,8 @@ def ping(site: Site, host_name: str, timeout: int = 60) -> tuple[bool, str]:
         inv = work / "inventory.ini"
         inv.write_text(inventory.merge(None, [h.entry() for h in site.hosts.values()]))
         cfg = work / "ansible.cfg"
-        cfg.write_text(render.ansible_cfg(site, paths.kit_dir()))
+        cfg.write_text(render.ansible_cfg(site))
+        render.link_kit(work)
         bindir = Path(sys.executable).parent
         outcome: dict[str, tuple[bool, str]] = {}
 
