@@ -180,9 +180,14 @@ def _parse_sets(items: list[str], where: str, example: str,
 
 
 def _load(args):
+    from tui.core import secrets
     from tui.core.site import Site
 
-    return Site.load(args.site)
+    site = Site.load(args.site)
+    warning = secrets.password_file_warning(site.site_id)
+    if warning:
+        print(f"abri: warning: {warning}", file=sys.stderr)
+    return site
 
 
 def cmd_init(args) -> int:

@@ -221,3 +221,14 @@ def test_the_images_are_pinned_in_the_site(tmp_path):
     site.save()
     state = resolve.resolve_host(Site.load(site.path), "pi")
     assert state["stacks"][0]["image"].endswith(":2.0.18")
+
+
+def test_a_vault_password_file_others_can_read_is_warned_about(abri, site_dir):
+    from tui.core.secrets import vault_password_file
+
+    file = vault_password_file(Site.load(site_dir).site_id)
+    assert "warning" not in abri("host", "list", "--site", site_dir).err
+    file.chmod(0o644)
+    result = abri("host", "list", "--site", site_dir)
+    assert result.code == 0
+    assert f"can be read by other users (mode 0644); fix it with: chmod 600 {file}" in result.err
