@@ -74,6 +74,38 @@ def _stage(site: Site, private: Path) -> Path:
     return staged
 
 
+#: ansible-playbook runs in a session of its own (ansible-runner's pexpect, SIGHUP ignored),
+#: and Ansible's workers in sessions of theirs: when abri ends (Ctrl+C, its terminal or SSH
+#: session closed, killed), nothing reaches them, and the run's current task (a whole loop of
+#: stacks) would go on in the background, racing the next apply. This stand-in for
+#: ansible-playbook asks the kernel for a SIGTERM when abri ends (PR_SET_PDEATHSIG), on which
+#: ansible-playbook stops its workers, then runs the real one.
+_GUARD = """#!{python}
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+except (AttributeError, OSError):
+    pass
+if os.getppid() != {parent}:
+    sys.exit(143)  # abri ended before the guard was set
+os.execv({real!r}, [{real!r}, *sys.argv[1:]])
+"""
+
+
+def _guarded_path(private: Path, path: str) -> str:
+    """PATH with a guard for ansible-playbook first (Linux), in the run's private folder."""
+    import os
+
+    real = shutil.which("ansible-playbook", path=path)
+    if real is None or not sys.platform.startswith("linux"):
+        return path
+    guard = private / "bin" / "ansible-playbook"
+    guard.parent.mkdir(exist_ok=True)
+    guard.write_text(_GUARD.format(python=sys.executable, parent=os.getpid(), real=real))
+    guard.chmod(0o700)
+    return f"{guard.parent}{os.pathsep}{path}"
+
+
 def run_site(site: Site, mode: str = "apply", limit: str | None = None,
              on_progress: Callable[[events.Progress], None] | None = None,
              cancel: threading.Event | None = None, extra_args: list[str] | None = None,
@@ -124,7 +156,7 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
 
     env = {
         "ANSIBLE_CONFIG": str(project / "ansible.cfg"),
-        "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PATH": _guarded_path(private, f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
     }
@@ -204,16 +236,21 @@ class TerminalProgress:
 def print_recap(result: RunResult, stream=None) -> None:
     stream = stream or sys.stdout
     p = result.progress
+    by_host: dict[str, list[str]] = {}
+    for host, task in p.changes:
+        by_host.setdefault(host, []).append(task)
     if result.mode == "plan":
-        by_host: dict[str, list[str]] = {}
-        for host, task in p.changes:
-            by_host.setdefault(host, []).append(task)
         print("\nPlan: what apply would change", file=stream)
         for row in p.hosts:
             tasks = by_host.get(row.name, [])
             print(f"  {row.name}: {len(tasks)} change(s)", file=stream)
             for task in tasks:
                 print(f"    ~ {task}", file=stream)
+    elif by_host:
+        print("\nChanged:", file=stream)
+        for row in p.hosts:
+            for task in by_host.get(row.name, []):
+                print(f"  {row.name}: {task}", file=stream)
     print("\nRecap:", file=stream)
     for host, counts in sorted(p.recap.items()):
         print(f"  {host:<20} ok={counts['ok']} changed={counts['changed']} "
