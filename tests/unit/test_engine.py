@@ -232,3 +232,39 @@ def test_a_vault_password_file_others_can_read_is_warned_about(abri, site_dir):
     result = abri("host", "list", "--site", site_dir)
     assert result.code == 0
     assert f"can be read by other users (mode 0644); fix it with: chmod 600 {file}" in result.err
+
+
+def test_verify_before_any_deploy_says_so(abri, site_dir):
+    assert abri("host", "add", "pi", "--kind", "ssh", "--address", "192.0.2.10",
+                "--site", site_dir).code == 0
+    assert abri("stack", "add", "pi", "mosquitto", "--site", site_dir).code == 0
+    result = abri("verify", "--site", site_dir)
+    assert result.code == 1
+    assert "not deployed yet" in result.out and "run 'abri apply' first" in result.out
+    assert result.out.count("FAIL") == 1, result.out
+
+
+def test_a_plan_shows_a_host_it_could_not_check_as_not_checked():
+    """One unreachable host: the others' changes are listed, that one is 'not checked' with
+    the reason, never '0 change(s)'."""
+    import io
+
+    from tui.core import events, runner
+
+    recorded = [
+        {"event": "playbook_on_task_start", "event_data": {"task": "Prepare", "task_uuid": "t"}},
+        {"event": "runner_on_unreachable", "event_data": {
+            "host": "far", "task_uuid": "t", "res": {"msg": "ssh: connect timed out"}}},
+        {"event": "runner_on_ok", "event_data": {
+            "host": "near", "task_uuid": "t",
+            "res": {"changed": True, "changes": ["install docker.io"]}}},
+        {"event": "playbook_on_stats", "event_data": {
+            "ok": {"near": 1}, "changed": {"near": 1}, "dark": {"far": 1}}},
+    ]
+    progress = events.replay(recorded)
+    out = io.StringIO()
+    runner.print_recap(runner.RunResult("plan", "failed", 4, progress, Path("."), recorded), out)
+    text = out.getvalue()
+    assert "far: not checked: unreachable: ssh: connect timed out" in text, text
+    assert "near: 1 change(s)" in text and "~ Prepare: install docker.io" in text, text
+    assert "far: 0 change" not in text

@@ -241,8 +241,14 @@ def print_recap(result: RunResult, stream=None) -> None:
         by_host.setdefault(host, []).append(task)
     if result.mode == "plan":
         print("\nPlan: what apply would change", file=stream)
-        for row in p.hosts:
+        failed = {f.host: f.message for f in p.failures}
+        for row in sorted(p.hosts, key=lambda r: r.name not in failed):
             tasks = by_host.get(row.name, [])
+            if row.name in failed or row.status in (events.FAILED, events.UNREACHABLE):
+                # not "0 changes": this host was not (fully) checked, and why
+                print(f"  {row.name}: not checked: {failed.get(row.name, row.status)}",
+                      file=stream)
+                continue
             print(f"  {row.name}: {len(tasks)} change(s)", file=stream)
             for task in tasks:
                 print(f"    ~ {task}", file=stream)
