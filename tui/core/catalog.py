@@ -199,9 +199,23 @@ SCHEMA: dict[str, Any] = {
                                  "additionalProperties": {"type": "string", "pattern": _NAME}},
             },
         },
-        # the end-to-end checks 'abri verify' runs for this stack
+        # a message the service publishes by itself, on a topic of the provider of
+        # `capability` ({user} is its account name), at least every `within` seconds:
+        # the 'heartbeat' check watches for it as the provider's admin
+        "heartbeat": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["capability", "topic", "within"],
+            "properties": {
+                "capability": {"type": "string", "pattern": _NAME},
+                "topic": {"type": "string", "pattern": r"^[^#+\s]+$"},
+                "within": {"type": "integer", "minimum": 1, "maximum": 600},
+            },
+        },
+        # the end-to-end checks 'abri verify' runs for this stack; http: GET the health
+        # check's path answers 200; heartbeat: see above
         "checks": {"type": "array", "items": {"enum": ["mqtt_broker", "homeassistant",
-                                                        "http"]}},
+                                                        "http", "heartbeat"]}},
     },
 }
 
@@ -353,6 +367,7 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     api: dict[str, Any] | None = None
     checks: tuple[str, ...] = ()
+    heartbeat: dict[str, Any] | None = None
     certificates: tuple[dict[str, Any], ...] = ()
     path: Path = field(default=Path("."), compare=False)
 
@@ -510,6 +525,17 @@ def load_stack(file: Path) -> Stack:
         if kind == "wire" and what.split(".")[0] not in data.get("uses", ()):
             problems.append(Problem(where, f"env.{name}", f"{what.split('.')[0]!r} is not in "
                                     "uses"))
+    checks = data.get("checks", ())
+    heartbeat = data.get("heartbeat")
+    if "http" in checks and hc["kind"] != "http":
+        problems.append(Problem(where, "checks", "the http check GETs the health check's "
+                                "path; it needs healthcheck.kind http"))
+    if "heartbeat" in checks and not heartbeat:
+        problems.append(Problem(where, "checks", "the heartbeat check needs a heartbeat "
+                                "block (capability, topic, within)"))
+    if heartbeat and heartbeat["capability"] not in data.get("uses", ()):
+        problems.append(Problem(where, "heartbeat.capability",
+                                f"{heartbeat['capability']!r} is not in uses"))
     if problems:
         raise AbriError(problems)
     return Stack(
@@ -521,7 +547,7 @@ def load_stack(file: Path) -> Stack:
         files=tuple(files), accounts=dict(accounts) if accounts else None,
         acl={k: tuple(v) for k, v in (data.get("acl") or {}).items()},
         env=dict(data.get("env") or {}), api=dict(api) if api else None,
-        checks=tuple(data.get("checks", ())),
+        checks=tuple(checks), heartbeat=dict(heartbeat) if heartbeat else None,
         certificates=tuple(dict(c) for c in data.get("certificates", ())), path=file.parent,
     )
 

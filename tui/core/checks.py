@@ -212,6 +212,10 @@ def _verify_site(site: Site, hosts: list[str]) -> list[tuple[str, list[verify.Ch
                 checks.extend(_broker_checks(site, links, name, stack))
             if "homeassistant" in kinds:
                 checks.extend(_homeassistant_checks(site, links, name, stack))
+            if "http" in kinds:
+                checks.append(_http_check(site, name, stack))
+            if "heartbeat" in kinds:
+                checks.append(_heartbeat_check(site, links, name, stack))
         checks.extend(exposure_checks(site, name))
         if not checks:
             checks.append(verify.Check("nothing to verify", True,
@@ -246,6 +250,42 @@ def _homeassistant_checks(site: Site, links, host: str, stack: str) -> list[veri
             address, local_port = mep[mqtt_port]
             return verify._homeassistant_checks(*ep[port], values, ha_secrets, admin, address,
                                                 local_port, 10.0, 60.0)
+
+
+def _http_check(site: Site, host: str, stack: str) -> verify.Check:
+    """The stack's health check path answers 200 (a GET from this machine, through the
+    host's tunnel)."""
+    hc = site.catalog[stack].healthcheck
+    port = int(_values(site, host, stack)[hc["port_setting"]])
+    with endpoints(site, host, [port]) as ep:
+        address, local_port = ep[port]
+        return verify.http_check(f"{stack} answers http GET {hc['path']} on port {port}",
+                                 address, local_port, hc["path"])
+
+
+def _heartbeat_check(site: Site, links, host: str, stack: str) -> verify.Check:
+    """The message the stack publishes by itself (manifest: heartbeat) reaches the broker it
+    is wired to, on its account's topic, within the declared seconds. The broker's admin
+    watches; the acl lets only the stack's account (and the admin) write there."""
+    beat = site.catalog[stack].heartbeat or {}
+    cap = beat.get("capability", "")
+    wire = next((b for b in links if b.consumer_host == host and b.consumer == stack
+                 and b.capability == cap), None)
+    if wire is None:
+        return verify.Check(f"{stack} heartbeat", False, f"{stack} is wired to no {cap} "
+                            "provider")
+    topic = beat["topic"].replace("{user}", wire.username)
+    name = f"{stack} publishes on {topic} as its own user"
+    accounts = site.catalog[wire.provider].accounts or {}
+    admin, port, _ = _broker(site, links, wire.provider_host, wire.provider)
+    if not admin:
+        return verify.Check(name, False, f"no admin password of {wire.provider} on "
+                            f"'{wire.provider_host}' in the secrets")
+    with endpoints(site, wire.provider_host, [port]) as ep:
+        address, local_port = ep[port]
+        return verify.heartbeat_check(name, address, local_port,
+                                      accounts.get("admin_user", verify.ADMIN_USER), admin,
+                                      topic, float(beat["within"]), owner=wire.username)
 
 
 def store_tokens(site: Site, hosts: list[str]) -> list[events.Failure]:

@@ -7,7 +7,9 @@
   and an ACL violation not delivered;
 * Home Assistant (its REST API, a token from the login flow with the owner's credentials): the
   API answers, the MQTT integration is loaded, and an MQTT discovery config plus a state for a
-  test sensor show up as ``sensor.<slug>`` with that state (the sensor is removed afterwards).
+  test sensor show up as ``sensor.<slug>`` with that state (the sensor is removed afterwards);
+* what a manifest declares for any service: its health check path answering 200
+  (``http_check``), a message it publishes by itself reaching the broker (``heartbeat_check``).
 
 Every check becomes a ``Check(name, ok, detail)``; no secret ever goes into a detail.
 """
@@ -404,6 +406,57 @@ def _discovery_check(http: _Http, address: str, mqtt_port: int, admin_password: 
             mqtt.publish(state_topic, b"", retain=True)
         finally:
             mqtt.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Generic checks a manifest declares (checks: http, heartbeat)
+
+
+def http_check(name: str, address: str, port: int, path: str, timeout: float = 10.0
+               ) -> Check:
+    """GET path answers 200 (redirects are not followed: a login redirect is no answer)."""
+
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    url = f"http://{address}:{port}{path}"
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(url, timeout=timeout) as resp:
+            status = resp.status
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return Check(name, False, _http_error(exc))
+    return Check(name, status == 200, f"HTTP {status}")
+
+
+def heartbeat_check(name: str, address: str, port: int, admin_user: str, admin_password: str,
+                    topic: str, within: float, *, owner: str, timeout: float = 10.0) -> Check:
+    """The broker's admin, subscribed to topic, receives a message published there (not a
+    retained one from earlier) within ``within`` seconds."""
+    client = _Mqtt(address, port, admin_user, admin_password, timeout)
+    live = threading.Event()
+
+    def on_message(_client, _userdata, msg):
+        if msg.topic == topic and not msg.retain:
+            live.set()
+
+    client.client.on_message = on_message
+    try:
+        ok, reason = client.connect()
+        if not ok:
+            return Check(name, False, f"{admin_user} could not connect: {reason}")
+        start = time.monotonic()
+        if not client.subscribe(topic):
+            return Check(name, False, f"no SUBACK for {topic}")
+        if not live.wait(within):
+            return Check(name, False, f"no message on {topic} within {within:.0f}s (the "
+                         "service does not publish it: stopped, its publisher removed, or "
+                         f"{owner} cannot reach or log in to the broker)")
+        return Check(name, True, f"{admin_user} received a message on {topic}, a topic of "
+                     f"{owner}'s account, after {time.monotonic() - start:.1f}s")
+    finally:
+        client.close()
 
 
 # --------------------------------------------------------------------------------------------

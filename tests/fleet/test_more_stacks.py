@@ -1,0 +1,163 @@
+"""Node-RED and ESPHome deployed from their catalog folders alone, next to the broker, on one
+Debian 13 fleet host, through the abri CLI as a user runs it:
+
+* the first apply converges and its verify passes every check, among them Node-RED's
+  heartbeat (published by its seeded flow with its own broker account, seen by the broker's
+  admin), Node-RED's account round trip and ACL, and both dashboards answering HTTP 200;
+* `abri verify --json` agrees;
+* the broker account's password reaches Node-RED only through the stack's 0600 .env;
+* the editor and the ESPHome dashboard ask for a login; ESPHome's remote-build receiver
+  listens on the host's loopback only;
+* a file Node-RED's user owns (settings.js, seeded) edited by hand stays, and a second apply
+  changes nothing (changed=0).
+
+Timings are printed (run with -s); tests never assert on wall-clock time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from test_deploy import (
+    _CONFIG_HOME,
+    NESTED_ENGINE_OPTIONS,
+    _abri,
+    _apply,
+    _env,
+    _recap,
+    _tool,
+)
+
+pytestmark = pytest.mark.fleet
+
+
+@pytest.fixture(autouse=True)
+def _own_config_home(tmp_path):
+    _CONFIG_HOME["ABRI_CONFIG_HOME"] = str(tmp_path / "abri-config")
+    yield
+    _CONFIG_HOME.clear()
+
+
+def _secrets(site: Path, host: str) -> dict:
+    """The host's secrets as abri reads them (the vault password from the test's own config
+    home)."""
+    saved = os.environ.get("ABRI_CONFIG_HOME")
+    os.environ["ABRI_CONFIG_HOME"] = _CONFIG_HOME["ABRI_CONFIG_HOME"]
+    try:
+        from tui.core.site import Site
+
+        return Site.load(site).secrets[host]
+    finally:
+        if saved is None:
+            os.environ.pop("ABRI_CONFIG_HOME")
+        else:
+            os.environ["ABRI_CONFIG_HOME"] = saved
+
+
+def _status(url: str, timeout: float = 10) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _show(label: str, run: subprocess.CompletedProcess, seconds: float) -> None:
+    print(f"\n[test_more_stacks] {label}: {seconds:.1f}s, rc={run.returncode}")
+
+
+def test_nodered_and_esphome_from_their_folders(fleet, fleet_registry, tmp_path):
+    fl = fleet(1)
+    host = fl.hosts[0]
+    site = tmp_path / "site"
+    _abri("init", "--site", str(site))
+    _abri("host", "add", "--site", str(site), "--kind", "ssh", "--address", host.address,
+          "--user", host.ssh_user, "--key", str(host.key_path), "h1")
+    for stack in ("mosquitto", "nodered", "esphome"):
+        _abri("stack", "add", "--site", str(site), "h1", stack)
+    _abri("site", "set", "--site", str(site), f"registry_mirror={fleet_registry.address}",
+          "registry_insecure=true")
+    (site / "group_vars" / "all" / "local.yml").write_text(
+        "---\n# this machine's LAN overlaps Docker's default ranges\n"
+        f"docker_engine_daemon_options: {json.dumps(NESTED_ENGINE_OPTIONS)}\n"
+    )
+
+    first, first_s = _apply(site)
+    _show("first apply (mosquitto, nodered, esphome)", first, first_s)
+    assert first.returncode == 0, first.stdout[-8000:] + first.stderr[-3000:]
+    assert _recap(first.stdout, "h1")["failed"] == 0
+    report = first.stdout.split("Recap:")[-1]
+    print(report)
+    assert "FAIL" not in report and "CHECK NOT RUN" not in report, report
+    wanted = ("nodered publishes on nodered/heartbeat as its own user",
+              "nodered answers http GET / on port 1880",
+              "esphome answers http GET /version on port 6052",
+              "mqtt round trip as nodered",
+              "mqtt acl: nodered cannot write outside its topics",
+              "exposure 1880/tcp (nodered http)",
+              "exposure 6052/tcp (esphome http)",
+              "exposure 6055/tcp (esphome builds)")
+    for name in wanted:
+        assert f"ok   {name}" in report, (name, report)
+
+    start = time.monotonic()
+    run = subprocess.run([_tool("abri"), "verify", "--json", "--site", str(site)], env=_env(),
+                         capture_output=True, text=True, timeout=600)
+    print(f"[test_more_stacks] abri verify: {time.monotonic() - start:.1f}s")
+    assert run.returncode == 0, run.stdout + run.stderr
+    checks = json.loads(run.stdout)[0]["checks"]
+    assert checks and all(c["ok"] for c in checks), run.stdout
+    assert set(wanted) <= {c["name"] for c in checks}, run.stdout
+
+    # Compose's own container names, all running
+    running = host.exec("docker ps --format '{{.Names}}'").stdout.split()
+    for name in ("abri-mosquitto-mosquitto-1", "abri-nodered-nodered-1",
+                 "abri-esphome-esphome-1"):
+        assert name in running, running
+    # Node-RED's keys and broker account reach it through the stack's .env only (0600)
+    secrets = _secrets(site, "h1")
+    assert host.exec("stat -c '%u %a' /opt/abri/nodered/.env /opt/abri/esphome/.env"
+                     ).stdout.split("\n")[:2] == ["0 600", "0 600"]
+    env = host.exec("cat /opt/abri/nodered/.env").stdout
+    assert f'MQTT_PASSWORD="{secrets["nodered"]["mqtt_password"]}"' in env
+    assert 'MQTT_USER="nodered"' in env
+    assert host.exec("stat -c '%u' /opt/abri/nodered/data /opt/abri/nodered/data/flows.json"
+                     ).stdout.split() == ["1000", "1000"]
+    log = host.exec("docker logs abri-nodered-nodered-1 2>&1").stdout
+    assert "Connected to broker: mqtt://host.docker.internal:1883" in log, log[-3000:]
+    broker_log = host.exec("docker logs abri-mosquitto-mosquitto-1 2>&1").stdout
+    assert "u'nodered'" in broker_log, broker_log[-3000:]
+
+    # both dashboards answer on the host's address, and want a login for anything real
+    base = f"http://{host.address}"
+    assert _status(f"{base}:1880/") == 200
+    assert _status(f"{base}:1880/flows") == 401
+    with urllib.request.urlopen(f"{base}:6052/version", timeout=10) as resp:
+        assert json.loads(resp.read())["version"] == "2026.10.0"
+    assert _status(f"{base}:6052/devices") == 401
+    listening = host.exec("ss -Hltn 'sport = :6055'").stdout
+    assert "127.0.0.1:6055" in listening and "0.0.0.0:6055" not in listening, listening
+
+    # settings.js is the user's (seeded): a change made by hand stays; nothing else moves
+    host.exec("echo '// my own line' >> /opt/abri/nodered/data/settings.js")
+    second, second_s = _apply(site)
+    _show("no-op apply", second, second_s)
+    assert second.returncode == 0, second.stdout[-8000:] + second.stderr[-3000:]
+    recap = _recap(second.stdout, "h1")
+    changed = [line for line in second.stdout.splitlines() if "changed" in line or "~" in line]
+    assert recap["changed"] == 0, (recap, changed)
+    assert "// my own line" in host.exec("cat /opt/abri/nodered/data/settings.js").stdout
+    assert "FAIL" not in second.stdout.split("Recap:")[-1]
+
+    # no generated secret in the output of any run
+    values = [v for stack in ("nodered", "esphome") for v in secrets[stack].values()]
+    assert len(values) == 4
+    for value in values:
+        assert value not in first.stdout + first.stderr + second.stdout + second.stderr
