@@ -61,7 +61,7 @@ def _fresh(template_site, tmp_path) -> Path:
     target = tmp_path / "site"
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(src, target)
+    shutil.copytree(src, target, symlinks=True)  # .abri/kit stays a link, not a kit copy
     return target
 
 
