@@ -124,6 +124,19 @@ async def opened(pilot) -> None:
     await pilot.pause()
 
 
+async def pick(pilot, stack: str, open_picker: bool = True) -> None:
+    """Choose a stack by name in the stack picker (opened with s unless it is open)."""
+    from textual.widgets import OptionList
+
+    if open_picker:
+        await pilot.press("s")
+        await pilot.pause()
+    catalog = pilot.app.screen.query_one("#catalog", OptionList)
+    catalog.highlighted = catalog.get_option_index(stack)
+    await pilot.press("enter")
+    await pilot.pause()
+
+
 def make_site(path: Path, stacks: tuple[str, ...] = ("mosquitto", "homeassistant"),
               host: str = "home") -> Site:
     site = Site.init(path)

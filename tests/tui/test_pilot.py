@@ -7,7 +7,7 @@ import pytest
 import yaml
 from textual.widgets import DataTable, Input, ProgressBar, RichLog, Select, Static
 
-from tests.tui.conftest import RecordedRunner, make_site, opened
+from tests.tui.conftest import RecordedRunner, make_site, opened, pick
 from tui.app.messages import RunProgress
 from tui.app.screens.broken import BrokenSiteScreen
 from tui.app.screens.dialogs import ConfirmScreen, ErrorScreen, QuitScreen
@@ -65,7 +65,7 @@ async def test_empty_folder_welcome_this_machine_with_both_stacks(tmp_path, new_
         await pilot.press("enter")
         await pilot.pause()
         assert isinstance(app.screen, StackPicker)  # straight on to the catalog
-        await pilot.press("enter")  # Home Assistant, first in the catalog
+        await pick(pilot, "homeassistant", open_picker=False)
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)  # it needs mqtt: offer Mosquitto
         assert "Mosquitto" in str(app.screen.query_one(".dialog-text", Static).render())
@@ -217,7 +217,7 @@ async def test_port_collision_is_flagged_on_the_field_before_saving(tmp_path, ne
     app = new_app(site_dir)
     async with app.run_test(size=SIZE) as pilot:
         await opened(pilot)
-        await pilot.press("s", "enter")  # Home Assistant: mqtt is provided, no question
+        await pick(pilot, "homeassistant")  # mqtt is provided: no question
         await pilot.pause()
         form = app.screen
         assert isinstance(form, StackSettingsScreen)
@@ -275,7 +275,7 @@ async def test_declining_the_dependency_is_refused_by_the_engine(tmp_path, new_a
     app = new_app(site_dir)
     async with app.run_test(size=SIZE) as pilot:
         await opened(pilot)
-        await pilot.press("s", "enter")
+        await pick(pilot, "homeassistant")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")
@@ -320,7 +320,8 @@ async def test_quit_with_unsaved_changes_asks_first(tmp_path, new_app):
     app = new_app(site_dir)
     async with app.run_test(size=SIZE) as pilot:
         await opened(pilot)
-        await pilot.press("s", "down", "enter", "ctrl+o")  # mosquitto
+        await pick(pilot, "mosquitto")
+        await pilot.press("ctrl+o")
         await pilot.pause()
         assert app.dirty
         await pilot.press("q")
@@ -337,7 +338,8 @@ async def test_quit_with_unsaved_changes_asks_first(tmp_path, new_app):
     app = new_app(site_dir)
     async with app.run_test(size=SIZE) as pilot:
         await opened(pilot)
-        await pilot.press("s", "down", "enter", "ctrl+o", "q", "s")  # save and quit
+        await pick(pilot, "mosquitto")
+        await pilot.press("ctrl+o", "q", "s")  # save and quit
         await pilot.pause()
     assert list(host_vars(site_dir)["abri_stacks"]) == ["mosquitto"]
     assert app.return_code == 0
@@ -346,8 +348,8 @@ async def test_quit_with_unsaved_changes_asks_first(tmp_path, new_app):
 @pytest.mark.parametrize("breakage, expected", [
     (("host_vars/home/abri.yml", "abri_stacks: [unclosed\n"),
      ["host_vars/home/abri.yml", "is not valid YAML at line"]),
-    (("host_vars/home/abri.yml", "abri_stacks:\n  nodered: {}\n"),
-     ["host 'home', stack 'nodered'", "'nodered' is not in the catalog"]),
+    (("host_vars/home/abri.yml", "abri_stacks:\n  nosuch: {}\n"),
+     ["host 'home', stack 'nosuch'", "'nosuch' is not in the catalog"]),
 ])
 async def test_broken_site_explains_what_and_where(tmp_path, new_app, breakage, expected):
     site_dir = tmp_path / "site"
@@ -604,7 +606,7 @@ async def test_messages_with_square_brackets_are_shown_whole(tmp_path, monkeypat
     async with app.run_test(size=SIZE) as pilot:
         await opened(pilot)
         # a manifest's help, and the engine's message echoing what was typed
-        await pilot.press("s", "enter")
+        await pick(pilot, "homeassistant")
         await pilot.pause()
         assert isinstance(app.screen, StackSettingsScreen)
         assert text_of(app, "#row-name .field-help") == help_text
@@ -776,7 +778,8 @@ async def test_the_welcome_marks_nothing_unsaved_and_quitting_focuses_stay(tmp_p
     app = new_app(site_dir)
     async with app.run_test(size=SIZE) as pilot:
         await opened(pilot)
-        await pilot.press("s", "down", "enter", "ctrl+o", "q")
+        await pick(pilot, "mosquitto")
+        await pilot.press("ctrl+o", "q")
         await pilot.pause()
         assert isinstance(app.screen, QuitScreen)
         assert app.screen.focused.id == "stay"
@@ -801,6 +804,7 @@ async def test_removing_a_host_says_its_secrets_are_kept(tmp_path, new_app):
         question = " ".join(text_of(app, ".dialog-text").split())
         assert "secrets stay in host_vars/pi/vault.yml" in question
         assert "adding it back later keeps the same passwords" in question
+        assert "'abri secrets purge pi' forgets them" in question
         assert "dropped" not in question
         assert app.screen.focused.id == "no"  # Keep
         await pilot.press("y", "ctrl+s")
@@ -835,8 +839,9 @@ async def test_a_folder_with_files_says_what_is_there_and_keeps_them(tmp_path, n
         lead = " ".join(text_of(app, "#welcome-lead").split())
         assert "already holds 2 items (notes.txt and photos/)" in lead
         assert "never overwrites a file it did not write" in lead
-        await pilot.press("l", "enter", "escape", "ctrl+s")  # this machine, no stack
-        await pilot.pause()
+        for key in ("l", "enter", "escape", "ctrl+s"):  # this machine, no stack, save
+            await pilot.press(key)
+            await pilot.pause()
         assert not app.dirty
     assert (site_dir / "notes.txt").read_text() == "mine\n"
     assert list(inventory.parse(site_dir / "inventory.ini")) == ["home"]
@@ -891,7 +896,7 @@ async def test_the_real_forms_complete_time_zone_and_country(tmp_path, new_app):
     app = new_app(site_dir)
     async with app.run_test(size=SIZE) as pilot:
         await opened(pilot)
-        await pilot.press("s", "enter")
+        await pick(pilot, "homeassistant")
         await pilot.pause()
         form = app.screen
         zone = next(s for s in form.stack.settings if s.type == "timezone")

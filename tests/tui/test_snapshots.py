@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input
 
-from tests.tui.conftest import RecordedRunner, fake_pinger, fake_verifier, make_site, opened
+from tests.tui.conftest import (
+    RecordedRunner,
+    fake_pinger,
+    fake_verifier,
+    make_site,
+    opened,
+    pick,
+)
 from tui.app.app import make_app
 
 ROOT = Path("/tmp/abri-snapshots")
@@ -108,14 +115,17 @@ def test_stack_picker(snap_compare):
 
 def test_dependency_offer(snap_compare):
     make_site(SITE, stacks=())
-    assert snap_compare(app_for(), run_before=ready(), press=["s", "enter"])
+    async def run_before(pilot):
+        await pick(pilot, "homeassistant")
+
+    assert snap_compare(app_for(), run_before=ready(run_before))
 
 
 def test_stack_settings_port_collision(snap_compare):
     make_site(SITE, stacks=("mosquitto",))
 
     async def run_before(pilot):
-        await pilot.press("s", "enter")
+        await pick(pilot, "homeassistant")
         await pilot.pause()
         pilot.app.screen.query_one("#set-port", Input).value = "1883"
         await pilot.pause()
@@ -127,7 +137,7 @@ def test_stack_settings_secret_masked(snap_compare):
     make_site(SITE, stacks=())
 
     async def run_before(pilot):
-        await pilot.press("s", "down", "enter")
+        await pick(pilot, "mosquitto")
         await pilot.pause()
         pilot.app.screen.query_one("#set-admin_password", Input).value = "short"
         pilot.app.screen.query_one("#stack-form").scroll_end(animate=False)
@@ -210,7 +220,7 @@ def test_verify_report(snap_compare):
 
 def test_broken_site(snap_compare):
     make_site(SITE, stacks=("mosquitto",))
-    (SITE / "host_vars" / "home" / "abri.yml").write_text("abri_stacks:\n  nodered: {}\n")
+    (SITE / "host_vars" / "home" / "abri.yml").write_text("abri_stacks:\n  nosuch: {}\n")
     assert snap_compare(app_for(), run_before=ready())
 
 

@@ -53,15 +53,17 @@ async def test_the_overview_shows_before_the_site_is_read_then_fills_in(tmp_path
         assert isinstance(app.screen, OverviewScreen)
         assert reading.wait(5)
         await pilot.pause()
-        hosts = app.screen.query_one("#hosts", DataTable)
-        assert hosts.loading and not app.opened
+        assert app.screen.query_one("#hosts-reading").loading and not app.opened
+        assert not app.screen.query("#hosts")  # the tables come with the site
         assert "Reading the site" in str(app.screen.query_one("#summary").render())
         await pilot.press("a", "g")  # nothing to act on yet: the keys wait
         await pilot.pause()
         assert isinstance(app.screen, OverviewScreen)
         release.set()
         await opened(pilot)
-        assert not hosts.loading and hosts.row_count == 1
+        assert not app.screen.query(".reading")
+        hosts = app.screen.query_one("#hosts", DataTable)
+        assert hosts.row_count == 1
         assert app.screen.focused is hosts
         assert "1 host, 2 stacks: saved" in str(app.screen.query_one("#summary").render())
 

@@ -22,6 +22,8 @@ import pytest
 import yaml
 
 from tui.core import inventory
+from tui.core.catalog import Catalog
+from tui.core.secrets import vault_password_file
 from tui.core.site import Site
 
 BIN = Path(sys.executable).parent
@@ -108,7 +110,8 @@ def test_add_this_machine_with_both_stacks_in_a_real_terminal(tmp_path, abri_con
         term.wait_for("Add a host")
         term.keys("Enter")  # name "home", kind local
         term.wait_for("Add a stack to home")
-        term.keys("Enter")  # Home Assistant
+        order = [stack.name for stack in Catalog.load()]  # the picker lists the catalog
+        term.keys(*["Down"] * order.index("homeassistant"), "Enter")
         term.wait_for("as well?")  # it needs mqtt: add Mosquitto too
         term.keys("y")
         term.wait_for("Add Home Assistant on home")
@@ -131,7 +134,10 @@ def test_add_this_machine_with_both_stacks_in_a_real_terminal(tmp_path, abri_con
     assert data["abri_stacks"]["mosquitto"]["port"] == 1883
     assert data["abri_stacks"]["homeassistant"]["port"] == 8123
 
-    listed = subprocess.run([str(BIN / "ansible-inventory"), "-i", "inventory.ini", "--list"],
+    site_id = yaml.safe_load((site / "group_vars/all/abri.yml").read_text())["abri_site_id"]
+    password = vault_password_file(site_id)  # plain Ansible is given it, as the README says
+    listed = subprocess.run([str(BIN / "ansible-inventory"), "-i", "inventory.ini", "--list",
+                             "--vault-password-file", str(password)],
                             cwd=site, capture_output=True, text=True,
                             env={**os.environ, "ABRI_CONFIG_HOME": str(abri_config_home),
                                  "ANSIBLE_CONFIG": str(site / "ansible.cfg")})
@@ -166,7 +172,7 @@ def test_every_key_the_footer_shows_works_at_80x24(tmp_path, abri_config_home):
 
     try:
         term.wait_for("1 host, 2 stacks: saved")
-        term.wait_for("d Remove")  # the hosts panel has the focus
+        term.wait_for("^s Save")  # the footer shows the keys of the site, now read
         shown = footer()
         for item in ("a Add", "e Edit", "d Remove", "r Review", "g Apply", "v Verify",
                      "q Quit", "^s Save", "^p palette"):

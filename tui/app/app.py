@@ -76,23 +76,26 @@ class AbriApp(App[int]):
     def site_marked(self) -> bool:
         return (self.site_dir / SITE_MARKER).is_file()
 
-    async def open_site(self) -> None:
-        """Show the first screen at once, then read the site in a worker.
+    def first_screen(self) -> Screen:
+        """Show the first screen at once; the site is read in a worker after it is drawn.
 
         A folder with an abri site opens on the overview, which shows a loading indicator
         until the site is read (ansible-core's inventory parser and the vault take a
         while); it then fills in, or gives way to the welcome (no hosts) or to the list of
         problems. Any other folder opens on the welcome."""
-        from tui.app.screens.overview import OverviewScreen
-        from tui.app.screens.welcome import WelcomeScreen
-
         self.dirty = False
         self.site = None
         self.opened = False
         self.loading = self.site_marked()
-        screen: Screen = OverviewScreen() if self.loading else WelcomeScreen()
-        self.update_subtitle()
-        await self.show_first(screen)
+        if self.loading:
+            from tui.app.screens.overview import OverviewScreen
+
+            return OverviewScreen()
+        from tui.app.screens.welcome import WelcomeScreen
+
+        return WelcomeScreen()
+
+    def after_first_screen(self, screen: Screen) -> None:
         ready = os.environ.get(READY_ENV)
         if self.loading and ready != "1":
             self.call_after_refresh(self.start_loading, screen)
@@ -100,6 +103,13 @@ class AbriApp(App[int]):
             self.opened = True
         if ready == "1" or (ready and not self.loading):
             self.call_after_refresh(self.exit, 0)
+
+    async def open_site(self) -> None:
+        """Open the site folder: at start, and on the problems screen's reload."""
+        screen = self.first_screen()
+        self.update_subtitle()
+        await self.show_first(screen)
+        self.after_first_screen(screen)
 
     def start_loading(self, screen: Screen) -> None:
         """After the first frame: the loading indicator, and the worker that reads the site."""
@@ -109,7 +119,9 @@ class AbriApp(App[int]):
         self.load_site(self.site_dir)
 
     async def show_first(self, screen: Screen) -> None:
-        while len(self.screen_stack) > 2:  # e.g. the command palette opened while loading
+        """Show the first screen, in place of the one before (and of anything opened over
+        it, such as the command palette)."""
+        while len(self.screen_stack) > 2:
             await self.pop_screen()
         if len(self.screen_stack) > 1:
             await self.switch_screen(screen)
@@ -144,7 +156,7 @@ class AbriApp(App[int]):
             if overview is None:
                 await self.show_first(OverviewScreen())
             else:
-                overview.site_loaded()
+                await overview.site_loaded()
         self.opened = True
         self.refresh_bindings()
         if os.environ.get(READY_ENV) == "loaded":

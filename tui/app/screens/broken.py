@@ -8,9 +8,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from tui.app.screens.dialogs import problems_text
+from tui.app.widgets import KeyFooter
 from tui.core.errors import Problem
 
 
@@ -42,7 +43,7 @@ class BrokenSiteScreen(Screen):
                          classes="hint")
             with VerticalScroll(id="broken-problems"):
                 yield Static(problems_text(self.problems), id="broken-list")
-        yield Footer(compact=True)
+        yield KeyFooter()
 
     async def action_reload(self) -> None:
         await self.app.open_site()

@@ -6,6 +6,7 @@ every action is also in the command palette (ctrl+p), worded for the current sel
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import ComposeResult, SystemCommand
@@ -14,10 +15,13 @@ from textual.containers import Vertical
 from textual.content import Content
 from textual.coordinate import Coordinate
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import Header, Static
 
-from tui.app.screens.dialogs import ConfirmScreen
+from tui.app.widgets import KeyFooter
 from tui.core.errors import AbriError
+
+if TYPE_CHECKING:
+    from textual.widgets import DataTable
 
 STATUS_STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red",
                 "unreachable": "bold red", "canceled": "magenta"}
@@ -47,37 +51,13 @@ def settings_summary(values: dict) -> str:
     return ", ".join(f"{k}={show_value(v)}" for k, v in values.items() if v not in ("", None))
 
 
-class HostTable(DataTable):
-    """The hosts panel; its keys act on the highlighted host."""
-
-    BINDINGS = [
-        Binding("a", "screen.add_host", "Add"),
-        Binding("e", "screen.edit_host", "Edit"),
-        Binding("d", "screen.remove_host", "Remove"),
-    ]
-
-
-class StackTable(DataTable):
-    """The stacks panel: the stacks of the highlighted host."""
-
-    BINDINGS = [
-        Binding("s", "screen.add_stack", "Add"),
-        Binding("enter", "select_cursor", "Settings"),
-        Binding("x", "screen.remove_stack", "Remove"),
-    ]
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "select_cursor":
-            return True if self.row_count else None
-        return True
-
-
 class OverviewScreen(Screen):
-    # Every key works from either panel; the panels show the ones that concern them.
+    # The host keys (a, e, d) are the screen's: shown unless the stacks panel has the focus,
+    # so the footer is right from the first frame, before anything is focused.
     BINDINGS = [
-        Binding("a", "add_host", "Add host", show=False),
-        Binding("e", "edit_host", "Edit host", show=False),
-        Binding("d", "remove_host", "Remove host", show=False),
+        Binding("a", "add_host", "Add"),
+        Binding("e", "edit_host", "Edit"),
+        Binding("d", "remove_host", "Remove"),
         Binding("s", "add_stack", "Add stack", show=False),
         Binding("x", "remove_stack", "Remove stack", show=False),
         Binding("r", "review", "Review"),
@@ -86,47 +66,72 @@ class OverviewScreen(Screen):
         Binding("q", "app.quit", "Quit"),
     ]
 
+    HOSTS_TITLE = "Hosts  (a add · e edit · d remove)"
+    STACKS_TITLE = "Stacks  (s add · enter settings · x remove)"
+
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical(id="overview"):
             yield Static(id="summary", markup=False)
-            hosts = HostTable(id="hosts", cursor_type="row", zebra_stripes=True)
-            hosts.border_title = "Hosts  (a add · e edit · d remove)"
-            yield hosts
-            stacks = StackTable(id="stacks", cursor_type="row")
-            stacks.border_title = "Stacks  (s add · enter settings · x remove)"
-            yield stacks
-        yield Footer(compact=True)
+            if self.app.site is None:
+                # The first frame, while a worker reads the site (see AbriApp.first_screen):
+                # the panels' frames only; the tables replace them once the site is read.
+                hosts = Static(id="hosts-reading", classes="reading")
+                hosts.border_title = self.HOSTS_TITLE
+                yield hosts
+                stacks = Static(classes="reading stacks-reading")
+                stacks.border_title = self.STACKS_TITLE
+                yield stacks
+            else:
+                yield from self.tables()
+        yield KeyFooter()
+
+    def tables(self) -> ComposeResult:
+        from tui.app.screens.panels import tables
+
+        return tables(self.HOSTS_TITLE, self.STACKS_TITLE)
+
+    @property
+    def hosts_table(self) -> DataTable:
+        return self.query_one("#hosts")
+
+    @property
+    def stacks_table(self) -> DataTable:
+        return self.query_one("#stacks")
+
+    @property
+    def ready(self) -> bool:
+        """The tables are there (the site has been read)."""
+        return bool(self.query("#hosts"))
 
     def on_mount(self) -> None:
-        hosts = self.query_one("#hosts", DataTable)
-        hosts.add_columns("Host", "Kind", "Address", "Stacks", "Last run")
-        if self.app.site is None:  # the site is still being read (see AbriApp.open_site)
-            self.query_one("#summary", Static).update("Reading the site…")
+        if self.app.site is None:
+            self.query_one("#summary", Static).update(f"Reading the site in "
+                                                      f"{self.app.site_dir}…")
         self.refresh_view()
 
     def show_loading(self) -> None:
-        self.query_one("#hosts", DataTable).loading = True
+        self.query_one("#hosts-reading").loading = True
 
-    def site_loaded(self) -> None:
-        hosts = self.query_one("#hosts", DataTable)
-        hosts.loading = False
+    async def site_loaded(self) -> None:
+        await self.query(".reading").remove()
+        await self.query_one("#overview").mount_all(self.tables())
         self.refresh_view()
-        if self.focused is None:  # a table cannot take the focus while it is loading
-            hosts.focus()
+        self.hosts_table.focus()
 
     def on_screen_resume(self) -> None:
         self.refresh_view()
 
     def on_resize(self) -> None:
-        self.show_stacks()
+        if self.ready:
+            self.show_stacks()
 
     # ------------------------------------------------------------------ view
     def refresh_view(self) -> None:
         site = self.app.site
-        if site is None:
+        if site is None or not self.ready:
             return
-        table = self.query_one("#hosts", DataTable)
+        table = self.hosts_table
         keep = self.selected_host()
         table.clear()
         for host in site.hosts.values():
@@ -155,10 +160,10 @@ class OverviewScreen(Screen):
     def show_stacks(self) -> None:
         """The stacks of the highlighted host. The settings column takes the width left and
         wraps, so nothing is cut at 80 columns."""
-        table = self.query_one("#stacks", DataTable)
-        table.clear(columns=True)
+        table = self.stacks_table
         name = self.selected_host()
         site = self.app.site
+        table.clear(columns=True)
         if site is None or name is None:
             table.add_columns("Stack", "Title", "Settings")
             self.refresh_bindings()
@@ -201,7 +206,10 @@ class OverviewScreen(Screen):
                 self.open_settings(host, str(event.row_key.value), [])
 
     def _key(self, table_id: str) -> str | None:
-        table = self.query_one(f"#{table_id}", DataTable)
+        found = self.query(f"#{table_id}")
+        if not found:
+            return None
+        table: DataTable = found.first()
         if not table.row_count:
             return None
         row = min(max(table.cursor_row, 0), table.row_count - 1)
@@ -263,7 +271,7 @@ class OverviewScreen(Screen):
         self.refresh_view()
         if name:
             names = list(self.app.site.hosts)
-            self.query_one("#hosts", DataTable).move_cursor(row=names.index(name))
+            self.hosts_table.move_cursor(row=names.index(name))
 
     def action_edit_host(self) -> None:
         from tui.app.screens.host_editor import HostEditor
@@ -280,8 +288,8 @@ class OverviewScreen(Screen):
             f"Remove {name} from the site? Nothing on the machine is touched. When you save, "
             f"its inventory entry and host_vars/{name}/abri.yml go. Its secrets stay in "
             f"host_vars/{name}/vault.yml (the passwords abri generated, such as the Home "
-            "Assistant owner's), so adding it back later keeps the same passwords; they are "
-            "only deleted if you delete that file yourself.",
+            "Assistant owner's), so adding it back later keeps the same passwords; only "
+            f"'abri secrets purge {name}' forgets them.",
             lambda trial: trial.remove_host(name), f"{name} cannot be removed")
 
     def _confirm_change(self, question: str, change, failure: str) -> None:
@@ -300,6 +308,8 @@ class OverviewScreen(Screen):
                 return
             self.app.commit(trial)
             self.refresh_view()
+
+        from tui.app.screens.dialogs import ConfirmScreen
 
         self.app.push_screen(ConfirmScreen(question, yes="Remove", no="Keep"), confirmed)
 
@@ -339,6 +349,8 @@ class OverviewScreen(Screen):
         def answered(yes: bool | None) -> None:
             self.open_settings(host_name, stack_name, offers if yes else [])
 
+        from tui.app.screens.dialogs import ConfirmScreen
+
         self.app.push_screen(ConfirmScreen(
             f"{stack.title} needs {', '.join(missing)}, which no stack on {host_name} provides. "
             f"Add {titles} to {host_name} as well?", yes="Add both", no="Only " + stack.title,
@@ -377,6 +389,8 @@ class OverviewScreen(Screen):
         def confirmed(yes: bool | None) -> None:
             if yes and self.app.save_site():
                 self.app.push_screen(RunScreen("apply"))
+
+        from tui.app.screens.dialogs import ConfirmScreen
 
         count = len(self.app.site.hosts)
         self.app.push_screen(ConfirmScreen(

@@ -10,10 +10,11 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.widgets import Footer, Header, ProgressBar, Static, TabbedContent, TabPane
+from textual.widgets import Header, ProgressBar, Static, TabbedContent, TabPane
 
 from tui.app.messages import RunFinished, RunProgress
 from tui.app.screens.base import WorkerScreen
+from tui.app.widgets import KeyFooter
 from tui.core import inventory, render
 from tui.core.site import Site
 
@@ -83,7 +84,7 @@ class ReviewScreen(WorkerScreen):
                 yield ProgressBar(total=100, show_eta=False, id="plan-bar")
                 with VerticalScroll(id="plan-scroll"):
                     yield Static(id="plan-changes")
-        yield Footer(compact=True)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self.rerender())

@@ -9,10 +9,11 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import DataTable, Footer, Header, ProgressBar, RichLog, Static
+from textual.widgets import DataTable, Header, ProgressBar, RichLog, Static
 
 from tui.app.messages import HostVerified, RunFinished, RunProgress, VerifyFinished
 from tui.app.screens.base import WorkerScreen
+from tui.app.widgets import KeyFooter
 from tui.core.events import Progress
 from tui.core.site import Site
 
@@ -51,7 +52,7 @@ class RunScreen(WorkerScreen):
             yield DataTable(id="run-hosts", cursor_type="row", zebra_stripes=True)
             yield RichLog(id="run-log", wrap=True, markup=False, highlight=False, min_width=20)
             yield Static(id="run-recap")
-        yield Footer(compact=True)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one("#run-hosts", DataTable)

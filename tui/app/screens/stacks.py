@@ -21,7 +21,6 @@ from textual.widget import Widget
 from textual.widgets import (
     Button,
     Checkbox,
-    Footer,
     Header,
     Input,
     Label,
@@ -33,6 +32,7 @@ from textual.widgets import (
 from textual.widgets.option_list import Option
 
 from tui.app.screens.dialogs import problems_text
+from tui.app.widgets import KeyFooter
 from tui.core.catalog import Setting, Stack
 from tui.core.errors import AbriError, Problem
 from tui.core.site import Site
@@ -171,7 +171,7 @@ class StackSettingsScreen(Screen[bool]):
             with Horizontal(classes="form-buttons"):
                 yield Button("OK", id="ok", variant="primary", compact=True)
                 yield Button("Cancel", id="cancel", compact=True)
-        yield Footer(compact=True)
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query(".field-line > Input, .field-line > Select, .field-line > Switch") \

@@ -12,8 +12,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, OptionList, Static
+from textual.widgets import Header, OptionList, Static
 from textual.widgets.option_list import Option
+
+from tui.app.widgets import KeyFooter
 
 SHOWN_ENTRIES = 4  # names listed from a non-empty folder; the rest are counted
 
@@ -78,7 +80,7 @@ class WelcomeScreen(Screen):
                            id="ssh"),
                     id="welcome-choices")
                 yield Static("Nothing is written until you save (ctrl+s).", classes="hint")
-        yield Footer(compact=True)
+        yield KeyFooter()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return not (action == "choose" and self.is_file)  # a file: nothing to offer
