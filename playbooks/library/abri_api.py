@@ -20,6 +20,9 @@ description:
     C(_previous)) logs in and Home Assistant's password is changed to the new one.
   - Does nothing (changed=false) when all is as wanted. Check mode reports what it would do
     and changes nothing.
+  - Works while holding the host's abri lock (C(/run/lock/abri.lock)), so that one abri
+    module at a time changes the host; a module of an interrupted earlier run that is
+    still at work there (it runs on to its end) is waited for, with a warning.
 options:
   api:
     description: The api entry of one stack of abri_state (kind, port, owner, integrations).
@@ -71,6 +74,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from ansible.module_utils.abri_lock import host_lock
 from ansible.module_utils.basic import AnsibleModule
 
 MARKER = ".abri/api-done"
@@ -399,18 +403,20 @@ def main():
         module.exit_json(changed=True, changes=["configure through the API once it runs"],
                          bootstrap_done=False)
     ha = HomeAssistant(module, api, directory, module.params["secrets"] or {})
-    try:
-        ha.run(module.params["timeout"])
-    except (ApiError, OSError, ValueError, KeyError) as exc:
-        module.fail_json(msg=f"Home Assistant API: {exc}", changes=ha.changes)
     marker = os.path.join(directory, MARKER)
     done_now = False
-    if not module.check_mode and not os.path.exists(marker):
-        os.makedirs(os.path.dirname(marker), mode=0o700, exist_ok=True)
-        with open(marker, "w", encoding="utf-8") as fh:
-            fh.write("API setup done by abri; Home Assistant may now listen on the network.\n")
-        done_now = True
-        ha.changes.append("API setup done: leave the loopback-only start")
+    with host_lock(module, f"abri_api {directory}"):
+        try:
+            ha.run(module.params["timeout"])
+        except (ApiError, OSError, ValueError, KeyError) as exc:
+            module.fail_json(msg=f"Home Assistant API: {exc}", changes=ha.changes)
+        if not module.check_mode and not os.path.exists(marker):
+            os.makedirs(os.path.dirname(marker), mode=0o700, exist_ok=True)
+            with open(marker, "w", encoding="utf-8") as fh:
+                fh.write("API setup done by abri; Home Assistant may now listen on the "
+                         "network.\n")
+            done_now = True
+            ha.changes.append("API setup done: leave the loopback-only start")
     module.exit_json(changed=bool(ha.changes), changes=ha.changes, bootstrap_done=done_now)
 
 

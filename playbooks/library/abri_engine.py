@@ -10,6 +10,9 @@ short_description: Make a host ready for abri's stacks in one round trip
 description:
   - Refuses, before any change, a system abri does not support (Debian 13 and Ubuntu 24.04
     are supported), naming what it found.
+  - Works while holding the host's abri lock (C(/run/lock/abri.lock)), so that one abri
+    module at a time changes the host; a module of an interrupted earlier run that is
+    still at work there (it runs on to its end) is waited for, with a warning.
   - Finishes a package installation an earlier run left interrupted (C(dpkg --configure -a)),
     saying so.
   - Installs the Docker engine and the Compose v2 plugin from the distribution's archive when a
@@ -62,6 +65,7 @@ import shutil
 import subprocess
 import tempfile
 
+from ansible.module_utils.abri_lock import host_lock
 from ansible.module_utils.basic import AnsibleModule
 
 SUPPORTED = "Debian 13 (trixie) and Ubuntu 24.04 (noble)"
@@ -122,10 +126,6 @@ def main():
         },
         supports_check_mode=True,
     )
-    p = module.params
-    check = module.check_mode
-    changes = []
-
     osr = os_release()
     distro = {"debian": "Debian", "ubuntu": "Ubuntu"}.get(osr.get("ID", ""), osr.get("ID", "?"))
     version = osr.get("VERSION_ID", "?")
@@ -133,6 +133,15 @@ def main():
         module.fail_json(msg=f"this host runs {distro} {version} ({osr.get('PRETTY_NAME', '?')});"
                              f" abri supports {SUPPORTED} only. Nothing was changed on it.",
                          unsupported=True)
+
+    with host_lock(module, "abri_engine"):
+        engine(module, distro, version)
+
+
+def engine(module, distro, version):
+    p = module.params
+    check = module.check_mode
+    changes = []
 
     # an installation an earlier run left half done (power cut, killed apply)
     pending = os.path.isdir("/var/lib/dpkg/updates") and os.listdir("/var/lib/dpkg/updates")
@@ -152,6 +161,7 @@ def main():
         if not check:
             run(module, ["apt-get", "update", "-q"])
             run(module, ["apt-get", "install", "-y", "-q", "--no-install-recommends",
+                         "-o", "DPkg::Lock::Timeout=600",
                          "-o", "Dpkg::Options::=--force-confold", *missing])
 
     # daemon.json: the user's file, with abri's keys merged in

@@ -22,6 +22,9 @@ description:
   - Finally the health check proves the service answers (HTTP 200, an MQTT CONNACK 0 as the
     admin user, or a TCP accept), waiting up to its timeout.
   - With I(state=absent) the project is brought down and its data kept.
+  - Works while holding the host's abri lock (C(/run/lock/abri.lock)), so that one abri
+    module at a time changes the host; a module of an interrupted earlier run that is
+    still at work there (it runs on to its end) is waited for, with a warning.
   - Check mode reports what would change; diff mode shows file differences (never those of
     files holding secrets).
 options:
@@ -79,6 +82,7 @@ import time
 import urllib.error
 import urllib.request
 
+from ansible.module_utils.abri_lock import host_lock
 from ansible.module_utils.abri_passwd import render_passwd
 from ansible.module_utils.basic import AnsibleModule
 
@@ -422,10 +426,11 @@ def main():
     )
     stack = Stack(module, module.params["stack"], module.params["secrets"] or {})
     bootstrap = False
-    if module.params["state"] == "present":
-        bootstrap = stack.present()
-    else:
-        stack.absent()
+    with host_lock(module, f"abri_stack {module.params['stack'].get('name')}"):
+        if module.params["state"] == "present":
+            bootstrap = stack.present()
+        else:
+            stack.absent()
     result = {"changed": bool(stack.changes), "changes": stack.changes, "bootstrap": bootstrap,
               "stack": module.params["stack"]["name"]}
     if stack.diffs:
