@@ -836,6 +836,32 @@ class Host:
 
 IMAGE_KINDS = ("docker", "plain", "bookworm")
 
+#: hosts prepared once per test session (abri's own engine step, then `docker commit`)
+PREPARED_REPO = f"{IMAGE_NS}/host-prepared"
+
+#: run inside a host before it is committed: what made it this one host goes (host keys,
+#: machine id, the test key, its journal), and apt's download cache, so that every host
+#: started from the image is a host of its own; its installed packages and abri's state stay
+_COMMIT_CLEANUP = (
+    "apt-get clean"
+    " && rm -f /etc/ssh/ssh_host_* /root/.ssh/authorized_keys /var/lib/dbus/machine-id"
+    " && : > /etc/machine-id"
+    " && rm -rf /var/log/journal/* /var/tmp/systemd-private-*"
+)
+
+
+def commit_host(host: Host, ref: str, labels: dict[str, str] | None = None) -> str:
+    """Stop a host cleanly and commit it as image ref (CMD /sbin/init, ENV container=docker,
+    like the host images). /var/lib/docker is the host's own volume: it is not committed, so
+    a host started from ref begins with an empty engine. Returns the image id."""
+    host.exec(_COMMIT_CLEANUP, timeout=300)
+    docker("stop", "-t", "60", host.name, timeout=120)
+    changes = ["--change", 'CMD ["/sbin/init"]', "--change", "ENV container=docker"]
+    for key, value in (labels or {}).items():
+        changes += ["--change", f"LABEL {key}={value}"]
+    docker("commit", *changes, host.name, ref, timeout=600)
+    return image_id(ref)
+
 
 def host_daemon_config(registry: str) -> dict:
     """/etc/docker/daemon.json for a fleet host: trust the local registry, and keep the nested
@@ -1041,6 +1067,15 @@ def reap_orphans() -> dict[str, list[str]]:
         if (not owner_alive("network", name)
                 and docker("network", "rm", name, check=False).returncode == 0):
             reaped["networks"].append(name)
+    # hosts prepared by a session that died (its pid label names a process that is gone)
+    listed = docker("image", "ls", PREPARED_REPO, "--format", "{{.Repository}}:{{.Tag}}",
+                    check=False).stdout.split()
+    for ref in listed:
+        fmt = "{{index .Config.Labels " + json.dumps(LABEL_PID) + "}}"
+        pid = docker("image", "inspect", "-f", fmt, ref, check=False).stdout.strip()
+        if not (pid.isdigit() and Path(f"/proc/{pid}").exists()) \
+                and docker("rmi", ref, check=False).returncode == 0:
+            reaped.setdefault("images", []).append(ref)
     if any(reaped.values()):
         say(f"reaped leftovers of dead runs: {reaped}")
     return reaped

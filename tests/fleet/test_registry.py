@@ -24,7 +24,7 @@ def test_registry_mirrors_upstream_paths(fleet_registry):
     assert "homeassistant/home-assistant" in catalog
     # pushing again is a no-op
     again = harness.ensure_registry(harness.build_images())
-    assert again.pushed == {"mosquitto": False, "homeassistant": False}
+    assert again.pushed == dict.fromkeys(again.pushed, False)
 
 
 def test_host_pulls_and_runs_mosquitto_from_the_registry(fleet, fleet_registry):
