@@ -124,13 +124,23 @@ async def opened(pilot) -> None:
     await pilot.pause()
 
 
+async def until(pilot, condition, timeout: float = 10) -> None:
+    """Wait (bounded) until condition() holds: a screen pushed by a key may take a few
+    message rounds to mount on a busy machine."""
+    for _ in range(int(timeout / 0.02)):
+        if condition():
+            return
+        await pilot.pause(0.02)
+    raise AssertionError(f"still not true after {timeout} s: {condition}")
+
+
 async def pick(pilot, stack: str, open_picker: bool = True) -> None:
     """Choose a stack by name in the stack picker (opened with s unless it is open)."""
     from textual.widgets import OptionList
 
     if open_picker:
         await pilot.press("s")
-        await pilot.pause()
+        await until(pilot, lambda: pilot.app.screen.query("#catalog"))
     catalog = pilot.app.screen.query_one("#catalog", OptionList)
     catalog.highlighted = catalog.get_option_index(stack)
     await pilot.press("enter")

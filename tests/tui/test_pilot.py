@@ -641,18 +641,20 @@ async def test_messages_with_square_brackets_are_shown_whole(tmp_path, monkeypat
 
 
 def footer_keys(app) -> list[tuple[str, str]]:
-    """The keys the footer shows, as (key, description); each must fit before ^p."""
-    from textual.widgets._footer import FooterKey
+    """The keys the footer shows, as (key, description); each must be there whole, before
+    the command palette's key on the right, within the screen's width."""
+    from tui.app.widgets import KeyBar
 
-    keys = list(app.screen.query(FooterKey))
-    palette = [k for k in keys if k.has_class("-command-palette")]
-    shown = [k for k in keys if not k.has_class("-command-palette")]
-    assert palette, "the footer lost the command palette key"
-    for key in shown:
-        assert key.region.width, f"{key.key} is not on screen"
-        assert key.region.right <= palette[0].region.x, \
-            f"'{key.key_display} {key.description}' is cut at {SIZE[0]} columns"
-    return [(k.key, k.description) for k in shown]
+    bar = app.screen.query_one(KeyBar)
+    line = bar.render().plain
+    assert len(line) <= SIZE[0], f"the footer is {len(line)} columns wide"
+    assert line.rstrip().endswith("▏^p palette"), f"no command palette key in {line!r}"
+    shown = bar.shown()
+    for binding, _ in shown:
+        item = f"{app.get_key_display(binding)} {binding.description}"
+        assert item in line and line.index(item) + len(item) < line.index("▏"), \
+            f"'{item}' is not shown whole at {SIZE[0]} columns: {line!r}"
+    return [(binding.key, binding.description) for binding, _ in shown]
 
 
 async def test_the_footer_fits_80_columns_and_follows_the_focused_panel(tmp_path, new_app):

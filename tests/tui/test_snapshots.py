@@ -20,6 +20,7 @@ from tests.tui.conftest import (
     make_site,
     opened,
     pick,
+    until,
 )
 from tui.app.app import make_app
 
@@ -84,7 +85,7 @@ def test_host_editor_errors(snap_compare):
 
     async def run_before(pilot):
         await pilot.press("a")
-        await pilot.pause()
+        await until(pilot, lambda: pilot.app.screen.query("#name"))
         screen = pilot.app.screen
         screen.query_one("#name", Input).value = "-pi"
         screen.query_one("#address", Input).value = "300.1.1"
@@ -99,7 +100,7 @@ def test_host_editor_connection_failed(snap_compare):
 
     async def run_before(pilot):
         await pilot.press("a")
-        await pilot.pause()
+        await until(pilot, lambda: pilot.app.screen.query("#name"))
         pilot.app.screen.query_one("#name", Input).value = "pi"
         pilot.app.screen.query_one("#address", Input).value = "192.0.2.7"
         await pilot.press("ctrl+t")

@@ -8,10 +8,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Header, Static
+from textual.widgets import Static
 
 from tui.app.screens.dialogs import problems_text
-from tui.app.widgets import KeyFooter
+from tui.app.widgets import KeyBar, TitleBar
 from tui.core.errors import Problem
 
 
@@ -34,7 +34,7 @@ class BrokenSiteScreen(Screen):
         return problem
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield TitleBar()
         with Vertical(id="broken"):
             yield Static(f"abri cannot open the site in {self.app.site_dir}", id="broken-title",
                          markup=False)
@@ -43,7 +43,7 @@ class BrokenSiteScreen(Screen):
                          classes="hint")
             with VerticalScroll(id="broken-problems"):
                 yield Static(problems_text(self.problems), id="broken-list")
-        yield KeyFooter()
+        yield KeyBar()
 
     async def action_reload(self) -> None:
         await self.app.open_site()

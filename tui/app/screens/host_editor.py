@@ -12,12 +12,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widget import Widget
-from textual.widgets import Button, Header, Input, Label, Select, Static
+from textual.widgets import Button, Input, Label, Select, Static
 
 from tui.app.messages import PingResult
 from tui.app.screens.base import WorkerScreen
 from tui.app.screens.dialogs import problems_text
-from tui.app.widgets import KeyFooter
+from tui.app.widgets import KeyBar, TitleBar
 from tui.core import validate
 from tui.core.errors import AbriError, Problem
 from tui.core.inventory import KINDS
@@ -55,7 +55,7 @@ class HostEditor(WorkerScreen):
         name = host.name if host else ("home" if kind == "local" and "home" not in site.hosts
                                        else "")
         nodes = [(h.name, h.name) for h in site.hosts.values() if h.kind == "proxmox"]
-        yield Header()
+        yield TitleBar()
         with VerticalScroll(id="host-form", classes="form"):
             title = f"Edit host {self.editing}" if self.editing else "Add a host"
             yield Static(title, classes="form-title", markup=False)
@@ -88,7 +88,7 @@ class HostEditor(WorkerScreen):
                 yield Button("OK", id="ok", variant="primary", compact=True)
                 yield Button("Test connection", id="test", compact=True)
                 yield Button("Cancel", id="cancel", compact=True)
-        yield KeyFooter()
+        yield KeyBar()
 
     def row(self, field: str, label: str, widget: Widget, help: str = ""):
         with Vertical(id=f"{field}-row", classes="field"):

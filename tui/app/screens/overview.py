@@ -15,9 +15,9 @@ from textual.containers import Vertical
 from textual.content import Content
 from textual.coordinate import Coordinate
 from textual.screen import Screen
-from textual.widgets import Header, Static
+from textual.widgets import Static
 
-from tui.app.widgets import KeyFooter
+from tui.app.widgets import KeyBar, TitleBar
 from tui.core.errors import AbriError
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ class OverviewScreen(Screen):
     STACKS_TITLE = "Stacks  (s add · enter settings · x remove)"
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield TitleBar()
         with Vertical(id="overview"):
             yield Static(id="summary", markup=False)
             if self.app.site is None:
@@ -84,7 +84,7 @@ class OverviewScreen(Screen):
                 yield stacks
             else:
                 yield from self.tables()
-        yield KeyFooter()
+        yield KeyBar()
 
     def tables(self) -> ComposeResult:
         from tui.app.screens.panels import tables

@@ -10,11 +10,11 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.widgets import Header, ProgressBar, Static, TabbedContent, TabPane
+from textual.widgets import ProgressBar, Static, TabbedContent, TabPane
 
 from tui.app.messages import RunFinished, RunProgress
 from tui.app.screens.base import WorkerScreen
-from tui.app.widgets import KeyFooter
+from tui.app.widgets import KeyBar, TitleBar
 from tui.core import inventory, render
 from tui.core.site import Site
 
@@ -69,7 +69,7 @@ class ReviewScreen(WorkerScreen):
         self.texts: dict[str, tuple[str, str]] = {}
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield TitleBar()
         texts = self.texts = file_texts(self.app.site)
         with TabbedContent(id="review"):
             for ident, title in (("tab-inventory", "inventory.ini"), ("tab-site", "site.yml"),
@@ -84,7 +84,7 @@ class ReviewScreen(WorkerScreen):
                 yield ProgressBar(total=100, show_eta=False, id="plan-bar")
                 with VerticalScroll(id="plan-scroll"):
                     yield Static(id="plan-changes")
-        yield KeyFooter()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self.rerender())

@@ -9,11 +9,11 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import DataTable, Header, ProgressBar, RichLog, Static
+from textual.widgets import DataTable, ProgressBar, RichLog, Static
 
 from tui.app.messages import HostVerified, RunFinished, RunProgress, VerifyFinished
 from tui.app.screens.base import WorkerScreen
-from tui.app.widgets import KeyFooter
+from tui.app.widgets import KeyBar, TitleBar
 from tui.core.events import Progress
 from tui.core.site import Site
 
@@ -44,7 +44,7 @@ class RunScreen(WorkerScreen):
         self.checks: list[tuple[str, str, bool, str]] = []  # host, check, ok, detail
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield TitleBar()
         with Vertical(id="run"):
             yield Static(id="run-title", markup=False)
             yield Static(id="run-task", markup=False)
@@ -52,7 +52,7 @@ class RunScreen(WorkerScreen):
             yield DataTable(id="run-hosts", cursor_type="row", zebra_stripes=True)
             yield RichLog(id="run-log", wrap=True, markup=False, highlight=False, min_width=20)
             yield Static(id="run-recap")
-        yield KeyFooter()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         table = self.query_one("#run-hosts", DataTable)

@@ -21,7 +21,6 @@ from textual.widget import Widget
 from textual.widgets import (
     Button,
     Checkbox,
-    Header,
     Input,
     Label,
     OptionList,
@@ -32,7 +31,7 @@ from textual.widgets import (
 from textual.widgets.option_list import Option
 
 from tui.app.screens.dialogs import problems_text
-from tui.app.widgets import KeyFooter
+from tui.app.widgets import KeyBar, TitleBar
 from tui.core.catalog import Setting, Stack
 from tui.core.errors import AbriError, Problem
 from tui.core.site import Site
@@ -145,7 +144,7 @@ class StackSettingsScreen(Screen[bool]):
         values.update(site.hosts[self.host].stacks.get(self.stack_name, {}))
         secrets = site.secrets.get(self.host, {}).get(self.stack_name, {}) if self.existing \
             else {}
-        yield Header()
+        yield TitleBar()
         with VerticalScroll(id="stack-form", classes="form"):
             verb = "Settings of" if self.existing else "Add"
             yield Static(f"{verb} {stack.title} on {self.host}", classes="form-title",
@@ -171,7 +170,7 @@ class StackSettingsScreen(Screen[bool]):
             with Horizontal(classes="form-buttons"):
                 yield Button("OK", id="ok", variant="primary", compact=True)
                 yield Button("Cancel", id="cancel", compact=True)
-        yield KeyFooter()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query(".field-line > Input, .field-line > Select, .field-line > Switch") \

@@ -12,10 +12,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import Header, OptionList, Static
+from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from tui.app.widgets import KeyFooter
+from tui.app.widgets import KeyBar, TitleBar
 
 SHOWN_ENTRIES = 4  # names listed from a non-empty folder; the rest are counted
 
@@ -67,7 +67,7 @@ class WelcomeScreen(Screen):
         return lead + " Where should your smart home run?"
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield TitleBar()
         with Vertical(id="welcome"):
             yield Static("Welcome to abri", id="welcome-title")
             yield Static(self.lead(), id="welcome-lead", markup=False,
@@ -80,7 +80,7 @@ class WelcomeScreen(Screen):
                            id="ssh"),
                     id="welcome-choices")
                 yield Static("Nothing is written until you save (ctrl+s).", classes="hint")
-        yield KeyFooter()
+        yield KeyBar()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return not (action == "choose" and self.is_file)  # a file: nothing to offer
