@@ -7,6 +7,7 @@ recorded events. Update with:  pytest tests/tui/test_snapshots.py --snapshot-upd
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 from pathlib import Path
 
@@ -31,12 +32,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(autouse=True)
 def fixed_paths(monkeypatch):
-    shutil.rmtree(ROOT, ignore_errors=True)
-    (ROOT / "kit").mkdir(parents=True)
-    shutil.copytree(REPO / "stacks", ROOT / "kit" / "stacks")
-    monkeypatch.setenv("ABRI_KIT_DIR", str(ROOT / "kit"))
-    yield
-    shutil.rmtree(ROOT, ignore_errors=True)
+    # The folder is fixed (it is on screen), so two test runs on one machine take turns.
+    with open(f"{ROOT}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        shutil.rmtree(ROOT, ignore_errors=True)
+        (ROOT / "kit").mkdir(parents=True)
+        shutil.copytree(REPO / "stacks", ROOT / "kit" / "stacks")
+        monkeypatch.setenv("ABRI_KIT_DIR", str(ROOT / "kit"))
+        yield
+        shutil.rmtree(ROOT, ignore_errors=True)
 
 
 def app_for(runner: RecordedRunner | None = None):

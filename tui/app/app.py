@@ -67,7 +67,6 @@ class AbriApp(App[int]):
         self.loading = False  # the site is being read in a worker
         self.opened = False  # the first screen shows the site as it is on disk
         self.last_run: dict[str, tuple[str, str]] = {}  # host -> (status, label) of last run
-        self.theme = "textual-dark"
 
     # ------------------------------------------------------------------ site
     async def on_mount(self) -> None:

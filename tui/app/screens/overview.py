@@ -72,8 +72,10 @@ class OverviewScreen(Screen):
     def compose(self) -> ComposeResult:
         yield TitleBar()
         with Vertical(id="overview"):
-            yield Static(id="summary", markup=False)
-            if self.app.site is None:
+            reading = self.app.site is None
+            yield Static(f"Reading the site in {self.app.site_dir}…" if reading else "",
+                         id="summary", markup=False)
+            if reading:
                 # The first frame, while a worker reads the site (see AbriApp.first_screen):
                 # the panels' frames only; the tables replace them once the site is read.
                 hosts = Static(id="hosts-reading", classes="reading")
@@ -105,9 +107,6 @@ class OverviewScreen(Screen):
         return bool(self.query("#hosts"))
 
     def on_mount(self) -> None:
-        if self.app.site is None:
-            self.query_one("#summary", Static).update(f"Reading the site in "
-                                                      f"{self.app.site_dir}…")
         self.refresh_view()
 
     def show_loading(self) -> None:
