@@ -171,34 +171,17 @@ class AbriApp(App[int]):
             overview.pick_stack(new_host)
 
     def create_site(self) -> bool:
-        """An empty site in memory (written on save); False with an error modal if refused.
+        """An empty site in memory (written on save); False with an error modal if refused
+        (the engine refuses a folder holding files abri would write but did not).
 
-        Creating it changes nothing yet: the site becomes unsaved once a host is added.
-        abri never overwrites a file it did not write: a new site in a folder that already
-        holds a file of the same name as one abri writes is refused, naming the files."""
-        from tui.core import render
+        Creating it changes nothing yet: the site becomes unsaved once a host is added."""
         from tui.core.site import Site
 
-        title = "This folder cannot hold a new site"
-        if self.site_dir.exists() and not self.site_dir.is_dir():
-            self.show_problems(title, [Problem(str(self.site_dir), "", "is a file, not a "
-                                               "folder; start abri with --site and a new or "
-                                               "empty folder")])
-            return False
         try:
-            site = Site.init(self.site_dir)
+            self.site = Site.init(self.site_dir)
         except AbriError as exc:
-            self.show_problems(title, exc.problems)
+            self.show_problems("This folder cannot hold a new site", exc.problems)
             return False
-        written = ["inventory.ini", *render.site_files(site)]
-        clashes = [name for name in written if (self.site_dir / name).exists()]
-        if clashes:
-            self.show_problems(title, [Problem(
-                str(self.site_dir / name), "", "is already there, and a new site would "
-                "write a file of that name; abri does not overwrite files it did not write: "
-                "move it aside, or choose another folder") for name in clashes])
-            return False
-        self.site = site
         return True
 
     def commit(self, site: Site) -> None:
