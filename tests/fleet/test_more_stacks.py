@@ -74,7 +74,7 @@ def _show(label: str, run: subprocess.CompletedProcess, seconds: float) -> None:
 
 
 def test_nodered_and_esphome_from_their_folders(fleet, fleet_registry, tmp_path):
-    fl = fleet(1)
+    fl = fleet(1, image="prepared")  # the engine as abri's own engine step installed it
     host = fl.hosts[0]
     site = tmp_path / "site"
     _abri("init", "--site", str(site))
