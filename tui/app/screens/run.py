@@ -38,6 +38,7 @@ class RunScreen(WorkerScreen):
         self.logged_tasks = 0
         self.logged_failures = 0
         self.logged_changes = 0
+        self.last_task: str | None = None
         self.hosts_total = 0
         self.hosts_done = 0
         self.failed_checks = 0
@@ -126,16 +127,25 @@ class RunScreen(WorkerScreen):
         self.logged_changes, self.logged_failures = len(p.changes), len(p.failures)
         for task in list(p.task_names.values())[self.logged_tasks:]:
             self.logged_tasks += 1
+            self.last_task = task
             log.write(Text(f"TASK {task}", style="bold"))
-            for host, changed in [c for c in new_changes if c[1] == task]:
-                new_changes.remove((host, changed))
-                log.write(Text(f"  ~ {host}: changed", style="yellow"))
-            for f in [f for f in new_failures if f.task == task]:
-                new_failures.remove(f)
-                log.write(Text(f"  ✘ {f.host}: {f.task}: {f.message}", style="red"))
+            self.write_outcomes(log, task, new_changes, new_failures)
+        # what belongs to the task shown last reads the same whether it came in the same burst
+        # as its TASK line or in a later one; the rest names its task
+        self.write_outcomes(log, self.last_task, new_changes, new_failures)
         for host, task in new_changes:
             log.write(Text(f"  ~ {host}: {task} (changed)", style="yellow"))
         for f in new_failures:
+            log.write(Text(f"  ✘ {f.host}: {f.task}: {f.message}", style="red"))
+
+    @staticmethod
+    def write_outcomes(log: RichLog, task: str | None, changes: list, failures: list) -> None:
+        """Write (and take out of the lists) the changes and failures of `task`."""
+        for host, changed in [c for c in changes if c[1] == task]:
+            changes.remove((host, changed))
+            log.write(Text(f"  ~ {host}: changed", style="yellow"))
+        for f in [f for f in failures if f.task == task]:
+            failures.remove(f)
             log.write(Text(f"  ✘ {f.host}: {f.task}: {f.message}", style="red"))
 
     def on_run_finished(self, message: RunFinished) -> None:
