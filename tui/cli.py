@@ -38,7 +38,9 @@ def _json_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: bool = True) -> argparse.ArgumentParser:
+    """The command line. Without `commands`, only the top-level options: enough to open the
+    installer, and quicker to build than the whole tree of subcommands."""
     parser = _Parser(prog="abri", description="Sovereign smart home: Home Assistant, a secured "
                      "Mosquitto and friends on your own machines, deployed with Ansible. "
                      "Without a command, abri opens the installer.")
@@ -51,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--become-password-file", metavar="FILE", type=Path,
                         help="the sudo password of the SSH user, for hosts whose sudo asks "
                         "for one (also ABRI_BECOME_PASSWORD_FILE); never stored")
+    if not commands:
+        parser.set_defaults(command=None)
+        return parser
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("init", help="create an empty site")
@@ -507,9 +512,20 @@ def main(argv: list[str] | None = None) -> int:
         return _stdout_gone()
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Opening the installer (no command) must be quick: the top-level options are parsed
+    first, and the whole command tree is built only when something is left over or help is
+    asked for."""
+    given = sys.argv[1:] if argv is None else argv
+    if not {"-h", "--help"} & set(given):
+        args, rest = build_parser(commands=False).parse_known_args(given)
+        if not rest:
+            return args
+    return build_parser().parse_args(given)
+
+
 def _main(argv: list[str] | None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(argv)
     # one absolute path for every command: Ansible and the generated files need it, and a
     # relative --site must mean the folder it meant where abri was started
     args.site = Path(os.path.abspath(os.path.expanduser(args.site)))
