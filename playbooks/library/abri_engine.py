@@ -22,7 +22,7 @@ description:
     no longer wants is taken out again (abri remembers it in /var/lib/abri/engine.json).
   - Starts and enables the engine, restarting it when daemon.json changed.
   - Brings down (data kept) every Compose project named C(abri-*) that the site no longer
-    wants, found with one C(docker compose ls).
+    wants, found with one question to the Docker engine's API (its unix socket).
 options:
   packages:
     description: Packages per distribution name (Debian, Ubuntu).
@@ -65,6 +65,7 @@ import shutil
 import subprocess
 import tempfile
 
+from ansible.module_utils.abri_docker import DockerError, compose_projects
 from ansible.module_utils.abri_lock import host_lock
 from ansible.module_utils.basic import AnsibleModule
 
@@ -196,10 +197,12 @@ def engine(module, distro, version):
 
     engine_present = not missing or not check
     if engine_present:
-        active = subprocess.run(["systemctl", "is-active", "docker"], capture_output=True,
-                                text=True).stdout.strip() == "active"
-        enabled = subprocess.run(["systemctl", "is-enabled", "docker"], capture_output=True,
-                                 text=True).stdout.strip() == "enabled"
+        shown = subprocess.run(["systemctl", "show", "docker", "--no-pager",
+                                "--property=ActiveState,UnitFileState"],
+                               capture_output=True, text=True).stdout
+        unit = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
+        active = unit.get("ActiveState") == "active"
+        enabled = unit.get("UnitFileState") == "enabled"
         if not enabled:
             changes.append("enable the Docker engine at boot")
             if not check:
@@ -215,18 +218,14 @@ def engine(module, distro, version):
 
     # projects abri deployed before that the site no longer wants: down, data kept
     if engine_present and shutil.which("docker"):
-        proc = subprocess.run(["docker", "compose", "ls", "-a", "--format", "json"],
-                              capture_output=True, text=True)
         try:
-            projects = json.loads(proc.stdout or "[]") if proc.returncode == 0 else []
-        except ValueError:
-            projects = []
-        for project in projects:
-            name = project.get("Name", "")
+            projects = compose_projects()
+        except (DockerError, ValueError):
+            projects = {}  # an engine that does not answer yet has nothing to bring down
+        for name, states in sorted(projects.items()):
             if not name.startswith("abri-") or name in p["projects"]:
                 continue
-            if not str(project.get("Status", "")).startswith(("running", "restarting",
-                                                              "paused", "created")):
+            if not any(st in ("running", "restarting", "paused", "created") for st in states):
                 continue
             changes.append(f"bring down {name} (no longer wanted on this host; data kept)")
             if not check:

@@ -82,6 +82,8 @@ import time
 import urllib.error
 import urllib.request
 
+from ansible.module_utils.abri_docker import DockerError
+from ansible.module_utils.abri_docker import containers as docker_containers
 from ansible.module_utils.abri_lock import host_lock
 from ansible.module_utils.abri_passwd import render_passwd
 from ansible.module_utils.basic import AnsibleModule
@@ -205,12 +207,11 @@ class Stack:
 
     def containers(self):
         """Containers of the project (by Compose's label), whatever their state."""
-        proc = subprocess.run(
-            ["docker", "ps", "-a", "--filter", f"label=com.docker.compose.project={self.project}",
-             "--format", "{{json .}}"], capture_output=True, text=True)
-        if proc.returncode != 0:
-            self.m.fail_json(msg=f"docker ps failed: {proc.stderr.strip()}")
-        return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+        try:
+            return docker_containers([f"com.docker.compose.project={self.project}"])
+        except (DockerError, ValueError) as exc:
+            self.m.fail_json(msg=f"stack {self.spec['name']}: listing its containers failed: "
+                                 f"{exc}", changes=self.changes)
 
     def converge_project(self):
         if self.check and not shutil.which("docker"):
@@ -219,10 +220,11 @@ class Stack:
         have = self.containers()
         stale = [c for c in have if c.get("State") in ("created", "dead")]
         if stale:
-            self.note("remove half-made containers " + ", ".join(c["Names"] for c in stale)
+            self.note("remove half-made containers "
+                      + ", ".join(n.lstrip("/") for c in stale for n in c.get("Names", []))
                       + " (left by an interrupted run)")
             if not self.check:
-                subprocess.run(["docker", "rm", "-f", *[c["ID"] for c in stale]],
+                subprocess.run(["docker", "rm", "-f", *[c["Id"] for c in stale]],
                                capture_output=True, text=True)
             have = [c for c in have if c not in stale]
         running = [c for c in have if c.get("State") == "running"]

@@ -288,21 +288,39 @@ def _heartbeat_check(site: Site, links, host: str, stack: str) -> verify.Check:
                                       topic, float(beat["within"]), owner=wire.username)
 
 
-def store_tokens(site: Site, hosts: list[str]) -> list[events.Failure]:
+def store_tokens(site: Site, hosts: list[str], wanted: list[str] | None = None
+                 ) -> list[events.Failure]:
     """Every host with an API of kind homeassistant keeps a long-lived token in its vault,
-    for the checks (minted once, replaced only when no longer accepted)."""
+    for the checks (minted once, replaced only when no longer accepted). `hosts` are marked
+    deployed; the tokens of `wanted` (default: all of them) are checked or minted."""
     mark_deployed(site, hosts)
+    wanted = hosts if wanted is None else wanted
+    if not wanted:
+        return []
     with session(site):
-        return _store_tokens(site, hosts)
+        return _store_tokens(site, wanted)
+
+
+def _token_stacks(site: Site, name: str) -> list[tuple[str, object]]:
+    """The stacks of a host whose API is of kind homeassistant, with their manifests."""
+    found = []
+    for stack in site.hosts[name].stacks:
+        manifest = site.catalog.stacks.get(stack)
+        if manifest and manifest.api and manifest.api.get("kind") == "homeassistant":
+            found.append((stack, manifest))
+    return found
+
+
+def needs_token(site: Site, name: str) -> bool:
+    """Whether a host has a stack that wants a token for the checks and holds none yet."""
+    return any(not site.secrets.get(name, {}).get(stack, {}).get("token")
+               for stack, _manifest in _token_stacks(site, name))
 
 
 def _store_tokens(site: Site, hosts: list[str]) -> list[events.Failure]:
     failures = []
     for name in hosts:
-        for stack in site.hosts[name].stacks:
-            manifest = site.catalog.stacks.get(stack)
-            if not manifest or not manifest.api or manifest.api.get("kind") != "homeassistant":
-                continue
+        for stack, manifest in _token_stacks(site, name):
             values = _values(site, name, stack)
             port = int(values[manifest.api["port_setting"]])
             secrets = site.secrets.setdefault(name, {}).setdefault(stack, {})

@@ -180,7 +180,8 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
         password_file.unlink(missing_ok=True)
     status = result.status
     if mode == "apply" and status == "successful" and state.ok:
-        notes = after_apply(site, [h.name for h in state.hosts])
+        notes = after_apply(site, [h.name for h in state.hosts],
+                            changed={host for host, _task in state.changes})
         if notes:
             state = replace(state, check_failures=(*state.check_failures, *notes))
     if state.tasks_started and status == "successful":
@@ -190,24 +191,34 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
                      private / "artifacts" / "run", recorded)
 
 
-def after_apply(site: Site, hosts: list[str]) -> list[events.Failure]:
+def after_apply(site: Site, hosts: list[str], changed: set[str] | None = None
+                ) -> list[events.Failure]:
     """After a converged apply: secrets the kit has moved the services off (``*_previous``)
     are forgotten, and every host with Home Assistant gets a long-lived token in its vault
-    for the checks (minted once, replaced only when no longer accepted). A check that cannot
-    run is reported as such: the deploy itself converged."""
+    for the checks (minted once, replaced only when no longer accepted). A host the run
+    changed nothing on that already holds a token keeps it unchecked (the checks replace a
+    token Home Assistant no longer accepts): a no-op apply from cron opens no tunnel and
+    rewrites nothing. `changed` is the hosts the run changed (None: all of them). A check
+    that cannot run is reported as such: the deploy itself converged."""
     from tui.core import checks
 
     failures = []
+    dirty = False
     for name in hosts:
         for stack in site.secrets.get(name, {}).values():
             for key in [k for k in stack if k.endswith("_previous")]:
                 del stack[key]
+                dirty = True
+    wanted = [name for name in hosts
+              if changed is None or name in changed or checks.needs_token(site, name)]
+    before = json.dumps(site.secrets, sort_keys=True)
     try:
-        failures.extend(checks.store_tokens(site, hosts))
+        failures.extend(checks.store_tokens(site, hosts, wanted))
     except Exception as exc:  # a check must never turn a converged deploy into a crash
         failures.append(events.Failure("", "Store a long-lived Home Assistant token",
                                        f"{type(exc).__name__}: {exc}"))
-    site.save()
+    if dirty or json.dumps(site.secrets, sort_keys=True) != before:
+        site.save()
     return failures
 
 
