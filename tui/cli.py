@@ -34,6 +34,18 @@ def _site_option(p: argparse.ArgumentParser, top: bool = False) -> None:
                    metavar="DIR", help="the site directory (default: the current directory)")
 
 
+def _password_options(p: argparse.ArgumentParser, top: bool = False) -> None:
+    # as --site: given before or after the command; a subcommand's own has no default
+    default = None if top else argparse.SUPPRESS
+    p.add_argument("--vault-password-file", metavar="FILE", type=Path, default=default,
+                   help="the site's vault password from this file (also "
+                   "ABRI_VAULT_PASSWORD_FILE, or the password itself in "
+                   "ABRI_VAULT_PASSWORD), for cron and CI")
+    p.add_argument("--become-password-file", metavar="FILE", type=Path, default=default,
+                   help="the sudo password of the SSH user, for hosts whose sudo asks "
+                   "for one (also ABRI_BECOME_PASSWORD_FILE); never stored")
+
+
 def _json_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
@@ -46,13 +58,7 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
                      "Without a command, abri opens the installer.")
     parser.add_argument("--version", action="version", version=f"abri {__version__}")
     _site_option(parser, top=True)
-    parser.add_argument("--vault-password-file", metavar="FILE", type=Path,
-                        help="the site's vault password from this file (also "
-                        "ABRI_VAULT_PASSWORD_FILE, or the password itself in "
-                        "ABRI_VAULT_PASSWORD), for cron and CI")
-    parser.add_argument("--become-password-file", metavar="FILE", type=Path,
-                        help="the sudo password of the SSH user, for hosts whose sudo asks "
-                        "for one (also ABRI_BECOME_PASSWORD_FILE); never stored")
+    _password_options(parser, top=True)
     if not commands:
         parser.set_defaults(command=None)
         return parser
@@ -153,6 +159,7 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
                        ("verify", "check the deployed services end to end")):
         q = sub.add_parser(name, help=text)
         _site_option(q)
+        _password_options(q)
         q.add_argument("--limit", metavar="HOST", help="only this host (or Ansible pattern)")
         if name == "apply":
             q.add_argument("--no-verify", action="store_true", help="skip the checks after apply")

@@ -51,11 +51,20 @@ class RecordedRunner:
     release: threading.Event = field(default_factory=threading.Event)
     paused: threading.Event = field(default_factory=threading.Event)
     calls: list[tuple[str, Path, list[str]]] = field(default_factory=list)
+    #: the sudo password each call was given (None: none)
+    become_passwords: list[str | None] = field(default_factory=list)
+    #: fixtures for the calls after the first of a mode (by mode, in order)
+    then: dict[str, list[str]] = field(default_factory=dict)
 
     def __call__(self, site: Site, mode: str = "apply", limit: str | None = None,
-                 on_progress=None, cancel: threading.Event | None = None) -> RunResult:
+                 on_progress=None, cancel: threading.Event | None = None,
+                 become_password: str | None = None) -> RunResult:
+        earlier = sum(1 for call in self.calls if call[0] == mode)
         self.calls.append((mode, site.path, list(site.hosts)))
-        recorded = load_events(self.by_mode[mode])
+        self.become_passwords.append(become_password)
+        later = self.then.get(mode, [])
+        name = later[earlier - 1] if 0 < earlier <= len(later) else self.by_mode[mode]
+        recorded = load_events(name)
         state = events.Progress()
         seen: list[dict[str, Any]] = []
         for i, event in enumerate(recorded["events"]):

@@ -3,6 +3,9 @@ engine wrote to the site directory. Only Ansible runs are recorded events (conft
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import yaml
 from textual.widgets import DataTable, Input, ProgressBar, RichLog, Select, Static
@@ -10,7 +13,7 @@ from textual.widgets import DataTable, Input, ProgressBar, RichLog, Select, Stat
 from tests.tui.conftest import RecordedRunner, make_site, opened, pick
 from tui.app.messages import RunProgress
 from tui.app.screens.broken import BrokenSiteScreen
-from tui.app.screens.dialogs import ConfirmScreen, ErrorScreen, QuitScreen
+from tui.app.screens.dialogs import ConfirmScreen, ErrorScreen, PasswordScreen, QuitScreen
 from tui.app.screens.host_editor import HostEditor
 from tui.app.screens.overview import OverviewScreen
 from tui.app.screens.review import ReviewScreen
@@ -907,3 +910,52 @@ async def test_the_real_forms_complete_time_zone_and_country(tmp_path, new_app):
         from tui.app.screens.stacks import country_codes
         if country and country_codes():
             assert form.query_one(f"#set-{country[0].key}", Input).suggester is not None
+
+
+async def test_sudo_that_asks_for_a_password_is_asked_for_and_never_stored(
+        tmp_path, runner, new_app):
+    """A real run's events where sudo on the host wanted a password (recorded from the
+    fleet's test_become): the TUI asks for it, hidden, runs the apply again with it, and the
+    password never reaches the site."""
+    site_dir = tmp_path / "site"
+    make_site(site_dir)
+    runner.by_mode["apply"] = "apply-sudo.json"
+    runner.then["apply"] = ["apply-ok.json"]
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot)
+        await pilot.press("g", "y")
+        await settle(pilot)
+        assert isinstance(app.screen, PasswordScreen)
+        field = app.screen.query_one("#password", Input)
+        assert field.password  # typed hidden
+        await pilot.press(*"s3cret-sudo", "enter")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, RunScreen) and screen.has_class("-ok"), screen
+        assert runner.become_passwords == [None, "s3cret-sudo"]
+        await pilot.press("escape")
+        await pilot.pause()
+    stored = [os.path.join(d, f) for d, _dirs, files in os.walk(site_dir) for f in files
+              if b"s3cret-sudo" in Path(d, f).read_bytes()]
+    assert not stored
+
+
+async def test_escape_on_the_sudo_question_runs_nothing_more(tmp_path, runner, new_app):
+    site_dir = tmp_path / "site"
+    make_site(site_dir)
+    runner.by_mode["apply"] = "apply-sudo.json"
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot)
+        await pilot.press("g", "y")
+        await settle(pilot)
+        assert isinstance(app.screen, PasswordScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, RunScreen) and screen.has_class("-failed")
+        log = " ".join(" ".join(line.text for line in
+                                screen.query_one("#run-log", RichLog).lines).split())
+        assert "sudo on the host asks for a password" in log
+        assert runner.become_passwords == [None]

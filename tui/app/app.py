@@ -67,6 +67,7 @@ class AbriApp(App[int]):
         self.loading = False  # the site is being read in a worker
         self.opened = False  # the first screen shows the site as it is on disk
         self.last_run: dict[str, tuple[str, str]] = {}  # host -> (status, label) of last run
+        self.become_password: str | None = None  # sudo's password, asked for, memory only
 
     # ------------------------------------------------------------------ site
     async def on_mount(self) -> None:

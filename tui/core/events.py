@@ -86,8 +86,38 @@ def _bump(state: Progress, host: str, counter: str, status: str) -> tuple[HostRo
     return _with_row(state, host, status=new_status, **{counter: getattr(row, counter) + 1})
 
 
+# Ansible's own words for a sudo that wants a password, and what the user can do about it
+_BECOME_HINTS = (
+    ("Missing sudo password",
+     "sudo on the host asks for a password: give it with --become-password-file FILE (or "
+     "the ABRI_BECOME_PASSWORD_FILE variable); abri never stores it"),
+    ("Incorrect sudo password",
+     "sudo on the host refused the password given with --become-password-file (or "
+     "ABRI_BECOME_PASSWORD_FILE): put the SSH user's own password in that file"),
+)
+
+
+def become_failures(progress: Progress) -> set[str]:
+    """The hosts where sudo asked for a password the run did not have (or refused it)."""
+    hints = {hint for _words, hint in _BECOME_HINTS}
+    return {f.host for f in progress.failures if any(h in f.message for h in hints)}
+
+
+def needs_become_password(progress: Progress) -> bool:
+    """Whether a run failed because sudo on a host wanted a password it was not given."""
+    return bool(become_failures(progress))
+
+
 def failure_message(res: dict[str, Any]) -> str:
     """The one readable message of a failed task result (never a Python traceback)."""
+    text = _failure_text(res)
+    for words, hint in _BECOME_HINTS:
+        if words in text:
+            return hint
+    return text
+
+
+def _failure_text(res: dict[str, Any]) -> str:
     if res.get("censored"):
         return "the task failed; its output is hidden because it handles secrets (no_log)"
     for sub in (res.get("failed_modules") or {}).values():  # gather_facts' sub-results

@@ -109,8 +109,11 @@ def _guarded_path(private: Path, path: str) -> str:
 def run_site(site: Site, mode: str = "apply", limit: str | None = None,
              on_progress: Callable[[events.Progress], None] | None = None,
              cancel: threading.Event | None = None, extra_args: list[str] | None = None,
-             ) -> RunResult:
-    """Run site.yml in mode 'apply' or 'plan' (check mode with diff, on a staged copy)."""
+             become_password: str | None = None) -> RunResult:
+    """Run site.yml in mode 'apply' or 'plan' (check mode with diff, on a staged copy).
+    `become_password` is the SSH user's sudo password for this run (the TUI asks for it):
+    it goes to Ansible in a file of this run, mode 0600, removed when the run ends, and is
+    never stored; without it, ABRI_BECOME_PASSWORD_FILE names such a file."""
     import os
     import secrets as _random
 
@@ -134,6 +137,12 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
         handle.write(vault.vault_password(site.site_id) + b"\n")
     cmdline = ["--vault-password-file", str(password_file)]
     become = os.environ.get("ABRI_BECOME_PASSWORD_FILE")
+    become_file = private / "become-pass"
+    if become_password is not None:
+        fd = os.open(become_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(become_password + "\n")
+        become = str(become_file)
     if become:  # a sudo that asks for a password: given for this run, never stored
         cmdline += ["--become-password-file", become]
     cmdline += ["--check", "--diff"] if mode == "plan" else []
@@ -178,6 +187,7 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
         result = ansible_runner.run(**{k: v for k, v in kwargs.items() if v is not None})
     finally:
         password_file.unlink(missing_ok=True)
+        become_file.unlink(missing_ok=True)
     status = result.status
     if mode == "apply" and status == "successful" and state.ok:
         notes = after_apply(site, [h.name for h in state.hosts],

@@ -1,4 +1,4 @@
-"""Small modal dialogs: confirm, quit with unsaved changes, and the error modal.
+"""Small modal dialogs: confirm, quit with unsaved changes, the error modal, a password.
 
 Every text shown here is plain text, never markup: engine messages and names may hold
 square brackets ("[Errno 111]", a pattern like "[A-Z]{2}") that markup would swallow."""
@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+from textual.widgets import Button, Input, Static
 
 from tui.core.errors import Problem
 
@@ -109,3 +109,41 @@ class ErrorScreen(ModalScreen[None]):
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
         self.dismiss()
+
+
+class PasswordScreen(ModalScreen["str | None"]):
+    """A password for this session only (the SSH user's sudo password): typed hidden, kept
+    in memory while abri runs, never written to the site. Escape gives none."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, question: str):
+        super().__init__(classes="dialog")
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-box"):
+            yield Static(self.question, classes="dialog-text", markup=False)
+            yield Input(password=True, id="password", placeholder="password")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Run again", id="ok", variant="primary")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#password", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.answer()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "ok":
+            self.answer()
+        else:
+            self.dismiss(None)
+
+    def answer(self) -> None:
+        value = self.query_one("#password", Input).value
+        if value:
+            self.dismiss(value)

@@ -14,7 +14,7 @@ from textual.widgets import DataTable, ProgressBar, RichLog, Static
 from tui.app.messages import HostVerified, RunFinished, RunProgress, VerifyFinished
 from tui.app.screens.base import WorkerScreen
 from tui.app.widgets import KeyBar, TitleBar
-from tui.core.events import Progress
+from tui.core.events import Progress, become_failures, needs_become_password
 from tui.core.site import Site
 
 STATUS_STYLE = {"pending": "dim", "running": "cyan", "ok": "green", "changed": "yellow",
@@ -94,8 +94,11 @@ class RunScreen(WorkerScreen):
     # ------------------------------------------------------------------ apply
     @work(thread=True, exclusive=True, exit_on_error=False, group="run")
     def run_apply(self, site: Site, cancel: threading.Event) -> None:
+        extra = {}
+        if self.app.become_password is not None:
+            extra["become_password"] = self.app.become_password
         result = self.app.runner(site, "apply", on_progress=lambda p: self.post_message(
-            RunProgress(p)), cancel=cancel)
+            RunProgress(p)), cancel=cancel, **extra)
         self.post_message(RunFinished(result))
 
     def on_run_progress(self, message: RunProgress) -> None:
@@ -176,6 +179,27 @@ class RunScreen(WorkerScreen):
         for row in p.hosts:
             status = "canceled" if result.status == "canceled" and not row.failed else row.status
             self.app.last_run[row.name] = (status, f"apply {status}")
+        if not result.ok and result.status != "canceled" and needs_become_password(p):
+            self.ask_become_password(p)
+
+    def ask_become_password(self, p: Progress) -> None:
+        """sudo on a host asked for a password: ask for it once, run the apply again with it
+        (kept in memory for this session, never stored)."""
+        from tui.app.screens.dialogs import PasswordScreen
+
+        hosts = sorted(become_failures(p))
+        wrong = self.app.become_password is not None
+        question = ("sudo refused that password. " if wrong else "") + (
+            f"sudo on {', '.join(hosts) or 'the host'} asks for the SSH user's password. "
+            "Type it to run the apply again; abri keeps it in memory until you quit and "
+            "never stores it.")
+
+        def answered(password: str | None) -> None:
+            if password:
+                self.app.become_password = password
+                self.app.switch_screen(RunScreen("apply"))
+
+        self.app.push_screen(PasswordScreen(question), answered)
 
     # ------------------------------------------------------------------ verify
     @work(thread=True, exclusive=True, exit_on_error=False, group="run")
