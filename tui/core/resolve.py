@@ -64,20 +64,45 @@ def render_template(stack: Stack, src: str, context: dict[str, Any]) -> str:
     return _ENV.from_string(text).render(**context)
 
 
+#: interfaces that are never the LAN: container and VM bridges and their virtual ends
+_VIRTUAL = ("docker", "br-", "veth", "virbr", "lxcbr", "lxdbr", "cni", "flannel", "podman",
+            "vnet", "tap", "tun", "wg", "zt", "tailscale")
+
+
 def lan_address() -> str:
-    """This machine's first global IPv4 address (for a local host's URLs), else loopback.
-    Read from the interfaces; nothing is sent anywhere."""
+    """This machine's LAN address (for a local host's URLs), else loopback: the address of
+    the interface the default route leaves by, else the first global IPv4 address outside
+    container and VM bridges. Read from the kernel's tables; nothing is sent anywhere."""
     try:
-        out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"],
-                             capture_output=True, text=True, timeout=5).stdout
+        routes, addrs = (subprocess.run(["ip", "-4", "-o", *args], capture_output=True,
+                                        text=True, timeout=5).stdout
+                         for args in (["route", "show", "default"],
+                                      ["addr", "show", "scope", "global"]))
     except (OSError, subprocess.SubprocessError):
         return "127.0.0.1"
-    for line in out.splitlines():
+    return pick_lan_address(routes, addrs)
+
+
+def pick_lan_address(routes: str, addrs: str) -> str:
+    """The LAN address from `ip -4 -o route show default` and `ip -4 -o addr show scope
+    global` (see lan_address)."""
+    found: list[tuple[str, str]] = []  # (interface, address) in the kernel's order
+    for line in addrs.splitlines():
         words = line.split()
-        if "inet" in words:
+        if "inet" in words and len(words) > 1:
             addr = words[words.index("inet") + 1].split("/")[0]
             if not addr.startswith("127."):
-                return addr
+                found.append((words[1].rstrip(":").split("@")[0], addr))
+    for line in routes.splitlines():
+        words = line.split()
+        if "dev" in words and words.index("dev") + 1 < len(words):
+            dev = words[words.index("dev") + 1]
+            for interface, addr in found:
+                if interface == dev:
+                    return addr
+    for interface, addr in found:
+        if not interface.startswith(_VIRTUAL):
+            return addr
     return "127.0.0.1"
 
 
