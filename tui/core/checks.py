@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -216,6 +217,8 @@ def _verify_site(site: Site, hosts: list[str]) -> list[tuple[str, list[verify.Ch
                 checks.append(_http_check(site, name, stack))
             if "heartbeat" in kinds:
                 checks.append(_heartbeat_check(site, links, name, stack))
+            if "tokens" in kinds:
+                checks.extend(_token_checks(site, links, name, stack))
         checks.extend(exposure_checks(site, name))
         if not checks:
             checks.append(verify.Check("nothing to verify", True,
@@ -288,16 +291,39 @@ def _heartbeat_check(site: Site, links, host: str, stack: str) -> verify.Check:
                                       topic, float(beat["within"]), owner=wire.username)
 
 
-def store_tokens(site: Site, hosts: list[str]) -> list[events.Failure]:
+def _token_checks(site: Site, links, host: str, stack: str) -> list[verify.Check]:
+    """For every use of this stack whose provider's API minted it an access token
+    (manifest: api.client_tokens), the token as the vault (and so the stack's .env) holds it
+    is accepted by the provider's API, and a wrong one is refused."""
+    out = []
+    for b in links:
+        if b.consumer_host != host or b.consumer != stack or not resolve.mints_tokens(site, b):
+            continue
+        api = site.catalog[b.provider].api or {}
+        port = int(_values(site, b.provider_host, b.provider)[api["port_setting"]])
+        token = (site.secrets.get(host, {}).get(stack) or {}).get(resolve.token_key(
+            b.capability))
+        name = f"{stack}'s token for {b.provider} on {b.provider_host} is accepted"
+        with endpoints(site, b.provider_host, [port]) as ep:
+            out.extend(verify.token_check(name, *ep[port], token))
+    return out
+
+
+def store_tokens(site: Site, hosts: list[str], minted: set[str] | None = None
+                 ) -> list[events.Failure]:
     """Every host with an API of kind homeassistant keeps a long-lived token in its vault,
-    for the checks (minted once, replaced only when no longer accepted)."""
+    for the checks, and every client of its capability (manifest: api.client_tokens) one of
+    its own, named after the client, in the client stack's vault (minted once, replaced only
+    when no longer accepted; the token it replaces is revoked). The hosts whose stacks were
+    given a new token are added to ``minted``: their stacks must converge again."""
     mark_deployed(site, hosts)
     with session(site):
-        return _store_tokens(site, hosts)
+        return _store_tokens(site, hosts, minted if minted is not None else set())
 
 
-def _store_tokens(site: Site, hosts: list[str]) -> list[events.Failure]:
+def _store_tokens(site: Site, hosts: list[str], minted: set[str]) -> list[events.Failure]:
     failures = []
+    links, _ = resolve.bindings(site)
     for name in hosts:
         for stack in site.hosts[name].stacks:
             manifest = site.catalog.stacks.get(stack)
@@ -306,14 +332,30 @@ def _store_tokens(site: Site, hosts: list[str]) -> list[events.Failure]:
             values = _values(site, name, stack)
             port = int(values[manifest.api["port_setting"]])
             secrets = site.secrets.setdefault(name, {}).setdefault(stack, {})
-            try:
-                with endpoints(site, name, [port]) as ep:
-                    token = verify.ensure_homeassistant_token(*ep[port], values, secrets)
-            except Exception as exc:  # a check never crashes a deploy
-                failures.append(events.Failure(
-                    name, "Store a long-lived Home Assistant token (for the checks)",
-                    f"{exc}; the deploy converged, the checks that need the token will say "
-                    "so. Run 'abri verify' once the host answers"))
-                continue
-            secrets["token"] = token
+            owner = values.get(manifest.api.get("owner_user_setting", ""), "owner")
+            password = secrets.get(manifest.api.get("owner_secret", ""))
+            wanted = [("token", secrets, "abri " + time.strftime("%Y-%m-%d %H:%M:%S"),
+                       "Store a long-lived Home Assistant token (for the checks)", None)]
+            for b in links:
+                if b.provider_host == name and b.provider == stack and \
+                        resolve.mints_tokens(site, b):
+                    wanted.append((resolve.token_key(b.capability),
+                                   site.secrets.setdefault(b.consumer_host, {}).setdefault(
+                                       b.consumer, {}), resolve.token_client_name(b),
+                                   f"Mint {b.consumer} on {b.consumer_host} its access token",
+                                   b.consumer_host))
+            for key, store, client_name, task, client_host in wanted:
+                try:
+                    with endpoints(site, name, [port]) as ep:
+                        token, new = verify.ensure_access_token(
+                            *ep[port], owner, password, store.get(key), client_name)
+                except Exception as exc:  # a check never crashes a deploy
+                    failures.append(events.Failure(
+                        name, task, f"{exc}; the deploy converged, the checks that need the "
+                        "token will say so. Run 'abri verify' once the host answers"
+                        + (", and 'abri apply' again" if client_host else "")))
+                    continue
+                store[key] = token
+                if new and client_host:
+                    minted.add(client_host)
     return failures
