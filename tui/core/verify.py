@@ -9,7 +9,9 @@
   API answers, the MQTT integration is loaded, and an MQTT discovery config plus a state for a
   test sensor show up as ``sensor.<slug>`` with that state (the sensor is removed afterwards);
 * what a manifest declares for any service: its health check path answering 200
-  (``http_check``), a message it publishes by itself reaching the broker (``heartbeat_check``).
+  (``http_check``), a message it publishes by itself reaching the broker (``heartbeat_check``),
+  the access token a provider's API minted it accepted there, a wrong one refused
+  (``token_check``).
 
 Every check becomes a ``Check(name, ok, detail)``; no secret ever goes into a detail.
 """
