@@ -31,8 +31,7 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["Check", "broker_checks", "ensure_access_token", "ensure_homeassistant_token",
-           "format_report", "token_check"]
+__all__ = ["Check", "broker_checks", "ensure_access_token", "format_report", "token_check"]
 
 ADMIN_USER = "admin"
 VERIFY_SENSOR_ID = "abri_verify"
@@ -533,21 +532,6 @@ def format_report(results: Iterable[tuple[str, list[Check]]]) -> str:
             failed += not check.ok
     lines.append(f"verify: {passed} passed, {failed} failed")
     return "\n".join(lines)
-
-
-def ensure_homeassistant_token(address: str, port: int, settings: dict, ha_secrets: dict, *,
-                               timeout: float = 10.0) -> str:
-    """A long-lived Home Assistant access token for abri's checks, kept in the vault.
-
-    Returns the token in ha_secrets when Home Assistant still accepts it, otherwise logs in
-    with the owner's credentials and mints a new one (client name with a timestamp, as Home
-    Assistant wants each long-lived token's name unique). Raises PermissionError or OSError
-    with a message that holds no secret.
-    """
-    token, _ = ensure_access_token(
-        address, port, settings.get("owner_username", "owner"), ha_secrets.get("owner_password"),
-        ha_secrets.get("token"), "abri " + time.strftime("%Y-%m-%d %H:%M:%S"), timeout=timeout)
-    return token
 
 
 def ensure_access_token(address: str, port: int, username: str, password: str | None,
