@@ -301,6 +301,7 @@ def _stack_data(s) -> dict:
     return {
         "name": s.name, "title": s.title, "description": s.description,
         "image": s.image_ref(), "provides": list(s.provides), "uses": list(s.uses),
+        "wants": list(s.wants),
         "settings": [{"key": x.key, "type": x.type, "default": None if x.secret else x.default,
                       "help": x.help, "secret": x.secret, "valid": x.describe_valid(),
                       "choices": list(x.choices)} for x in s.settings],
@@ -325,6 +326,8 @@ def _print_stack(s) -> None:
     print(f"image:    {data['image']}")
     if s.uses:
         print(f"needs:    {', '.join(s.uses)} (a stack that provides it, on this or another host)")
+    if s.wants:
+        print(f"uses:     {', '.join(s.wants)} when the site has it (else goes without)")
     if s.provides:
         print(f"provides: {', '.join(s.provides)}")
     print(f"\nsettings (abri stack add HOST {s.name} --set KEY=VALUE):")

@@ -8,8 +8,14 @@ Debian 13 fleet host, through the abri CLI as a user runs it:
 * the broker account's password reaches Node-RED only through the stack's 0600 .env;
 * the editor and the ESPHome dashboard ask for a login; ESPHome's remote-build receiver
   listens on the host's loopback only;
+* Node-RED talks to Home Assistant (on the same host) with a long-lived token of its own,
+  minted by the apply from the two manifests alone: from inside the Node-RED container,
+  with the URL and token its environment holds, GET /api/ answers 200, a wrong token 401;
+  the token is in the vault and Node-RED's 0600 .env only, never in the site's plain files
+  or any output; `abri verify` proves it too (the manifest's tokens check);
 * a file Node-RED's user owns (settings.js, seeded) edited by hand stays, and a second apply
-  changes nothing (changed=0).
+  changes nothing (changed=0) and mints nothing;
+* a token abri replaces (the vault's no longer accepted) is revoked in Home Assistant.
 
 Timings are printed (run with -s); tests never assert on wall-clock time.
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import time
 import urllib.error
@@ -73,6 +80,52 @@ def _show(label: str, run: subprocess.CompletedProcess, seconds: float) -> None:
     print(f"\n[test_more_stacks] {label}: {seconds:.1f}s, rc={run.returncode}")
 
 
+def _set_secret(site: Path, host: str, stack: str, key: str, value: str) -> None:
+    """Change one secret in the site's vault, as abri itself writes it."""
+    saved = os.environ.get("ABRI_CONFIG_HOME")
+    os.environ["ABRI_CONFIG_HOME"] = _CONFIG_HOME["ABRI_CONFIG_HOME"]
+    try:
+        from tui.core.site import Site
+
+        loaded = Site.load(site)
+        loaded.secrets[host][stack][key] = value
+        loaded.save()
+    finally:
+        if saved is None:
+            os.environ.pop("ABRI_CONFIG_HOME")
+        else:
+            os.environ["ABRI_CONFIG_HOME"] = saved
+
+
+#: run inside the Node-RED container: GET $HOMEASSISTANT_URL/api/ with the token Node-RED's
+#: environment holds, then with a wrong one; prints both HTTP statuses
+_FROM_NODERED = (
+    "const u = process.env.HOMEASSISTANT_URL + '/api/';"
+    "const get = t => fetch(u, {headers: {Authorization: 'Bearer ' + t}}).then(r => r.status);"
+    "Promise.all([get(process.env.HOMEASSISTANT_TOKEN), get('wrong-token')])"
+    ".then(s => console.log(JSON.stringify({url: process.env.HOMEASSISTANT_URL, s})))"
+    ".catch(e => { console.log(String(e)); process.exit(1); });"
+)
+
+
+def _status_on(host, token: str) -> int:
+    """GET /api/ of the host's Home Assistant with the token, from the host itself."""
+    probe = ("import sys, urllib.request, urllib.error\n"
+             "r = urllib.request.Request('http://127.0.0.1:8123/api/',"
+             " headers={'Authorization': 'Bearer ' + sys.stdin.read().strip()})\n"
+             "try:\n    print(urllib.request.urlopen(r, timeout=10).status)\n"
+             "except urllib.error.HTTPError as e:\n    print(e.code)\n")
+    run = host.exec(f"python3 -c {shlex.quote(probe)}", input=token, check=False)
+    return int(run.stdout.strip() or 0)
+
+
+def _from_nodered(host) -> dict:
+    run = host.exec(f"docker exec abri-nodered-nodered-1 node -e {shlex.quote(_FROM_NODERED)}",
+                    check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 def test_nodered_and_esphome_from_their_folders(fleet, fleet_registry, tmp_path):
     fl = fleet(1, image="prepared")  # the engine as abri's own engine step installed it
     host = fl.hosts[0]
@@ -80,7 +133,7 @@ def test_nodered_and_esphome_from_their_folders(fleet, fleet_registry, tmp_path)
     _abri("init", "--site", str(site))
     _abri("host", "add", "--site", str(site), "--kind", "ssh", "--address", host.address,
           "--user", host.ssh_user, "--key", str(host.key_path), "h1")
-    for stack in ("mosquitto", "nodered", "esphome"):
+    for stack in ("mosquitto", "homeassistant", "nodered", "esphome"):
         _abri("stack", "add", "--site", str(site), "h1", stack)
     _abri("site", "set", "--site", str(site), f"registry_mirror={fleet_registry.address}",
           "registry_insecure=true")
@@ -90,7 +143,7 @@ def test_nodered_and_esphome_from_their_folders(fleet, fleet_registry, tmp_path)
     )
 
     first, first_s = _apply(site)
-    _show("first apply (mosquitto, nodered, esphome)", first, first_s)
+    _show("first apply (mosquitto, homeassistant, nodered, esphome)", first, first_s)
     assert first.returncode == 0, first.stdout[-8000:] + first.stderr[-3000:]
     assert _recap(first.stdout, "h1")["failed"] == 0
     report = first.stdout.split("Recap:")[-1]
@@ -103,7 +156,10 @@ def test_nodered_and_esphome_from_their_folders(fleet, fleet_registry, tmp_path)
               "mqtt acl: nodered cannot write outside its topics",
               "exposure 1880/tcp (nodered http)",
               "exposure 6052/tcp (esphome http)",
-              "exposure 6055/tcp (esphome builds)")
+              "exposure 6055/tcp (esphome builds)",
+              "homeassistant onboarded",
+              "nodered's token for homeassistant on h1 is accepted",
+              "nodered's token for homeassistant on h1 is accepted: a wrong token is refused")
     for name in wanted:
         assert f"ok   {name}" in report, (name, report)
 
@@ -118,8 +174,8 @@ def test_nodered_and_esphome_from_their_folders(fleet, fleet_registry, tmp_path)
 
     # Compose's own container names, all running
     running = host.exec("docker ps --format '{{.Names}}'").stdout.split()
-    for name in ("abri-mosquitto-mosquitto-1", "abri-nodered-nodered-1",
-                 "abri-esphome-esphome-1"):
+    for name in ("abri-mosquitto-mosquitto-1", "abri-homeassistant-homeassistant-1",
+                 "abri-nodered-nodered-1", "abri-esphome-esphome-1"):
         assert name in running, running
     # Node-RED's keys and broker account reach it through the stack's .env only (0600)
     secrets = _secrets(site, "h1")
@@ -128,6 +184,15 @@ def test_nodered_and_esphome_from_their_folders(fleet, fleet_registry, tmp_path)
     env = host.exec("cat /opt/abri/nodered/.env").stdout
     assert f'MQTT_PASSWORD="{secrets["nodered"]["mqtt_password"]}"' in env
     assert 'MQTT_USER="nodered"' in env
+    # Node-RED's own Home Assistant token: minted by the first apply, in the vault and the
+    # .env, and the container was converged again with it
+    token = secrets["nodered"]["homeassistant_token"]
+    assert len(token) > 100 and token != secrets["homeassistant"].get("token")
+    assert f'HOMEASSISTANT_TOKEN="{token}"' in env
+    seen = _from_nodered(host)
+    assert seen == {"url": "http://host.docker.internal:8123", "s": [200, 401]}, seen
+    for plain in (site / "host_vars" / "h1").glob("*.yml"):
+        assert token not in plain.read_text(), plain
     assert host.exec("stat -c '%u' /opt/abri/nodered/data /opt/abri/nodered/data/flows.json"
                      ).stdout.split() == ["1000", "1000"]
     log = host.exec("docker logs abri-nodered-nodered-1 2>&1").stdout
@@ -153,11 +218,24 @@ def test_nodered_and_esphome_from_their_folders(fleet, fleet_registry, tmp_path)
     recap = _recap(second.stdout, "h1")
     changed = [line for line in second.stdout.splitlines() if "changed" in line or "~" in line]
     assert recap["changed"] == 0, (recap, changed)
+    assert _secrets(site, "h1")["nodered"]["homeassistant_token"] == token, "minted again"
     assert "// my own line" in host.exec("cat /opt/abri/nodered/data/settings.js").stdout
     assert "FAIL" not in second.stdout.split("Recap:")[-1]
 
+    # a token abri replaces is revoked: the vault's one no longer accepted (lost, say), the
+    # next apply mints Node-RED a new one under the same name, and the old one is refused
+    _set_secret(site, "h1", "nodered", "homeassistant_token", "no-longer-accepted-" + "x" * 20)
+    third, third_s = _apply(site, "apply", "--no-verify")
+    _show("apply after the token was lost", third, third_s)
+    assert third.returncode == 0, third.stdout[-8000:] + third.stderr[-3000:]
+    renewed = _secrets(site, "h1")["nodered"]["homeassistant_token"]
+    assert renewed not in (token, "no-longer-accepted-" + "x" * 20) and len(renewed) > 100
+    assert _from_nodered(host)["s"] == [200, 401]
+    assert _status_on(host, token) == 401, "the replaced token is still accepted"
+
     # no generated secret in the output of any run
     values = [v for stack in ("nodered", "esphome") for v in secrets[stack].values()]
-    assert len(values) == 4
-    for value in values:
-        assert value not in first.stdout + first.stderr + second.stdout + second.stderr
+    assert len(values) == 5
+    output = "".join(r.stdout + r.stderr for r in (first, second, third))
+    for value in [*values, renewed]:
+        assert value not in output

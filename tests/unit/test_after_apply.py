@@ -1,10 +1,13 @@
-"""What abri does after a converged apply, on real sites: a host the run changed nothing on
-keeps the token it holds without a round trip (a no-op apply from cron opens no tunnel and
-rewrites no file), and a host the run changed is checked again."""
+"""What abri does after a converged apply, on real sites: a host the run changed nothing on,
+whose token was checked within a day, keeps it without a round trip (a no-op apply from cron
+opens no tunnel and rewrites no file); a host the run changed, or checked over a day ago,
+or without a token, is checked again."""
 
 from __future__ import annotations
 
-from tui.core import runner
+import json
+
+from tui.core import checks, runner
 from tui.core.site import Site
 
 
@@ -27,6 +30,7 @@ def _files(site_dir):
 
 def test_unchanged_host_with_a_token_is_left_alone(abri, site_dir):
     site = _site_with_token(abri, site_dir)
+    checks._mark_checked(site, ["ha"])
     before = _files(site_dir)
     assert runner.after_apply(site, ["ha"], changed=set()) == []
     assert _files(site_dir) == before
@@ -48,3 +52,16 @@ def test_host_without_a_token_gets_one_even_when_unchanged(abri, site_dir):
     del site.secrets["ha"]["homeassistant"]["token"]
     failures = runner.after_apply(site, ["ha"], changed=set())
     assert len(failures) == 1 and failures[0].host == "ha"
+
+
+def test_a_token_checked_over_a_day_ago_is_checked_again(abri, site_dir):
+    site = _site_with_token(abri, site_dir)
+    checks._mark_checked(site, ["ha"])
+    marks = site_dir / ".abri" / "tokens-checked.json"
+    data = json.loads(marks.read_text())
+    data["ha"] -= checks.TOKENS_RECHECK + 60
+    marks.write_text(json.dumps(data))
+    failures = runner.after_apply(site, ["ha"], changed=set())
+    assert len(failures) == 1 and failures[0].host == "ha"
+    # a check that could not run is not a check: the host stays due
+    assert checks.due_for_tokens(site, ["ha"], set()) == ["ha"]

@@ -49,6 +49,7 @@ def _site(tmp_path: Path) -> Site:
 def test_catalog_loads_nodered_and_esphome():
     nodered, esphome = CATALOG["nodered"], CATALOG["esphome"]
     assert nodered.uses == ("mqtt",) and not nodered.provides
+    assert nodered.wants == ("homeassistant",)
     assert not esphome.uses and not esphome.provides
     for stack in (nodered, esphome):
         assert stack.image["tag"] != "latest"
@@ -136,6 +137,9 @@ def test_nodered_gets_its_own_account_on_a_broker_of_the_same_host(tmp_path):
         "MQTT_PASSWORD": {"value_ref": "pi/nodered/mqtt_password"},
         "NODE_RED_ADMIN_PASSWORD": {"value_ref": "pi/nodered/admin_password"},
         "NODE_RED_CREDENTIAL_SECRET": {"value_ref": "pi/nodered/credential_key"},
+        # Home Assistant is only wanted: without one in the site, both stay empty
+        "HOMEASSISTANT_URL": {"value": ""},
+        "HOMEASSISTANT_TOKEN": {"value": ""},
     }
     assert state["health"] == {"kind": "http", "port": 1880, "path": "/", "timeout": 180}
     assert [d["owner"] for d in state["dirs"]] == [1000]

@@ -268,3 +268,146 @@ def test_a_plan_shows_a_host_it_could_not_check_as_not_checked():
     assert "far: not checked: unreachable: ssh: connect timed out" in text, text
     assert "near: 1 change(s)" in text and "~ Prepare: install docker.io" in text, text
     assert "far: 0 change" not in text
+
+
+# ---------------------------------------------------------------- a client's access token
+# Node-RED declares `wants: [homeassistant]` and env wire:homeassistant.{url,token}; Home
+# Assistant's api declares `client_tokens: homeassistant`. No engine code names either.
+
+
+def _env_of(site: Site, host: str, stack: str) -> dict:
+    return next(s for s in resolve.resolve_host(site, host)["stacks"] if s["name"] == stack)[
+        "env"]
+
+
+def test_a_wanted_provider_is_wired_on_the_same_host_first(tmp_path):
+    site = _site(tmp_path)
+    site.add_host("pi", "ssh", "192.0.2.10", None, "root")
+    site.add_host("nas", "ssh", "192.0.2.20", None, "root")
+    site.add_stack("pi", "mosquitto")
+    site.add_stack("pi", "homeassistant")
+    site.add_stack("nas", "homeassistant")
+    site.add_stack("nas", "nodered")
+    site.check()
+    links, problems = resolve.bindings(site)
+    wired = [b for b in links if b.consumer == "nodered" and b.capability == "homeassistant"]
+    assert not problems and [(b.provider_host, b.provider) for b in wired] == [
+        ("nas", "homeassistant")]
+    assert resolve.mints_tokens(site, wired[0])
+    assert resolve.token_client_name(wired[0]) == "abri: nodered on nas"
+    env = _env_of(site, "nas", "nodered")
+    assert env["HOMEASSISTANT_URL"] == {"value": "http://127.0.0.1:8123"}
+    # no token yet (Home Assistant mints it after its first apply): empty, no reference the
+    # kit could not resolve
+    assert env["HOMEASSISTANT_TOKEN"] == {"value": ""}
+    # a token is no generated secret: nothing made one up, and no broker-style password
+    assert "homeassistant_token" not in site.secrets["nas"]["nodered"]
+    assert "homeassistant_password" not in site.secrets["nas"]["nodered"]
+    # 127.0.0.1 is Node-RED itself in its bridge network: compose sends it to the host
+    compose = yaml.safe_load(_files(resolve.resolve_host(site, "nas"), "nodered")["compose.yml"])
+    assert compose["services"]["nodered"]["environment"]["HOMEASSISTANT_URL"] == \
+        "http://host.docker.internal:8123"
+
+
+def test_a_wanted_provider_on_the_one_other_host_gets_its_address(tmp_path):
+    site = _site(tmp_path)
+    site.add_host("pi", "ssh", "192.0.2.10", None, "root")
+    site.add_host("nas", "ssh", "192.0.2.20", None, "root")
+    site.add_stack("pi", "mosquitto")
+    site.add_stack("pi", "homeassistant", {"port": "8124"})
+    site.add_stack("nas", "nodered")
+    site.check()
+    env = _env_of(site, "nas", "nodered")
+    assert env["HOMEASSISTANT_URL"] == {"value": "http://192.0.2.10:8124"}
+    compose = yaml.safe_load(_files(resolve.resolve_host(site, "nas"), "nodered")["compose.yml"])
+    assert "HOMEASSISTANT_URL" not in compose["services"]["nodered"]["environment"]
+
+
+def test_a_wanted_provider_the_site_lacks_is_left_out(tmp_path):
+    site = _site(tmp_path)
+    site.add_host("pi", "ssh", "192.0.2.10", None, "root")
+    site.add_stack("pi", "mosquitto")
+    site.add_stack("pi", "nodered")
+    site.check()  # wanted, not needed: no problem
+    env = _env_of(site, "pi", "nodered")
+    assert env["HOMEASSISTANT_URL"] == env["HOMEASSISTANT_TOKEN"] == {"value": ""}
+    assert not [b for b in resolve.bindings(site)[0] if b.capability == "homeassistant"]
+
+
+def test_a_wanted_provider_on_several_other_hosts_is_refused(tmp_path):
+    site = _site(tmp_path)
+    for i, name in enumerate(("a", "b", "c")):
+        site.add_host(name, "ssh", f"192.0.2.{10 + i}", None, "root")
+    site.add_stack("a", "mosquitto")
+    site.add_stack("a", "homeassistant")
+    site.add_stack("b", "homeassistant")
+    site.add_stack("c", "nodered")
+    problems = [str(p) for p in site.problems()]
+    assert any("needs homeassistant, which several hosts provide (a, b)" in p
+               and "stack 'nodered'" in p for p in problems), problems
+    with pytest.raises(Exception, match="several hosts provide"):
+        site.save()
+
+
+def test_a_client_token_is_a_vault_reference_never_plain_text(tmp_path):
+    site = _site(tmp_path)
+    site.add_host("pi", "ssh", "192.0.2.10", None, "root")
+    site.add_host("nas", "ssh", "192.0.2.20", None, "root")
+    site.add_stack("pi", "mosquitto")
+    site.add_stack("pi", "homeassistant")
+    site.add_stack("nas", "nodered")
+    token = "eyJhbGciOiJIUzI1NiJ9." + "t0k3n" * 30
+    site.secrets["nas"]["nodered"]["homeassistant_token"] = token  # as store_tokens keeps it
+    site.save()
+    site = Site.load(site.path)
+    assert site.secrets["nas"]["nodered"]["homeassistant_token"] == token
+    state = yaml.safe_load((site.path / "host_vars/nas/abri.yml").read_text())["abri_state"]
+    nodered = next(s for s in state["stacks"] if s["name"] == "nodered")
+    assert nodered["env"]["HOMEASSISTANT_TOKEN"] == {
+        "value_ref": "nas/nodered/homeassistant_token"}
+    assert "nas/nodered/homeassistant_token" in resolve.secret_refs(nodered)
+    # nowhere in the site in plain text (the vault is encrypted)
+    for file in site.path.rglob("*"):
+        if file.is_file():
+            assert token not in file.read_text(errors="replace"), file
+    assert "$ANSIBLE_VAULT" in (site.path / "host_vars/nas/vault.yml").read_text()
+    # and the kit's filter resolves the reference from the client's vault
+    sys.path.insert(0, str(Path(__file__).parents[2] / "playbooks" / "filter_plugins"))
+    try:
+        from abri_state import abri_secrets
+    finally:
+        sys.path.pop(0)
+    hostvars = {h: {"abri_secrets": site.secrets.get(h, {})} for h in site.hosts}
+    assert abri_secrets(nodered, hostvars)["nas/nodered/homeassistant_token"] == token
+
+
+def test_a_client_token_that_cannot_be_minted_is_a_check_not_a_crash(tmp_path):
+    site = _site(tmp_path)
+    site.add_host("here", "local")
+    site.add_stack("here", "mosquitto", {"port": "18830"})
+    site.add_stack("here", "homeassistant", {"port": "18123"})  # nothing listens there
+    site.add_stack("here", "nodered", {"port": "18800"})
+    site.save()
+    minted: set[str] = set()
+    failures = checks.store_tokens(site, ["here"], minted)
+    assert [f.task for f in failures] == [
+        "Store a long-lived Home Assistant token (for the checks)",
+        "Mint nodered on here its access token"], failures
+    assert "'abri apply' again" in failures[1].message
+    assert not minted and "homeassistant_token" not in site.secrets["here"]["nodered"]
+
+
+def test_one_apply_from_two_runs_adds_up_per_host():
+    from tui.core import events, runner
+
+    first = events.Progress(
+        hosts=(events.HostRow("a", ok=3, changed=2), events.HostRow("b", ok=3, changed=1)),
+        recap={"a": {"ok": 3, "changed": 2}, "b": {"ok": 3, "changed": 1}},
+        changes=(("a", "x"),), finished=True, percent=100.0, tasks_started=4)
+    again = events.Progress(hosts=(events.HostRow("b", ok=2, changed=1),),
+                            recap={"b": {"ok": 2, "changed": 1}}, changes=(("b", "y"),),
+                            finished=True, percent=100.0, tasks_started=4)
+    merged = runner.merge(first, again)
+    assert merged.recap == {"a": {"ok": 3, "changed": 2}, "b": {"ok": 5, "changed": 2}}
+    assert merged.changes == (("a", "x"), ("b", "y")) and merged.ok
+    assert {r.name: r.changed for r in merged.hosts} == {"a": 2, "b": 2}

@@ -35,6 +35,9 @@ SCHEMA: dict[str, Any] = {
         "description": {"type": "string", "minLength": 1},
         "provides": {"type": "array", "items": {"type": "string", "pattern": _NAME}},
         "uses": {"type": "array", "items": {"type": "string", "pattern": _NAME}},
+        # capabilities used when the site has a provider (the same host first, else the one
+        # host that provides it; refused when that is ambiguous), left out otherwise
+        "wants": {"type": "array", "items": {"type": "string", "pattern": _NAME}},
         "image": {
             "type": "object",
             "additionalProperties": False,
@@ -197,6 +200,10 @@ SCHEMA: dict[str, Any] = {
                 # config entries made from what the stack uses: domain -> capability
                 "integrations": {"type": "object",
                                  "additionalProperties": {"type": "string", "pattern": _NAME}},
+                # the capability (in provides) whose every client gets a long-lived access
+                # token of its own, minted through this API once the service is set up and
+                # kept in the client stack's vault as <capability>_token
+                "client_tokens": {"type": "string", "pattern": _NAME},
             },
         },
         # a message the service publishes by itself, on a topic of the provider of
@@ -213,9 +220,11 @@ SCHEMA: dict[str, Any] = {
             },
         },
         # the end-to-end checks 'abri verify' runs for this stack; http: GET the health
-        # check's path answers 200; heartbeat: see above
+        # check's path answers 200; heartbeat: see above; tokens: every access token a
+        # provider's API minted this stack (api.client_tokens there) is accepted by that
+        # API, and a wrong one refused
         "checks": {"type": "array", "items": {"enum": ["mqtt_broker", "homeassistant",
-                                                        "http", "heartbeat"]}},
+                                                        "http", "heartbeat", "tokens"]}},
     },
 }
 
@@ -360,6 +369,7 @@ class Stack:
     healthcheck: dict[str, Any]
     provides: tuple[str, ...] = ()
     uses: tuple[str, ...] = ()
+    wants: tuple[str, ...] = ()
     devices: tuple[str, ...] = ()
     files: tuple[File, ...] = ()
     accounts: dict[str, Any] | None = None
@@ -512,6 +522,9 @@ def load_stack(file: Path) -> Stack:
         for k in ("port_setting", "owner_user_setting", "owner_secret", "language_setting"):
             if k in api and api[k] not in by_key:
                 problems.append(Problem(where, f"api.{k}", f"{api[k]!r} is not a setting"))
+        if "client_tokens" in api and api["client_tokens"] not in data.get("provides", ()):
+            problems.append(Problem(where, "api.client_tokens", f"{api['client_tokens']!r} "
+                                    "is not in provides"))
         for domain, cap in (api.get("integrations") or {}).items():
             if cap not in data.get("uses", ()):
                 problems.append(Problem(where, f"api.integrations.{domain}",
@@ -522,9 +535,13 @@ def load_stack(file: Path) -> Stack:
                 what == f"{c}_password" for c in data.get("uses", ())):
             problems.append(Problem(where, f"env.{name}", f"{what!r} is not a secret of this "
                                     "stack"))
-        if kind == "wire" and what.split(".")[0] not in data.get("uses", ()):
+        if kind == "wire" and what.split(".")[0] not in (*data.get("uses", ()),
+                                                         *data.get("wants", ())):
             problems.append(Problem(where, f"env.{name}", f"{what.split('.')[0]!r} is not in "
-                                    "uses"))
+                                    "uses or wants"))
+    for cap in sorted(set(data.get("wants", ())) & set(data.get("uses", ()))):
+        problems.append(Problem(where, "wants", f"{cap!r} is in uses too; a capability is "
+                                "either needed (uses) or used when there (wants)"))
     checks = data.get("checks", ())
     heartbeat = data.get("heartbeat")
     if "http" in checks and hc["kind"] != "http":
@@ -543,7 +560,8 @@ def load_stack(file: Path) -> Stack:
         image=dict(data["image"]), ports=tuple(ports),
         volumes=tuple(Volume(**v) for v in data["volumes"]), settings=tuple(settings),
         healthcheck=dict(hc), provides=tuple(data.get("provides", ())),
-        uses=tuple(data.get("uses", ())), devices=tuple(data.get("devices", ())),
+        uses=tuple(data.get("uses", ())), wants=tuple(data.get("wants", ())),
+        devices=tuple(data.get("devices", ())),
         files=tuple(files), accounts=dict(accounts) if accounts else None,
         acl={k: tuple(v) for k, v in (data.get("acl") or {}).items()},
         env=dict(data.get("env") or {}), api=dict(api) if api else None,
@@ -599,7 +617,7 @@ class Catalog:
         def visit(name: str, trail: tuple[str, ...]) -> None:
             if name in done or name in trail:
                 return
-            for cap in self.stacks[name].uses:
+            for cap in (*self.stacks[name].uses, *self.stacks[name].wants):
                 for provider in self.providers(cap):
                     if provider in wanted:
                         visit(provider, (*trail, name))

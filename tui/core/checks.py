@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -216,6 +217,8 @@ def _verify_site(site: Site, hosts: list[str]) -> list[tuple[str, list[verify.Ch
                 checks.append(_http_check(site, name, stack))
             if "heartbeat" in kinds:
                 checks.append(_heartbeat_check(site, links, name, stack))
+            if "tokens" in kinds:
+                checks.extend(_token_checks(site, links, name, stack))
         checks.extend(exposure_checks(site, name))
         if not checks:
             checks.append(verify.Check("nothing to verify", True,
@@ -288,17 +291,42 @@ def _heartbeat_check(site: Site, links, host: str, stack: str) -> verify.Check:
                                       topic, float(beat["within"]), owner=wire.username)
 
 
-def store_tokens(site: Site, hosts: list[str], wanted: list[str] | None = None
-                 ) -> list[events.Failure]:
+def _token_checks(site: Site, links, host: str, stack: str) -> list[verify.Check]:
+    """For every use of this stack whose provider's API minted it an access token
+    (manifest: api.client_tokens), the token as the vault (and so the stack's .env) holds it
+    is accepted by the provider's API, and a wrong one is refused."""
+    out = []
+    for b in links:
+        if b.consumer_host != host or b.consumer != stack or not resolve.mints_tokens(site, b):
+            continue
+        api = site.catalog[b.provider].api or {}
+        port = int(_values(site, b.provider_host, b.provider)[api["port_setting"]])
+        token = (site.secrets.get(host, {}).get(stack) or {}).get(resolve.token_key(
+            b.capability))
+        name = f"{stack}'s token for {b.provider} on {b.provider_host} is accepted"
+        with endpoints(site, b.provider_host, [port]) as ep:
+            out.extend(verify.token_check(name, *ep[port], token))
+    return out
+
+
+def store_tokens(site: Site, hosts: list[str], minted: set[str] | None = None,
+                 wanted: list[str] | None = None) -> list[events.Failure]:
     """Every host with an API of kind homeassistant keeps a long-lived token in its vault,
-    for the checks (minted once, replaced only when no longer accepted). `hosts` are marked
-    deployed; the tokens of `wanted` (default: all of them) are checked or minted."""
+    for the checks, and every client of its capability (manifest: api.client_tokens) one of
+    its own, named after the client, in the client stack's vault (minted once, replaced only
+    when no longer accepted; the token it replaces is revoked). The hosts whose stacks were
+    given a new token are added to ``minted``: their stacks must converge again. `hosts`
+    are marked deployed; the tokens of `wanted` (default: all of them) are checked or minted,
+    and the time of a check that succeeded is kept (.abri/tokens-checked.json)."""
     mark_deployed(site, hosts)
     wanted = hosts if wanted is None else wanted
     if not wanted:
         return []
     with session(site):
-        return _store_tokens(site, wanted)
+        failures = _store_tokens(site, wanted, minted if minted is not None else set())
+    failed = {f.host for f in failures}
+    _mark_checked(site, [h for h in wanted if h not in failed])
+    return failures
 
 
 def _token_stacks(site: Site, name: str) -> list[tuple[str, object]]:
@@ -311,27 +339,88 @@ def _token_stacks(site: Site, name: str) -> list[tuple[str, object]]:
     return found
 
 
-def needs_token(site: Site, name: str) -> bool:
-    """Whether a host has a stack that wants a token for the checks and holds none yet."""
-    return any(not site.secrets.get(name, {}).get(stack, {}).get("token")
-               for stack, _manifest in _token_stacks(site, name))
+TOKENS_RECHECK = 24 * 3600  # seconds after which an untouched host's tokens are checked again
 
 
-def _store_tokens(site: Site, hosts: list[str]) -> list[events.Failure]:
+def _checked_file(site: Site):
+    return site.path / ".abri" / "tokens-checked.json"
+
+
+def _checked_at(site: Site) -> dict[str, float]:
+    try:
+        data = json.loads(_checked_file(site).read_text())
+        return {str(k): float(v) for k, v in data.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def _mark_checked(site: Site, hosts: list[str]) -> None:
+    if not hosts:
+        return
+    data = _checked_at(site)
+    data.update({h: time.time() for h in hosts})
+    file = _checked_file(site)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, sort_keys=True))
+    tmp.replace(file)
+
+
+def due_for_tokens(site: Site, hosts: list[str], changed: set[str] | None) -> list[str]:
+    """The hosts among `hosts` whose API tokens (the checks' and its clients') must be checked
+    or minted after an apply: a token is missing, the run changed the host or a client of
+    it (None: changed everything), or its tokens were last checked over a day ago."""
+    links, _ = resolve.bindings(site)
+    checked = _checked_at(site)
+    now = time.time()
+    due = []
+    for name in hosts:
+        for stack, _manifest in _token_stacks(site, name):
+            clients = [b for b in links if b.provider_host == name and b.provider == stack
+                       and resolve.mints_tokens(site, b)]
+            missing = not site.secrets.get(name, {}).get(stack, {}).get("token") or any(
+                not site.secrets.get(b.consumer_host, {}).get(b.consumer, {}).get(
+                    resolve.token_key(b.capability)) for b in clients)
+            touched = changed is None or name in changed or any(
+                b.consumer_host in changed for b in clients)
+            if missing or touched or now - checked.get(name, 0.0) > TOKENS_RECHECK:
+                due.append(name)
+                break
+    return due
+
+
+def _store_tokens(site: Site, hosts: list[str], minted: set[str]) -> list[events.Failure]:
     failures = []
+    links, _ = resolve.bindings(site)
     for name in hosts:
         for stack, manifest in _token_stacks(site, name):
             values = _values(site, name, stack)
             port = int(values[manifest.api["port_setting"]])
             secrets = site.secrets.setdefault(name, {}).setdefault(stack, {})
-            try:
-                with endpoints(site, name, [port]) as ep:
-                    token = verify.ensure_homeassistant_token(*ep[port], values, secrets)
-            except Exception as exc:  # a check never crashes a deploy
-                failures.append(events.Failure(
-                    name, "Store a long-lived Home Assistant token (for the checks)",
-                    f"{exc}; the deploy converged, the checks that need the token will say "
-                    "so. Run 'abri verify' once the host answers"))
-                continue
-            secrets["token"] = token
+            owner = values.get(manifest.api.get("owner_user_setting", ""), "owner")
+            password = secrets.get(manifest.api.get("owner_secret", ""))
+            wanted = [("token", secrets, "abri " + time.strftime("%Y-%m-%d %H:%M:%S"),
+                       "Store a long-lived Home Assistant token (for the checks)", None)]
+            for b in links:
+                if b.provider_host == name and b.provider == stack and \
+                        resolve.mints_tokens(site, b):
+                    wanted.append((resolve.token_key(b.capability),
+                                   site.secrets.setdefault(b.consumer_host, {}).setdefault(
+                                       b.consumer, {}), resolve.token_client_name(b),
+                                   f"Mint {b.consumer} on {b.consumer_host} its access token",
+                                   b.consumer_host))
+            for key, store, client_name, task, client_host in wanted:
+                try:
+                    with endpoints(site, name, [port]) as ep:
+                        token, new = verify.ensure_access_token(
+                            *ep[port], owner, password, store.get(key), client_name)
+                except Exception as exc:  # a check never crashes a deploy
+                    failures.append(events.Failure(
+                        name, task, f"{exc}; the deploy converged, the checks that need the "
+                        "token will say so. Run 'abri verify' once the host answers"
+                        + (", and 'abri apply' again" if client_host else "")))
+                    continue
+                store[key] = token
+                if new and client_host:
+                    minted.add(client_host)
     return failures

@@ -129,7 +129,9 @@ def image_ref(pinned: str, mirror: str) -> str:
 
 def bindings(site: Site) -> tuple[list[Binding], list[Problem]]:
     """Wire every use of a capability to a provider: the same host first, else the one host
-    of the site that provides it."""
+    of the site that provides it. A capability a stack only wants (manifest: wants) is left
+    unwired when no stack of the site provides it; several providers elsewhere are refused
+    for it as for a use."""
     out: list[Binding] = []
     problems: list[Problem] = []
     providers: dict[str, list[tuple[str, str]]] = {}
@@ -142,7 +144,8 @@ def bindings(site: Site) -> tuple[list[Binding], list[Problem]]:
         for name in host.stacks:
             if name not in site.catalog:
                 continue
-            for cap in site.catalog[name].uses:
+            stack = site.catalog[name]
+            for cap in (*stack.uses, *stack.wants):
                 candidates = providers.get(cap, [])
                 local = [c for c in candidates if c[0] == host.name]
                 where = f"host '{host.name}', stack '{name}'"
@@ -150,6 +153,8 @@ def bindings(site: Site) -> tuple[list[Binding], list[Problem]]:
                     chosen = local[0]
                 elif len(candidates) == 1:
                     chosen = candidates[0]
+                elif not candidates and cap in stack.wants:
+                    continue  # used when there: this site has none
                 elif not candidates:
                     names = site.catalog.providers(cap) or ["(none in the catalog)"]
                     problems.append(Problem(where, "uses", f"needs {cap}, which no stack of "
@@ -201,20 +206,50 @@ def _ref(host: str, stack: str, key: str) -> str:
     return f"{host}/{stack}/{key}"
 
 
+def token_key(capability: str) -> str:
+    """The vault key of the access token a provider's API minted for a client stack."""
+    return f"{capability}_token"
+
+
+def token_client_name(b: Binding) -> str:
+    """The name a client's access token carries in the provider (unique per client)."""
+    return f"abri: {b.consumer} on {b.consumer_host}"
+
+
+def mints_tokens(site: Site, b: Binding) -> bool:
+    """Whether the provider's API mints an access token for this client."""
+    api = site.catalog[b.provider].api or {}
+    return api.get("client_tokens") == b.capability
+
+
 def _wiring(site: Site, b: Binding) -> dict[str, Any]:
     provider = site.catalog[b.provider]
-    values = site.hosts[b.provider_host].stacks[b.provider]
+    values = dict(provider.defaults()) | dict(site.hosts[b.provider_host].stacks[b.provider]
+                                              or {})
     accounts = provider.accounts or {}
-    port = int(values.get(accounts.get("port_setting", "port"), 0) or 0)
+    api = provider.api or {}
+    setting = accounts.get("port_setting") or api.get("port_setting") or "port"
+    port = int(values.get(setting, 0) or 0)
     same = b.provider_host == b.consumer_host
-    return {
-        "host": "127.0.0.1" if same else site.hosts[b.provider_host].service_address,
+    host = "127.0.0.1" if same else site.hosts[b.provider_host].service_address
+    wire: dict[str, Any] = {
+        "host": host,
         "provider_host": b.provider_host,
         "local": same,
         "port": port,
         "username": b.username,
-        "password_ref": _ref(b.consumer_host, b.consumer, f"{b.capability}_password"),
     }
+    if accounts.get("capability") == b.capability or not (accounts or api):
+        wire["password_ref"] = _ref(b.consumer_host, b.consumer, f"{b.capability}_password")
+    if api:
+        wire["url"] = f"http://{host}:{port}"
+    if mints_tokens(site, b):
+        # referenced once the provider's API minted it (after the provider's first apply;
+        # the apply then converges the client again with it)
+        key = token_key(b.capability)
+        if (site.secrets.get(b.consumer_host, {}).get(b.consumer) or {}).get(key):
+            wire["token_ref"] = _ref(b.consumer_host, b.consumer, key)
+    return wire
 
 
 def _url_address(host: Host) -> str:
@@ -295,9 +330,9 @@ def _stack_state(site: Site, host: Host, stack: Stack, links: list[Binding]) -> 
             else:
                 cap, _, fieldname = what.partition(".")
                 wire = uses.get(cap, {})
-                if fieldname == "password":
-                    env[name] = {"value_ref": wire.get("password_ref", "")}
-                else:
+                if wire.get(f"{fieldname}_ref"):
+                    env[name] = {"value_ref": wire[f"{fieldname}_ref"]}
+                else:  # a wanted capability the site lacks, a token not minted yet: empty
                     env[name] = {"value": str(wire.get(fieldname, ""))}
         state["env"] = env
     hc = stack.healthcheck

@@ -151,6 +151,8 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
     state = events.Progress(total_hint=_total_hint(site, mode))
     recorded: list[dict[str, Any]] = []
     lock = threading.Lock()
+    earlier: list[events.Progress] = []  # the apply's first run, during a second one
+    second_tasks = 0
 
     def handler(event: dict[str, Any]) -> bool:
         nonlocal state
@@ -160,7 +162,7 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
             changed = new is not state
             state = new
         if changed and on_progress:
-            on_progress(new)
+            on_progress(merge(earlier[0], new) if earlier else new)
         return True
 
     env = {
@@ -185,31 +187,72 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
         kwargs["limit"] = limit
     try:
         result = ansible_runner.run(**{k: v for k, v in kwargs.items() if v is not None})
+        status = result.status
+        if mode == "apply" and status == "successful" and state.ok:
+            minted: set[str] = set()
+            notes = after_apply(site, [h.name for h in state.hosts], minted,
+                                changed={host for host, _task in state.changes})
+            if minted:
+                # a provider's API minted stacks there their access token (the state now
+                # references it): those hosts converge once more, in the same apply
+                earlier.append(state)
+                state = events.Progress()
+                kwargs.update(limit=",".join(sorted(minted)), ident="reconverge")
+                result = ansible_runner.run(**{k: v for k, v in kwargs.items()
+                                               if v is not None})
+                status = result.status
+                second_tasks = state.tasks_started
+                state = merge(earlier.pop(), state)
+            if notes:
+                state = replace(state, check_failures=(*state.check_failures, *notes))
     finally:
         password_file.unlink(missing_ok=True)
         become_file.unlink(missing_ok=True)
-    status = result.status
-    if mode == "apply" and status == "successful" and state.ok:
-        notes = after_apply(site, [h.name for h in state.hosts],
-                            changed={host for host, _task in state.changes})
-        if notes:
-            state = replace(state, check_failures=(*state.check_failures, *notes))
-    if state.tasks_started and status == "successful":
-        (base / f"last-{mode}.json").write_text(json.dumps({"tasks": state.tasks_started}))
+    tasks = state.tasks_started - second_tasks  # what the next apply's first run expects
+    if tasks and status == "successful":
+        (base / f"last-{mode}.json").write_text(json.dumps({"tasks": tasks}))
     _prune(base)
     return RunResult(mode, status, result.rc if result.rc is not None else 1, state,
                      private / "artifacts" / "run", recorded)
 
 
-def after_apply(site: Site, hosts: list[str], changed: set[str] | None = None
-                ) -> list[events.Failure]:
+def merge(first: events.Progress, again: events.Progress) -> events.Progress:
+    """One apply's progress from its run and a second run on some of its hosts: the counts
+    of both added up per host, the changes and failures of both."""
+    rows = {r.name: r for r in first.hosts}
+    for r in again.hosts:
+        old = rows.get(r.name)
+        if old is None:
+            rows[r.name] = r
+            continue
+        rows[r.name] = replace(r, ok=old.ok + r.ok, changed=old.changed + r.changed,
+                               failed=old.failed + r.failed, skipped=old.skipped + r.skipped,
+                               unreachable=old.unreachable + r.unreachable)
+    recap = {h: dict(c) for h, c in first.recap.items()}
+    for h, counts in again.recap.items():
+        for k, n in counts.items():
+            recap.setdefault(h, {}).setdefault(k, 0)
+            recap[h][k] += n
+    return replace(again, hosts=tuple(rows.values()), recap=recap,
+                   percent=max(first.percent, again.percent),
+                   tasks_started=first.tasks_started + again.tasks_started,
+                   failures=(*first.failures, *again.failures),
+                   check_failures=(*first.check_failures, *again.check_failures),
+                   changes=(*first.changes, *again.changes),
+                   finished=first.finished and again.finished)
+
+
+def after_apply(site: Site, hosts: list[str], minted: set[str] | None = None,
+                changed: set[str] | None = None) -> list[events.Failure]:
     """After a converged apply: secrets the kit has moved the services off (``*_previous``)
     are forgotten, and every host with Home Assistant gets a long-lived token in its vault
-    for the checks (minted once, replaced only when no longer accepted). A host the run
-    changed nothing on that already holds a token keeps it unchecked (the checks replace a
-    token Home Assistant no longer accepts): a no-op apply from cron opens no tunnel and
-    rewrites nothing. `changed` is the hosts the run changed (None: all of them). A check
-    that cannot run is reported as such: the deploy itself converged."""
+    for the checks, and every client of it that asks for one its own (minted once, replaced
+    only when no longer accepted); hosts whose stacks got a new token are added to
+    ``minted``. `changed` is the hosts the run changed (None: all of them): a provider host
+    whose tokens are all there, with nothing changed on it or its clients, and checked within
+    a day, is not contacted (a no-op apply from cron opens no tunnel and rewrites nothing;
+    a token revoked by hand is renewed within a day). A check that cannot run is reported
+    as such: the deploy itself converged."""
     from tui.core import checks
 
     failures = []
@@ -219,11 +262,10 @@ def after_apply(site: Site, hosts: list[str], changed: set[str] | None = None
             for key in [k for k in stack if k.endswith("_previous")]:
                 del stack[key]
                 dirty = True
-    wanted = [name for name in hosts
-              if changed is None or name in changed or checks.needs_token(site, name)]
+    wanted = checks.due_for_tokens(site, hosts, changed)
     before = json.dumps(site.secrets, sort_keys=True)
     try:
-        failures.extend(checks.store_tokens(site, hosts, wanted))
+        failures.extend(checks.store_tokens(site, hosts, minted, wanted))
     except Exception as exc:  # a check must never turn a converged deploy into a crash
         failures.append(events.Failure("", "Store a long-lived Home Assistant token",
                                        f"{type(exc).__name__}: {exc}"))

@@ -9,7 +9,9 @@
   API answers, the MQTT integration is loaded, and an MQTT discovery config plus a state for a
   test sensor show up as ``sensor.<slug>`` with that state (the sensor is removed afterwards);
 * what a manifest declares for any service: its health check path answering 200
-  (``http_check``), a message it publishes by itself reaching the broker (``heartbeat_check``).
+  (``http_check``), a message it publishes by itself reaching the broker (``heartbeat_check``),
+  the access token a provider's API minted it accepted there, a wrong one refused
+  (``token_check``).
 
 Every check becomes a ``Check(name, ok, detail)``; no secret ever goes into a detail.
 """
@@ -29,7 +31,7 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["Check", "broker_checks", "ensure_homeassistant_token", "format_report"]
+__all__ = ["Check", "broker_checks", "ensure_access_token", "format_report", "token_check"]
 
 ADMIN_USER = "admin"
 VERIFY_SENSOR_ID = "abri_verify"
@@ -249,21 +251,39 @@ class _Http:
         return tokens.get("refresh_token", "")
 
     def long_lived_token(self, client_name: str, lifespan_days: int = 3650) -> str:
-        """Mint a long-lived access token for the logged-in user. Home Assistant offers this
-        only over its websocket API (auth/long_lived_access_token)."""
+        """Mint a long-lived access token for the logged-in user, named client_name. A token
+        of the same name that the user already has is the one this replaces: it is revoked
+        first (Home Assistant wants each long-lived token's name unique). Home Assistant
+        offers both only over its websocket API (auth/refresh_tokens,
+        auth/delete_refresh_token, auth/long_lived_access_token)."""
         import websocket  # websocket-client
 
         url = "ws" + self.base[len("http"):] + "/api/websocket"
         ws = websocket.create_connection(url, timeout=self.timeout)
+        ids = iter(range(1, 1000))
+
+        def command(body: dict) -> dict:
+            ident = next(ids)
+            ws.send(json.dumps({"id": ident, **body}))
+            while True:
+                answer = json.loads(ws.recv())
+                if answer.get("id") == ident:
+                    return answer
+
         try:
             if json.loads(ws.recv()).get("type") != "auth_required":
                 raise ValueError("unexpected websocket greeting")
             ws.send(json.dumps({"type": "auth", "access_token": self.token}))
             if json.loads(ws.recv()).get("type") != "auth_ok":
                 raise PermissionError("the websocket API refused the access token")
-            ws.send(json.dumps({"id": 1, "type": "auth/long_lived_access_token",
-                                "client_name": client_name, "lifespan": lifespan_days}))
-            answer = json.loads(ws.recv())
+            listed = command({"type": "auth/refresh_tokens"})
+            for old in listed.get("result") or []:
+                if old.get("type") == "long_lived_access_token" and \
+                        old.get("client_name") == client_name:
+                    command({"type": "auth/delete_refresh_token",
+                             "refresh_token_id": old["id"]})
+            answer = command({"type": "auth/long_lived_access_token",
+                              "client_name": client_name, "lifespan": lifespan_days})
         finally:
             ws.close()
         if not answer.get("success") or not isinstance(answer.get("result"), str):
@@ -514,36 +534,65 @@ def format_report(results: Iterable[tuple[str, list[Check]]]) -> str:
     return "\n".join(lines)
 
 
-def ensure_homeassistant_token(address: str, port: int, settings: dict, ha_secrets: dict, *,
-                               timeout: float = 10.0) -> str:
-    """A long-lived Home Assistant access token for abri's checks, kept in the vault.
-
-    Returns the token in ha_secrets when Home Assistant still accepts it, otherwise logs in
-    with the owner's credentials and mints a new one (client name with a timestamp, as Home
-    Assistant wants each long-lived token's name unique). Raises PermissionError or OSError
-    with a message that holds no secret.
+def ensure_access_token(address: str, port: int, username: str, password: str | None,
+                        current: str | None, client_name: str, *, timeout: float = 10.0
+                        ) -> tuple[str, bool]:
+    """(token, minted): ``current`` when Home Assistant still accepts it, otherwise a new
+    long-lived token named ``client_name``, minted as the owner (``username``, ``password``);
+    a token of that name Home Assistant still holds is revoked first. The owner's login is
+    revoked again afterwards. Raises PermissionError or OSError with a message that holds no
+    secret.
     """
     http = _Http(f"http://{address}:{int(port)}", timeout)
-    token = ha_secrets.get("token")
-    if token:
-        http.token = token
+    if current:
+        http.token = current
         try:
             http.request("GET", "/api/")
-            return token
+            return current, False
         except urllib.error.HTTPError as exc:
             if exc.code not in (401, 403):
                 raise OSError(f"Home Assistant answered {_http_error(exc)}") from None
+        except urllib.error.URLError as exc:
+            raise OSError(_http_error(exc)) from None
         http.token = None
-    password = ha_secrets.get("owner_password")
     if not password:
         raise PermissionError("no owner password in the vault")
     try:
-        refresh = http.login(settings.get("owner_username", "owner"), password)
+        refresh = http.login(username, password)
         try:
-            return http.long_lived_token("abri " + time.strftime("%Y-%m-%d %H:%M:%S"))
+            return http.long_lived_token(client_name), True
         finally:
             http.revoke(refresh)
     except urllib.error.URLError as exc:
         raise OSError(_http_error(exc)) from None
     except (ValueError, KeyError, TypeError) as exc:  # a JSON or websocket surprise
         raise OSError(f"unexpected answer: {type(exc).__name__}: {exc}") from None
+
+
+def token_check(name: str, address: str, port: int, token: str | None, *,
+                timeout: float = 10.0) -> list[Check]:
+    """A client's access token is accepted by Home Assistant's REST API (GET /api/ answers
+    200 with it) and a wrong one is refused (401): the API checks tokens at all."""
+    if not token:
+        return [Check(name, False, "no token in the vault yet (the apply mints it once Home "
+                      "Assistant is set up; run 'abri apply')")]
+
+    def status(bearer: str) -> int | str:
+        http = _Http(f"http://{address}:{int(port)}", timeout)
+        http.token = bearer
+        try:
+            http.request("GET", "/api/")
+            return 200
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            return _http_error(exc)
+
+    def said(answer: int | str) -> str:
+        return f"HTTP {answer}" if isinstance(answer, int) else answer
+
+    good = status(token)
+    wrong = status("wrong-" + _secrets.token_hex(16))
+    return [Check(name, good == 200, f"GET /api/ with the token: {said(good)}"),
+            Check(f"{name}: a wrong token is refused", wrong == 401,
+                  f"GET /api/ with a wrong token: {said(wrong)}")]
