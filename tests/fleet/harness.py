@@ -949,11 +949,13 @@ class Fleet:
         """Remove everything this fleet made; returns the problems (empty when all went)."""
         problems = []
         if self._containers:
-            proc = docker("rm", "-f", "-v", *self._containers, check=False, timeout=120)
+            # a host's nested engine data (images, volumes) can take minutes to delete on a
+            # busy machine
+            proc = docker("rm", "-f", "-v", *self._containers, check=False, timeout=900)
             if proc.returncode != 0 and "No such container" not in proc.stderr:
                 problems.append(proc.stderr.strip())
         if self._volumes:
-            proc = docker("volume", "rm", "-f", *self._volumes, check=False, timeout=120)
+            proc = docker("volume", "rm", "-f", *self._volumes, check=False, timeout=900)
             if proc.returncode != 0:
                 problems.append(proc.stderr.strip())
         if self._network_created:

@@ -38,6 +38,29 @@ def wheel(tmp_path_factory) -> Path:
     return next(out.glob("abri-*.whl"))
 
 
+# Home Assistant's own login flow, run on the host against its loopback port: prints the
+# HTTP outcome of the credentials ("ok", or the error the flow answered)
+LOGIN = r"""
+import json, sys, urllib.request
+base = "http://127.0.0.1:8123"
+def post(path, body):
+    req = urllib.request.Request(base + path, json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.load(resp)
+flow = post("/auth/login_flow", {"client_id": base + "/", "handler": ["homeassistant", None],
+                                 "redirect_uri": base + "/"})
+step = post("/auth/login_flow/" + flow["flow_id"], {"client_id": base + "/",
+            "username": sys.argv[1], "password": sys.stdin.read()})
+print("ok" if step.get("type") == "create_entry" else step.get("errors"))
+"""
+
+
+def _login(host, username: str, password: str) -> str:
+    host.exec("cat > /root/login.py", input=LOGIN)
+    return host.exec(f"python3 /root/login.py {username}", input=password).stdout.strip()
+
+
 def _abri(host, *args: str, check: bool = True, timeout: float = 1800):
     proc = host.exec(" ".join([ABRI, *args]), check=False, timeout=timeout)
     if check:
@@ -95,3 +118,24 @@ def test_abri_on_the_home_server_deploys_onto_itself(fleet, fleet_registry, whee
         assert value not in first.stdout + second.stdout
         grep = host.exec(f"grep -rlF -- '{value}' {SITE} --exclude=vault.yml", check=False)
         assert grep.stdout == "", f"plaintext secret in {grep.stdout}"
+
+    # a local host is reached on its LAN address, not 127.0.0.1: Home Assistant's internal
+    # URL names the address other machines on the network use
+    core = host.exec("cat /opt/abri/homeassistant/config/abri/core.yaml").stdout
+    assert f'internal_url: "http://{host.address}:8123"' in core, core
+
+    # the owner's password changed in the site: abri moves Home Assistant to it (the old
+    # one is refused afterwards), and the next apply changes nothing
+    old = re.search(r"owner_password:\s+(\S+)", plain).group(1)
+    assert _login(host, "owner", old) == "ok"
+    new = "a-new-owner-password-" + host.name[-6:]
+    _abri(host, "stack", "set", "home", "homeassistant", f"--set owner_password={new}",
+          "--site", SITE)
+    moved = _abri(host, "apply", "--site", SITE)
+    assert "change the owner password of owner" in moved.stdout, moved.stdout[-4000:]
+    assert f"verify: {passed.group(1)} passed, 0 failed" in moved.stdout, moved.stdout[-4000:]
+    assert new not in moved.stdout + moved.stderr
+    assert _login(host, "owner", new) == "ok"
+    assert _login(host, "owner", old) != "ok"
+    again = _abri(host, "apply", "--no-verify", "--site", SITE)
+    assert re.search(r"home\s+ok=\d+ changed=0 failed=0", again.stdout), again.stdout[-4000:]
