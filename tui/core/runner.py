@@ -106,11 +106,18 @@ def _guarded_path(private: Path, path: str) -> str:
     return f"{guard.parent}{os.pathsep}{path}"
 
 
+#: the playbook of each mode that is not the site's own site.yml (kit playbooks, reached
+#: through the site's .abri/kit link; they run with plain ansible-playbook too)
+KIT_PLAYBOOKS = {"backup": "backup.yml", "restore": "restore.yml"}
+
+
 def run_site(site: Site, mode: str = "apply", limit: str | None = None,
              on_progress: Callable[[events.Progress], None] | None = None,
              cancel: threading.Event | None = None, extra_args: list[str] | None = None,
-             ) -> RunResult:
-    """Run site.yml in mode 'apply' or 'plan' (check mode with diff, on a staged copy)."""
+             extra_vars: dict[str, Any] | None = None) -> RunResult:
+    """Run site.yml in mode 'apply' or 'plan' (check mode with diff, on a staged copy), or
+    the kit's backup.yml ('backup': back up, list, prune) or restore.yml ('restore': put the
+    data back, then deploy). extra_vars go to Ansible as JSON (data, never a template)."""
     import os
     import secrets as _random
 
@@ -138,6 +145,8 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
         cmdline += ["--become-password-file", become]
     cmdline += ["--check", "--diff"] if mode == "plan" else []
     cmdline += extra_args or []
+    if extra_vars:
+        cmdline += ["--extra-vars", json.dumps(extra_vars)]
     bindir = Path(sys.executable).parent
     state = events.Progress(total_hint=_total_hint(site, mode))
     recorded: list[dict[str, Any]] = []
@@ -163,7 +172,8 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
     kwargs: dict[str, Any] = {
         "private_data_dir": str(private),
         "project_dir": str(project),
-        "playbook": str(project / "site.yml"),
+        "playbook": str(project / (f".abri/kit/playbooks/{KIT_PLAYBOOKS[mode]}"
+                                   if mode in KIT_PLAYBOOKS else "site.yml")),
         "inventory": str(project / "inventory.ini"),
         "envvars": env,
         "cmdline": " ".join(shlex.quote(a) for a in cmdline),
@@ -179,7 +189,7 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
     finally:
         password_file.unlink(missing_ok=True)
     status = result.status
-    if mode == "apply" and status == "successful" and state.ok:
+    if mode in ("apply", "restore") and status == "successful" and state.ok:
         notes = after_apply(site, [h.name for h in state.hosts])
         if notes:
             state = replace(state, check_failures=(*state.check_failures, *notes))
