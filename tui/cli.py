@@ -514,6 +514,10 @@ def cmd_backup(args) -> int:
                              on_progress=runner.TerminalProgress(),
                              extra_vars={"abri_backup_prune": True} if args.prune else None)
     runner.print_recap(result)
+    made = backup.made_rows(result)
+    if made:
+        print("\nSnapshots made:")
+        print(backup.format_made(made))
     return EXIT_OK if result.ok else EXIT_FAILED
 
 

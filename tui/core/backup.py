@@ -84,6 +84,23 @@ def snapshot_rows(result: RunResult) -> list[dict[str, Any]]:
     return rows
 
 
+def made_rows(result: RunResult) -> list[dict[str, Any]]:
+    """The snapshots a backup run made, one row per host and stack."""
+    return [{"host": host, **snap} for host, results in sorted(module_results(result).items())
+            for res in results for snap in res.get("snapshots") or []
+            if "stopped_seconds" in snap]
+
+
+def format_made(rows: list[dict[str, Any]]) -> str:
+    lines = []
+    for r in rows:
+        how = f"stopped {r['stopped_seconds']:.0f}s" if r["stopped_seconds"] else "not stopped"
+        lines.append(f"  {r['host']:<12} {r['stack']:<16} snapshot {r['short_id']}  "
+                     f"{human_size(r['size'])} in {r['files']} files, "
+                     f"{human_size(r['added'])} new, {how}")
+    return "\n".join(lines)
+
+
 def human_size(n: int | None) -> str:
     value = float(n or 0)
     for unit in ("B", "KiB", "MiB", "GiB"):
