@@ -95,6 +95,18 @@ class Failed(Exception):
     """A clear error for the user; the module fails with it."""
 
 
+def _restic_error(stderr):
+    """restic's own last words: the message of its JSON exit_error when it gave one."""
+    for line in reversed(stderr.splitlines()):
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict) and data.get("message_type") == "exit_error":
+            return str(data.get("message", "")).strip()
+    return stderr.strip()[-1500:]
+
+
 class Backup:
     def __init__(self, module):
         self.m = module
@@ -132,7 +144,7 @@ class Backup:
         proc = subprocess.run(["restic", *args], capture_output=True, text=True, env=self.env)
         if check and proc.returncode != 0:
             raise Failed(f"restic {args[0]} failed (exit {proc.returncode}): "
-                         f"{proc.stderr.strip()[-1500:]}")
+                         f"{_restic_error(proc.stderr)}")
         return proc
 
     def repository(self, create):
@@ -247,11 +259,17 @@ class Backup:
                 stopped = self.stop(stack)
             try:
                 snap = self.take(stack, paths, run, "backup")
-            finally:
-                if stopped:
-                    error = self.start(stack, stopped)
-                    if error:
-                        problems.append(f"stack {stack['name']}: {error}")
+            except Failed as exc:
+                error = self.start(stack, stopped) if stopped else None
+                again = (f"; the stack was started again{' but ' + error if error else ''}"
+                         if stopped else "")
+                raise Failed(f"stack {stack['name']}: {exc}{again}. Its data on the host is "
+                             "untouched; the snapshots made before stay in the repository"
+                             ) from None
+            if stopped:
+                error = self.start(stack, stopped)
+                if error:
+                    problems.append(f"stack {stack['name']}: {error}")
             snap["stopped_seconds"] = round(time.monotonic() - start, 1) if stopped else 0
             made.append(snap)
             how = (f"stopped {snap['stopped_seconds']:.0f}s" if stopped else
