@@ -79,7 +79,8 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     _site_option(q)
     _json_option(q)
     q = ssub.add_parser("set", help="set site settings: registry_mirror, registry_insecure, "
-                        "stacks_root")
+                        "stacks_root, backup_repository, backup_keep_daily, "
+                        "backup_keep_weekly, backup_keep_monthly")
     _site_option(q)
     q.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
 
@@ -165,6 +166,28 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
             q.add_argument("--no-verify", action="store_true", help="skip the checks after apply")
         if name == "verify":
             _json_option(q)
+
+    q = sub.add_parser("backup", help="back up the user data of every stack (restic, into "
+                       "each host's repository)")
+    _site_option(q)
+    q.add_argument("--limit", metavar="HOST", help="only this host (or Ansible pattern)")
+    q.add_argument("--prune", action="store_true", help="then apply the retention "
+                   "(site settings backup_keep_daily, _weekly, _monthly)")
+    q = sub.add_parser("backups", help="list the snapshots per host and stack")
+    _site_option(q)
+    q.add_argument("--limit", metavar="HOST", help="only this host (or Ansible pattern)")
+    _json_option(q)
+    q = sub.add_parser("restore", help="put a host's data back from its latest backup (or "
+                       "--snapshot ID), deploy, start and verify",
+                       description="Put the user data of HOST's stacks back from its backup "
+                       "repository: the latest backup, or the backup the snapshot ID belongs "
+                       "to. The stacks are stopped first; data that exists on the host is "
+                       "saved in a safety snapshot before it is overwritten. Then the stacks "
+                       "are deployed, started and verified.")
+    _site_option(q)
+    q.add_argument("host")
+    q.add_argument("--snapshot", metavar="ID", help="a snapshot id from 'abri backups' "
+                   "(its whole backup run is restored)")
     return parser
 
 
@@ -484,6 +507,85 @@ def cmd_secrets(args) -> int:
     return EXIT_OK
 
 
+def _backup_targets(site, limit: str | None) -> list[str]:
+    from tui.core import backup
+    from tui.core.inventory import TARGET_KINDS
+
+    chosen = site.match_hosts(limit) if limit else list(site.hosts)
+    return backup.hosts_with_data(site, [n for n in chosen
+                                         if site.hosts[n].kind in TARGET_KINDS])
+
+
+def cmd_backup(args) -> int:
+    from tui.core import backup, runner
+
+    site = _load(args)
+    targets = _backup_targets(site, args.limit)
+    if not targets:
+        return _nothing(args, "nothing to back up: no host" + (f" matching {args.limit}"
+                        if args.limit else "") + " has a stack with user data")
+    backup.ensure_passwords(site, targets)
+    result = runner.run_site(site, "backup", limit=",".join(targets),
+                             on_progress=runner.TerminalProgress(),
+                             extra_vars={"abri_backup_prune": True} if args.prune else None)
+    runner.print_recap(result)
+    made = backup.made_rows(result)
+    if made:
+        print("\nSnapshots made:")
+        print(backup.format_made(made))
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def cmd_backups(args) -> int:
+    from tui.core import backup, runner
+
+    site = _load(args)
+    targets = _backup_targets(site, args.limit)
+    never = [n for n in targets if not backup.has_password(site, n)]
+    targets = [n for n in targets if n not in never]
+    for name in never:
+        print(f"{name}: no backup yet ('abri backup --limit {name}' makes one)",
+              file=sys.stderr)
+    rows: list[dict] = []
+    if targets:
+        result = runner.run_site(site, "backup", limit=",".join(targets),
+                                 extra_vars={"abri_backup_action": "snapshots"})
+        if not result.ok:
+            runner.print_recap(result, stream=sys.stderr)
+            return EXIT_FAILED
+        rows = backup.snapshot_rows(result)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(backup.format_snapshots(rows))
+    return EXIT_OK
+
+
+def cmd_restore(args) -> int:
+    from tui.core import backup, runner
+    from tui.core.inventory import TARGET_KINDS
+
+    site = _load(args)
+    where = f"host '{args.host}'"
+    host = site.hosts.get(args.host)
+    if host is None:
+        raise AbriError(Problem(where, "name", "is not in this site; 'abri host list' shows "
+                                "its hosts"))
+    if host.kind not in TARGET_KINDS or not backup.hosts_with_data(site, [host.name]):
+        raise AbriError(Problem(where, "stacks", "has no stack with user data to restore"))
+    if not backup.has_password(site, host.name):
+        raise AbriError(Problem(where, "backup", "no backup of it is known to this site (the "
+                                "repository password comes with the first 'abri backup')"))
+    extra = {"abri_backup_snapshot": backup.check_snapshot_id(args.snapshot)} \
+        if args.snapshot else None
+    result = runner.run_site(site, "restore", limit=host.name,
+                             on_progress=runner.TerminalProgress(), extra_vars=extra)
+    runner.print_recap(result)
+    if not result.ok:
+        return EXIT_FAILED
+    return runner.verify_cli(site, hosts=[host.name])
+
+
 def open_tui(site_dir: Path) -> int:
     from tui.app.app import make_app
 
@@ -494,7 +596,8 @@ def open_tui(site_dir: Path) -> int:
 
 COMMANDS = {"init": cmd_init, "site": cmd_site, "host": cmd_host, "stack": cmd_stack,
             "plan": cmd_run, "apply": cmd_run, "verify": cmd_run, "upgrade": cmd_upgrade,
-            "secrets": cmd_secrets}
+            "secrets": cmd_secrets, "backup": cmd_backup, "backups": cmd_backups,
+            "restore": cmd_restore}
 
 
 def _stdout_gone() -> int:

@@ -68,22 +68,17 @@ bootstrap:
   returned: always
 """
 
-import base64
 import contextlib
 import hashlib
 import json
 import os
 import shutil
-import socket
-import struct
 import subprocess
 import tempfile
-import time
-import urllib.error
-import urllib.request
 
 from ansible.module_utils.abri_docker import DockerError
 from ansible.module_utils.abri_docker import containers as docker_containers
+from ansible.module_utils.abri_health import wait_healthy
 from ansible.module_utils.abri_lock import host_lock
 from ansible.module_utils.abri_passwd import render_passwd
 from ansible.module_utils.basic import AnsibleModule
@@ -265,35 +260,12 @@ class Stack:
     # ------------------------------------------------------------------ health
     def health(self):
         hc = self.spec.get("health") or {}
-        kind = hc.get("kind")
-        if not kind:
+        if not hc.get("kind"):
             return
-        port = int(hc["port"])
-        deadline = time.monotonic() + int(hc.get("timeout", 60))
-        last = "no answer"
-        while True:
-            ok, last = self.probe(kind, port, hc)
-            if ok:
-                return
-            if time.monotonic() > deadline:
-                self.m.fail_json(msg=f"stack {self.spec['name']}: health check ({kind} on "
-                                     f"127.0.0.1:{port}) failed: {last}", changes=self.changes)
-            time.sleep(1)
-
-    def probe(self, kind, port, hc):
-        try:
-            if kind == "http":
-                url = f"http://127.0.0.1:{port}{hc.get('path', '/')}"
-                with urllib.request.urlopen(url, timeout=5) as resp:
-                    return resp.status == 200, f"HTTP {resp.status}"
-            if kind == "mqtt":
-                return mqtt_connack(port, hc["user"], self.secret(hc["password_ref"]))
-            socket.create_connection(("127.0.0.1", port), timeout=5).close()
-            return True, "accepts"
-        except urllib.error.HTTPError as exc:
-            return False, f"HTTP {exc.code}"
-        except (OSError, ValueError) as exc:
-            return False, str(exc)
+        ok, last = wait_healthy(hc, self.secret)
+        if not ok:
+            self.m.fail_json(msg=f"stack {self.spec['name']}: health check ({hc['kind']} on "
+                                 f"127.0.0.1:{hc['port']}) failed: {last}", changes=self.changes)
 
     # ------------------------------------------------------------------ run
     def present(self):
@@ -380,40 +352,6 @@ class Stack:
             self.note("docker compose down (no longer wanted; data kept)")
             if not self.check:
                 self.compose("down", "--remove-orphans")
-
-
-def _mqtt_string(text):
-    data = text.encode("utf-8")
-    return struct.pack("!H", len(data)) + data
-
-
-def mqtt_connack(port, user, password, timeout=5):
-    """MQTT 3.1.1 CONNECT with user and password; (accepted, what the broker said)."""
-    client = "abri-health-" + base64.b16encode(os.urandom(4)).decode().lower()
-    payload = _mqtt_string(client) + _mqtt_string(user) + _mqtt_string(password)
-    variable = _mqtt_string("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 30)
-    body = variable + payload
-    length = b""
-    n = len(body)
-    while True:
-        byte = n % 128
-        n //= 128
-        length += bytes([byte | (0x80 if n else 0)])
-        if not n:
-            break
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(bytes([0x10]) + length + body)
-        answer = b""
-        while len(answer) < 4:
-            chunk = sock.recv(4 - len(answer))
-            if not chunk:
-                return False, "the broker closed the connection"
-            answer += chunk
-        with contextlib.suppress(OSError):
-            sock.sendall(b"\xe0\x00")  # DISCONNECT
-    if answer[0] != 0x20:
-        return False, f"not a CONNACK (0x{answer[0]:02x})"
-    return answer[3] == 0, f"CONNACK return code {answer[3]}"
 
 
 def main():

@@ -15,7 +15,8 @@ def test_help_on_every_command(abri):
     for args in ([], ["init"], ["host", "add"], ["host", "set"], ["host", "list"],
                  ["host", "remove"], ["stack", "show"], ["site", "show"],
                  ["stack", "list"], ["stack", "add"], ["stack", "remove"], ["plan"],
-                 ["apply"], ["verify"], ["site", "set"]):
+                 ["apply"], ["verify"], ["site", "set"], ["backup"], ["backups"],
+                 ["restore"]):
         result = abri(*args, "--help")
         assert result.code == 0, args
         assert "usage: abri" in result.out

@@ -52,7 +52,9 @@ def _password_file(site: Path) -> str:
     return str(vault_password_file(Site.load(site).site_id))
 
 
-@pytest.mark.parametrize("playbook", ["site.yml", str(PLAYBOOKS / "deploy.yml")])
+@pytest.mark.parametrize("playbook", ["site.yml", str(PLAYBOOKS / "deploy.yml"),
+                                      str(PLAYBOOKS / "backup.yml"),
+                                      str(PLAYBOOKS / "restore.yml")])
 def test_syntax_check(abri, tmp_path, playbook):
     site = _site(abri, tmp_path)
     run = subprocess.run(
@@ -74,7 +76,7 @@ def test_ansible_lint_production(abri, tmp_path):
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-6000:]
 
 
-@pytest.mark.parametrize("module", ["abri_engine", "abri_stack", "abri_api"])
+@pytest.mark.parametrize("module", ["abri_engine", "abri_stack", "abri_api", "abri_backup"])
 def test_modules_are_documented(module):
     """Each kit module carries its documentation like any collection module: ansible-doc
     parses it and lists its options."""

@@ -23,6 +23,9 @@ SETTING_TYPES = ("str", "int", "port", "bool", "choice", "secret", "timezone", "
 
 _NAME = r"^[a-z][a-z0-9_]{0,31}$"
 
+#: how a backup reads a stack's user data (manifest: backup.consistency)
+BACKUP_CONSISTENCY = ("stop", "copy")
+
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -219,6 +222,19 @@ SCHEMA: dict[str, Any] = {
                 "within": {"type": "integer", "minimum": 1, "maximum": 600},
             },
         },
+        # how a backup reads the stack's user-data volumes consistently: stop (the stack is
+        # stopped for the copy and started again: a database closes cleanly, a broker writes
+        # its persistence on shutdown) or copy (read as it is: files the service does not
+        # rewrite while it runs). Without this block: stop, the safe rule.
+        "backup": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["consistency"],
+            "properties": {
+                "consistency": {"enum": list(BACKUP_CONSISTENCY)},
+                "why": {"type": "string", "minLength": 1},
+            },
+        },
         # the end-to-end checks 'abri verify' runs for this stack; http: GET the health
         # check's path answers 200; heartbeat: see above; tokens: every access token a
         # provider's API minted this stack (api.client_tokens there) is accepted by that
@@ -379,7 +395,14 @@ class Stack:
     checks: tuple[str, ...] = ()
     heartbeat: dict[str, Any] | None = None
     certificates: tuple[dict[str, Any], ...] = ()
+    #: how a backup reads the user-data volumes (stop or copy)
+    backup_consistency: str = "stop"
     path: Path = field(default=Path("."), compare=False)
+
+    @property
+    def user_data(self) -> tuple[Volume, ...]:
+        """The volumes that hold the user's data (backed up, restored, moved)."""
+        return tuple(v for v in self.volumes if v.user_data)
 
     def setting(self, key: str) -> Setting | None:
         for s in self.settings:
@@ -566,7 +589,9 @@ def load_stack(file: Path) -> Stack:
         acl={k: tuple(v) for k, v in (data.get("acl") or {}).items()},
         env=dict(data.get("env") or {}), api=dict(api) if api else None,
         checks=tuple(checks), heartbeat=dict(heartbeat) if heartbeat else None,
-        certificates=tuple(dict(c) for c in data.get("certificates", ())), path=file.parent,
+        certificates=tuple(dict(c) for c in data.get("certificates", ())),
+        backup_consistency=(data.get("backup") or {}).get("consistency", "stop"),
+        path=file.parent,
     )
 
 

@@ -369,6 +369,34 @@ def _stack_state(site: Site, host: Host, stack: Stack, links: list[Binding]) -> 
     return state
 
 
+#: where a host's backup repository password lives in its vault (not a stack: the leading
+#: underscore keeps it apart from every stack name)
+BACKUP_SECRET = ("_backup", "repository_password")
+
+
+def backup_ref(host: str) -> str:
+    return _ref(host, *BACKUP_SECRET)
+
+
+def _backup_state(site: Site, host: Host, stacks: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a backup of the host reads: per stack with user data, its volumes' folders and
+    the rule its manifest declares (stop or copy), with the repository and the retention."""
+    s = site.settings
+    out = []
+    for state in stacks:
+        manifest = site.catalog[state["name"]]
+        if not manifest.user_data:
+            continue
+        out.append({"name": state["name"], "project": state["project"], "dir": state["dir"],
+                    "paths": [v.name for v in manifest.user_data],
+                    "consistency": manifest.backup_consistency,
+                    "health": dict(state["health"])})
+    return {"repository": s.backup_repository, "password_ref": backup_ref(host.name),
+            "keep": {"daily": s.backup_keep_daily, "weekly": s.backup_keep_weekly,
+                     "monthly": s.backup_keep_monthly},
+            "stacks": out}
+
+
 def resolve_host(site: Site, name: str, links: list[Binding] | None = None) -> dict[str, Any]:
     """The whole desired state of one target host (see the module docstring)."""
     if links is None:
@@ -387,6 +415,7 @@ def resolve_host(site: Site, name: str, links: list[Binding] | None = None) -> d
         },
         "projects": [s["project"] for s in stacks],
         "stacks": stacks,
+        "backup": _backup_state(site, host, stacks),
     }
 
 

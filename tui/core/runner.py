@@ -106,11 +106,19 @@ def _guarded_path(private: Path, path: str) -> str:
     return f"{guard.parent}{os.pathsep}{path}"
 
 
+#: the playbook of each mode that is not the site's own site.yml (kit playbooks, reached
+#: through the site's .abri/kit link; they run with plain ansible-playbook too)
+KIT_PLAYBOOKS = {"backup": "backup.yml", "restore": "restore.yml"}
+
+
 def run_site(site: Site, mode: str = "apply", limit: str | None = None,
              on_progress: Callable[[events.Progress], None] | None = None,
              cancel: threading.Event | None = None, extra_args: list[str] | None = None,
+             extra_vars: dict[str, Any] | None = None,
              become_password: str | None = None) -> RunResult:
-    """Run site.yml in mode 'apply' or 'plan' (check mode with diff, on a staged copy).
+    """Run site.yml in mode 'apply' or 'plan' (check mode with diff, on a staged copy), or
+    the kit's backup.yml ('backup': back up, list, prune) or restore.yml ('restore': put the
+    data back, then deploy). extra_vars go to Ansible as JSON (data, never a template).
     `become_password` is the SSH user's sudo password for this run (the TUI asks for it):
     it goes to Ansible in a file of this run, mode 0600, removed when the run ends, and is
     never stored; without it, ABRI_BECOME_PASSWORD_FILE names such a file."""
@@ -147,6 +155,9 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
         cmdline += ["--become-password-file", become]
     cmdline += ["--check", "--diff"] if mode == "plan" else []
     cmdline += extra_args or []
+    deploy_cmdline = list(cmdline)  # a second converge runs the site's playbook, as it is
+    if extra_vars:
+        cmdline += ["--extra-vars", json.dumps(extra_vars)]
     bindir = Path(sys.executable).parent
     state = events.Progress(total_hint=_total_hint(site, mode))
     recorded: list[dict[str, Any]] = []
@@ -174,7 +185,8 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
     kwargs: dict[str, Any] = {
         "private_data_dir": str(private),
         "project_dir": str(project),
-        "playbook": str(project / "site.yml"),
+        "playbook": str(project / (f".abri/kit/playbooks/{KIT_PLAYBOOKS[mode]}"
+                                   if mode in KIT_PLAYBOOKS else "site.yml")),
         "inventory": str(project / "inventory.ini"),
         "envvars": env,
         "cmdline": " ".join(shlex.quote(a) for a in cmdline),
@@ -188,7 +200,7 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
     try:
         result = ansible_runner.run(**{k: v for k, v in kwargs.items() if v is not None})
         status = result.status
-        if mode == "apply" and status == "successful" and state.ok:
+        if mode in ("apply", "restore") and status == "successful" and state.ok:
             minted: set[str] = set()
             notes = after_apply(site, [h.name for h in state.hosts], minted,
                                 changed={host for host, _task in state.changes})
@@ -197,7 +209,9 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
                 # references it): those hosts converge once more, in the same apply
                 earlier.append(state)
                 state = events.Progress()
-                kwargs.update(limit=",".join(sorted(minted)), ident="reconverge")
+                kwargs.update(limit=",".join(sorted(minted)), ident="reconverge",
+                              playbook=str(project / "site.yml"),
+                              cmdline=" ".join(shlex.quote(a) for a in deploy_cmdline))
                 result = ansible_runner.run(**{k: v for k, v in kwargs.items()
                                                if v is not None})
                 status = result.status

@@ -35,13 +35,23 @@ HOST_VARS = "abri.yml"
 MANAGED_NOTE = "# Managed by abri: it rewrites this file. Put your own variables in another file.\n"
 
 
+#: how many backups 'abri backup --prune' keeps per stack (restic forget --keep-*)
+KEEP_FIELDS = ("backup_keep_daily", "backup_keep_weekly", "backup_keep_monthly")
+
+
 @dataclass
 class SiteSettings:
     registry_mirror: str = ""
     registry_insecure: bool = False
     stacks_root: str = "/opt/abri"
+    #: the restic repository of each host: a folder on the host (or a disk mounted there)
+    backup_repository: str = "/var/backups/abri"
+    backup_keep_daily: int = 7
+    backup_keep_weekly: int = 4
+    backup_keep_monthly: int = 6
 
-    FIELDS = ("registry_mirror", "registry_insecure", "stacks_root")
+    FIELDS = ("registry_mirror", "registry_insecure", "stacks_root", "backup_repository",
+              *KEEP_FIELDS)
 
     def set(self, key: str, raw: Any) -> None:
         """Set one site setting from user input; ValueError says what would be valid."""
@@ -54,6 +64,14 @@ class SiteSettings:
             self.registry_insecure = text in ("true", "yes", "1", "on")
         elif key == "stacks_root":
             self.stacks_root = validate.absolute_dir(str(raw))
+        elif key == "backup_repository":
+            self.backup_repository = validate.absolute_dir(str(raw))
+        elif key in KEEP_FIELDS:
+            text = str(raw).strip()
+            if not text.isdigit() or not 0 <= int(text) <= 1000:
+                raise ValueError(f"{raw!r} is not a whole number of backups from 0 to 1000 "
+                                 "(0 keeps none by this rule)")
+            setattr(self, key, int(text))
         else:
             raise KeyError(key)
 

@@ -1,0 +1,415 @@
+#!/usr/bin/python
+"""abri's backup module: back up, list, restore and prune a host's user data with restic."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: abri_backup
+short_description: Back up, list, restore or prune the user data of a host's stacks (restic)
+description:
+  - Takes the C(abri_state.backup) part of the resolved state (the repository folder, the
+    retention, and per stack with user data its project, its folders and the consistency
+    rule its manifest declares) and works on the host with restic, which it installs from
+    the distribution's archive when missing.
+  - I(action=backup) makes one snapshot per stack, tagged C(abri), C(stack=NAME),
+    C(run=RUN) and C(kind=backup). A stack whose rule is C(stop) is stopped for its copy and
+    started again (its health check waits for it); C(copy) reads the files as they are. The
+    repository is created at the first backup (the folder's parent must exist, so a disk
+    that is not mounted is an error, not a folder on the system disk).
+  - I(action=snapshots) lists the host's snapshots (stack, time, size, bytes added).
+  - I(action=restore) puts back the snapshots of one backup run (the latest, or the run of
+    I(snapshot)). The stacks are stopped first, and data that exists on the host is saved
+    in a safety snapshot (C(kind=safety)) before it is overwritten. The stacks stay stopped;
+    the deploy that follows starts and checks them.
+  - I(action=prune) applies the retention (keep daily, weekly, monthly) to the backups of
+    every stack (safety snapshots are kept) and frees the space.
+  - The repository password comes in I(secrets) (no_log) and reaches restic through its
+    environment, never its command line.
+  - Works while holding the host's abri lock (C(/run/lock/abri.lock)), as the other kit
+    modules do, so a backup never stops a stack an apply is converging.
+options:
+  backup:
+    description: abri_state.backup (repository, password_ref, keep, stacks).
+    type: dict
+    required: true
+  host:
+    description: The host's name in the site (restic's host of its snapshots).
+    type: str
+    required: true
+  secrets:
+    description: Secret values by reference (C(host/stack/key)), from the abri_secrets filter.
+    type: dict
+    default: {}
+  action:
+    description: What to do.
+    type: str
+    default: backup
+    choices: [backup, snapshots, restore, prune]
+  snapshot:
+    description: For restore, a snapshot id (or its prefix); its backup run is restored.
+    type: str
+    default: ""
+author: abri
+"""
+
+EXAMPLES = r"""
+- name: Back up the user data of every stack
+  abri_backup:
+    backup: "{{ abri_state.backup }}"
+    host: "{{ inventory_hostname }}"
+    secrets: "{{ abri_state.backup | abri_secrets(hostvars) }}"
+"""
+
+RETURN = r"""
+changes:
+  description: What was done, one line each.
+  type: list
+  returned: always
+snapshots:
+  description: The snapshots made (backup) or all of the host's (snapshots).
+  type: list
+  returned: always
+restored:
+  description: For restore, per stack the snapshot put back.
+  type: list
+  returned: when action is restore
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+from ansible.module_utils.abri_health import wait_healthy
+from ansible.module_utils.abri_lock import host_lock
+from ansible.module_utils.basic import AnsibleModule
+
+#: restic's exit codes (0.17 and later)
+NO_REPOSITORY = 10
+WRONG_PASSWORD = 12
+
+
+class Failed(Exception):
+    """A clear error for the user; the module fails with it."""
+
+
+def _restic_error(stderr):
+    """restic's own last words: the message of its JSON exit_error when it gave one."""
+    for line in reversed(stderr.splitlines()):
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict) and data.get("message_type") == "exit_error":
+            return str(data.get("message", "")).strip()
+    return stderr.strip()[-1500:]
+
+
+class Backup:
+    def __init__(self, module):
+        self.m = module
+        p = module.params
+        self.spec = p["backup"]
+        self.host = p["host"]
+        self.secrets = p["secrets"] or {}
+        self.repo = self.spec["repository"]
+        self.changes = []
+        self.env = dict(os.environ, RESTIC_REPOSITORY=self.repo,
+                        RESTIC_PASSWORD=self.secret(self.spec["password_ref"]),
+                        RESTIC_PROGRESS_FPS="0.2", LC_ALL="C")
+
+    def secret(self, ref):
+        value = self.secrets.get(ref)
+        if not value:
+            raise Failed(f"the secret {ref} is missing from the site's vault")
+        return value
+
+    # ------------------------------------------------------------------ restic
+    def ensure_restic(self):
+        if shutil.which("restic"):
+            return
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C")
+        for cmd in (["apt-get", "update", "-q"],
+                    ["apt-get", "install", "-y", "-q", "--no-install-recommends",
+                     "-o", "DPkg::Lock::Timeout=600", "restic"]):
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                raise Failed(f"restic is not installed and {' '.join(cmd[:3])} failed: "
+                             f"{proc.stderr.strip()[-1500:]}")
+        self.changes.append("install restic from the distribution's archive")
+
+    def restic(self, *args, check=True):
+        proc = subprocess.run(["restic", *args], capture_output=True, text=True, env=self.env)
+        if check and proc.returncode != 0:
+            raise Failed(f"restic {args[0]} failed (exit {proc.returncode}): "
+                         f"{_restic_error(proc.stderr)}")
+        return proc
+
+    def repository(self, create):
+        """The repository answers with this site's password; created when asked and absent."""
+        proc = self.restic("cat", "config", check=False)
+        if proc.returncode == 0:
+            return
+        if proc.returncode == WRONG_PASSWORD:
+            raise Failed(f"the repository {self.repo} on {self.host} does not open with this "
+                         "site's repository password (made by another site, or the vault was "
+                         "replaced); abri leaves it alone")
+        if proc.returncode != NO_REPOSITORY:
+            raise Failed(f"the repository {self.repo} on {self.host} cannot be read: "
+                         f"{proc.stderr.strip()[-800:]}")
+        if not create:
+            raise Failed(f"there is no backup repository at {self.repo} on {self.host} (no "
+                         "backup was made there yet, or the disk that holds it is not "
+                         "mounted); make one with 'abri backup'")
+        parent = os.path.dirname(self.repo.rstrip("/")) or "/"
+        if not os.path.isdir(parent):
+            raise Failed(f"the folder {parent} for the repository {self.repo} does not exist "
+                         f"on {self.host} (a disk not mounted?); abri makes only the "
+                         "repository's own folder")
+        if os.path.isdir(self.repo) and os.listdir(self.repo):
+            raise Failed(f"{self.repo} on {self.host} holds files and is not a restic "
+                         "repository; choose an empty or new folder (abri site set "
+                         "backup_repository=...)")
+        os.makedirs(self.repo, mode=0o700, exist_ok=True)
+        os.chmod(self.repo, 0o700)
+        self.restic("init", "-q")
+        self.changes.append(f"create the repository {self.repo}")
+
+    def snapshots(self):
+        proc = self.restic("snapshots", "--json", "--host", self.host, "--tag", "abri")
+        out = []
+        for snap in json.loads(proc.stdout or "[]") or []:
+            tags = dict(t.partition("=")[::2] for t in snap.get("tags") or [] if "=" in t)
+            summary = snap.get("summary") or {}
+            out.append({"id": snap["id"], "short_id": snap.get("short_id", snap["id"][:8]),
+                        "time": snap["time"], "stack": tags.get("stack", ""),
+                        "run": tags.get("run", ""), "kind": tags.get("kind", "backup"),
+                        "paths": snap.get("paths") or [],
+                        "size": int(summary.get("total_bytes_processed", 0)),
+                        "files": int(summary.get("total_files_processed", 0)),
+                        "added": int(summary.get("data_added", 0))})
+        return sorted(out, key=lambda s: s["time"])
+
+    def take(self, stack, paths, run, kind):
+        proc = self.restic("backup", "--json", "-q", "--host", self.host, "--tag", "abri",
+                           "--tag", f"stack={stack['name']}", "--tag", f"run={run}",
+                           "--tag", f"kind={kind}", *paths)
+        summary = {}
+        for line in proc.stdout.splitlines():
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            if data.get("message_type") == "summary":
+                summary = data
+        return {"stack": stack["name"], "id": summary.get("snapshot_id", ""),
+                "short_id": summary.get("snapshot_id", "")[:8], "kind": kind, "run": run,
+                "size": int(summary.get("total_bytes_processed", 0)),
+                "files": int(summary.get("total_files_processed", 0)),
+                "added": int(summary.get("data_added", 0))}
+
+    # ------------------------------------------------------------------ stacks
+    def folders(self, stack):
+        return [os.path.join(stack["dir"], p) for p in stack["paths"]]
+
+    def running(self, stack):
+        proc = subprocess.run(
+            ["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project="
+             f"{stack['project']}", "--filter", "status=running"],
+            capture_output=True, text=True)
+        if proc.returncode != 0:
+            if not shutil.which("docker"):
+                return []
+            raise Failed(f"docker ps failed: {proc.stderr.strip()[-500:]}")
+        return proc.stdout.split()
+
+    def stop(self, stack):
+        ids = self.running(stack)
+        if ids:
+            proc = subprocess.run(["docker", "stop", "-t", "60", *ids], capture_output=True,
+                                  text=True)
+            if proc.returncode != 0:
+                raise Failed(f"stack {stack['name']}: docker stop failed: "
+                             f"{proc.stderr.strip()[-500:]}")
+        return ids
+
+    def start(self, stack, ids):
+        proc = subprocess.run(["docker", "start", *ids], capture_output=True, text=True)
+        if proc.returncode != 0:
+            return f"docker start failed: {proc.stderr.strip()[-500:]}"
+        ok, last = wait_healthy(stack.get("health") or {}, self.secret)
+        return None if ok else f"health check failed after the start: {last}"
+
+    # ------------------------------------------------------------------ actions
+    def backup(self):
+        self.repository(create=True)
+        run = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        made = []
+        problems = []
+        for stack in self.spec["stacks"]:
+            paths = [p for p in self.folders(stack) if os.path.isdir(p)]
+            if not paths:
+                self.changes.append(f"{stack['name']}: no data on this host yet (not "
+                                    "deployed?), nothing to back up")
+                continue
+            stopped, start = [], time.monotonic()
+            if stack["consistency"] == "stop":
+                stopped = self.stop(stack)
+            try:
+                snap = self.take(stack, paths, run, "backup")
+            except Failed as exc:
+                error = self.start(stack, stopped) if stopped else None
+                again = (f"; the stack was started again{' but ' + error if error else ''}"
+                         if stopped else "")
+                raise Failed(f"stack {stack['name']}: {exc}{again}. Its data on the host is "
+                             "untouched; the snapshots made before stay in the repository"
+                             ) from None
+            if stopped:
+                error = self.start(stack, stopped)
+                if error:
+                    problems.append(f"stack {stack['name']}: {error}")
+            snap["stopped_seconds"] = round(time.monotonic() - start, 1) if stopped else 0
+            made.append(snap)
+            how = (f"stopped {snap['stopped_seconds']:.0f}s" if stopped else
+                   "read while running" if stack["consistency"] == "copy" else "was stopped")
+            self.changes.append(f"{stack['name']}: snapshot {snap['short_id']} "
+                                f"({snap['files']} files, {snap['size']} bytes, "
+                                f"{snap['added']} new; {how})")
+        if problems:
+            raise Failed("; ".join(problems))
+        return {"snapshots": made, "run": run}
+
+    def restore(self, wanted):
+        self.repository(create=False)
+        snaps = self.snapshots()
+        if wanted:
+            match = [s for s in snaps if s["id"].startswith(wanted)]
+            if not match:
+                raise Failed(f"no snapshot {wanted} of {self.host} in {self.repo} ('abri "
+                             "backups' lists them)")
+            if len(match) > 1:
+                raise Failed(f"{wanted} names {len(match)} snapshots; give more of the id")
+            run = match[0]["run"]
+            chosen = [s for s in snaps if run and s["run"] == run] or match
+        else:
+            backups = [s for s in snaps if s["kind"] == "backup"]
+            if not backups:
+                raise Failed(f"the repository {self.repo} holds no backup of {self.host}")
+            run = backups[-1]["run"]
+            chosen = [s for s in backups if s["run"] == run]
+        by_stack = {}
+        for snap in chosen:  # the last of a stack in the run (a run has one per stack)
+            by_stack[snap["stack"]] = snap
+        targets = [st for st in self.spec["stacks"] if st["name"] in by_stack]
+        if not targets:
+            raise Failed(f"the backup {run} holds no stack of {self.host} that the site has "
+                         "on it now")
+        for st in self.spec["stacks"]:
+            if st["name"] not in by_stack:
+                self.changes.append(f"{st['name']}: not in the backup {run}, left as it is")
+        for st in targets:
+            if self.stop(st):
+                self.changes.append(f"{st['name']}: stopped for the restore")
+        safety_run = "safety-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        safety = []
+        for st in targets:
+            present = [p for p in self.folders(st) if os.path.isdir(p) and os.listdir(p)]
+            if present:
+                snap = self.take(st, present, safety_run, "safety")
+                safety.append(snap)
+                self.changes.append(f"{st['name']}: the data on the host saved first as "
+                                    f"safety snapshot {snap['short_id']}")
+        try:
+            restored = self.put_back(targets, by_stack)
+        except Failed as exc:
+            raise Failed(f"{exc}. The stacks stay stopped, the data saved before in the "
+                         "safety snapshot; 'abri restore' again, or 'abri apply' to start "
+                         "them as they are") from None
+        return {"restored": restored, "safety": safety, "run": run}
+
+    def put_back(self, targets, by_stack):
+        restored = []
+        for st in targets:
+            snap = by_stack[st["name"]]
+            for folder in self.folders(st):
+                name = os.path.basename(folder)
+                source = next((p for p in snap["paths"] if os.path.basename(p) == name), None)
+                if source is None:
+                    self.changes.append(f"{st['name']}: {name}/ is not in snapshot "
+                                        f"{snap['short_id']}, left as it is")
+                    continue
+                os.makedirs(folder, exist_ok=True)
+                self.restic("restore", f"{snap['id']}:{source}", "--target", folder,
+                            "--delete", "-q")
+            restored.append({"stack": st["name"], "id": snap["id"],
+                             "short_id": snap["short_id"], "time": snap["time"]})
+            self.changes.append(f"{st['name']}: restored snapshot {snap['short_id']} of "
+                                f"{snap['time'][:19]}Z")
+        return restored
+
+    def prune(self):
+        self.repository(create=False)
+        keep = self.spec["keep"]
+        if not any(int(keep.get(k, 0)) for k in ("daily", "weekly", "monthly")):
+            raise Failed("the retention keeps nothing (backup_keep_daily, _weekly and "
+                         "_monthly are all 0); abri will not remove every backup")
+        proc = self.restic("forget", "--json", "--host", self.host, "--tag", "kind=backup",
+                           "--group-by", "host,paths",
+                           "--keep-daily", str(keep["daily"]),
+                           "--keep-weekly", str(keep["weekly"]),
+                           "--keep-monthly", str(keep["monthly"]), "--prune")
+        removed = 0
+        for line in proc.stdout.splitlines():
+            try:
+                groups = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(groups, list):
+                removed += sum(len(g.get("remove") or []) for g in groups)
+        self.changes.append(f"prune: {removed} snapshot(s) removed by the retention (daily "
+                            f"{keep['daily']}, weekly {keep['weekly']}, monthly "
+                            f"{keep['monthly']})" if removed else
+                            "prune: every backup is within the retention")
+        return {"removed": removed}
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "backup": {"type": "dict", "required": True},
+            "host": {"type": "str", "required": True},
+            "secrets": {"type": "dict", "default": {}, "no_log": True},
+            "action": {"type": "str", "default": "backup",
+                       "choices": ["backup", "snapshots", "restore", "prune"]},
+            "snapshot": {"type": "str", "default": ""},
+        },
+        supports_check_mode=False,
+    )
+    action = module.params["action"]
+    result = {"snapshots": []}
+    changes = []
+    try:
+        b = Backup(module)
+        changes = b.changes
+        b.ensure_restic()
+        if action == "snapshots":
+            b.repository(create=False)
+            result["snapshots"] = b.snapshots()
+        else:
+            with host_lock(module, f"abri_backup {action}"):
+                result.update(getattr(b, action)(*([module.params["snapshot"]]
+                                                   if action == "restore" else [])))
+    except Failed as exc:
+        module.fail_json(msg=str(exc), changes=changes)
+    if action == "snapshots":
+        changed = bool(changes)  # restic installed
+    elif action == "prune":
+        changed = bool(result.get("removed"))
+    else:
+        changed = True
+    module.exit_json(changed=changed, changes=changes, **result)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Backup, the list of backups and restore: the controller's side of the kit's abri_backup.
+
+Each target host keeps a restic repository (the site setting ``backup_repository``, a folder
+on the host or on a disk mounted there). A backup makes one snapshot per stack with user data
+(the volumes its manifest marks ``user_data``), read by the rule its manifest declares
+(``backup.consistency``: stop or copy); the snapshots of one ``abri backup`` share a run tag,
+and a restore puts back one run. The repository password is generated per host on the first
+backup and kept in the host's vault (``_backup/repository_password``), never printed. Nothing
+here names a service.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from tui.core import resolve
+from tui.core import secrets as vault
+from tui.core.errors import AbriError, Problem
+
+if TYPE_CHECKING:
+    from tui.core.runner import RunResult
+    from tui.core.site import Site
+
+SNAPSHOT_ID = re.compile(r"^[0-9a-f]{4,64}$")
+
+
+def hosts_with_data(site: Site, names: list[str]) -> list[str]:
+    """The hosts among names with at least one stack that holds user data."""
+    return [n for n in names
+            if any(s in site.catalog and site.catalog[s].user_data
+                   for s in site.hosts[n].stacks)]
+
+
+def has_password(site: Site, host: str) -> bool:
+    stack, key = resolve.BACKUP_SECRET
+    return bool((site.secrets.get(host, {}).get(stack) or {}).get(key))
+
+
+def ensure_passwords(site: Site, hosts: list[str]) -> list[str]:
+    """Generate the repository password of every host that has none yet (saved with the
+    site). Returns the hosts that got one."""
+    stack, key = resolve.BACKUP_SECRET
+    made = []
+    for name in hosts:
+        if not has_password(site, name):
+            site.secrets.setdefault(name, {}).setdefault(stack, {})[key] = vault.generate()
+            made.append(name)
+    if made:
+        site.save()
+    return made
+
+
+def check_snapshot_id(value: str) -> str:
+    value = value.strip().lower()
+    if not SNAPSHOT_ID.match(value):
+        raise AbriError(Problem("restore", "--snapshot", f"{value!r} is not a snapshot id "
+                                "(4 to 64 hexadecimal digits, as 'abri backups' shows them)"))
+    return value
+
+
+def module_results(result: RunResult) -> dict[str, list[dict[str, Any]]]:
+    """host -> the results of the run's abri_backup calls that ran (not skipped)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for event in result.events:
+        if event.get("event") != "runner_on_ok":
+            continue
+        data = event.get("event_data") or {}
+        if data.get("task_action") not in ("abri_backup", "ansible.legacy.abri_backup"):
+            continue
+        out.setdefault(str(data.get("host")), []).append(data.get("res") or {})
+    return out
+
+
+def snapshot_rows(result: RunResult) -> list[dict[str, Any]]:
+    """Every snapshot a 'snapshots' run listed, one row each, by host then time."""
+    rows = []
+    for host, results in sorted(module_results(result).items()):
+        for res in results:
+            for snap in res.get("snapshots") or []:
+                rows.append({"host": host, **{k: snap.get(k) for k in (
+                    "stack", "time", "id", "short_id", "kind", "run", "size", "files",
+                    "added")}})
+    return rows
+
+
+def made_rows(result: RunResult) -> list[dict[str, Any]]:
+    """The snapshots a backup run made, one row per host and stack."""
+    return [{"host": host, **snap} for host, results in sorted(module_results(result).items())
+            for res in results for snap in res.get("snapshots") or []
+            if "stopped_seconds" in snap]
+
+
+def format_made(rows: list[dict[str, Any]]) -> str:
+    lines = []
+    for r in rows:
+        how = f"stopped {r['stopped_seconds']:.0f}s" if r["stopped_seconds"] else "not stopped"
+        lines.append(f"  {r['host']:<12} {r['stack']:<16} snapshot {r['short_id']}  "
+                     f"{human_size(r['size'])} in {r['files']} files, "
+                     f"{human_size(r['added'])} new, {how}")
+    return "\n".join(lines)
+
+
+def human_size(n: int | None) -> str:
+    value = float(n or 0)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def format_snapshots(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "No snapshots yet; make one with 'abri backup'"
+    lines = [f"{'HOST':<14} {'STACK':<16} {'DATE (UTC)':<20} {'ID':<9} {'SIZE':>10} "
+             f"{'ADDED':>10}  KIND"]
+    for r in rows:
+        date = str(r["time"] or "")[:19].replace("T", " ")
+        lines.append(f"{r['host']:<14} {r['stack'] or '-':<16} {date:<20} {r['short_id']:<9} "
+                     f"{human_size(r['size']):>10} {human_size(r['added']):>10}  {r['kind']}")
+    return "\n".join(lines)
