@@ -47,7 +47,7 @@ LABEL_RECIPE = "abri.fleet.recipe"
 #: local image namespace (abri-test/host:<hash>, ...); another value gives a separate, cold set
 IMAGE_NS = os.environ.get("ABRI_TEST_IMAGE_NS", "abri-test")
 #: the Home Assistant release the catalog pins and the fleet deploys
-HA_VERSION = "2026.11.0"
+HA_VERSION = "2025.4.4"
 #: Home Assistant releases the harness can build, each with the Debian suite that has a Python
 #: it installs on and the date PyPI is read as of (the official image was built then; newer
 #: releases of unpinned dependencies break older Home Assistants: pycares 5 vs aiodns 3.2).
@@ -401,12 +401,17 @@ def build_homeassistant_image(force: bool = False, base: ImageResult | None = No
     suite, cutoff = HA_RELEASES[version]
     if base is None:
         base = build_forky_base() if suite == "forky" else build_debian_base()
-    python = "python3.14" if suite == "forky" else "python3"
-    recipe_dir = IMAGES_DIR / "homeassistant"
     ca = CA_BUNDLE.read_bytes()
-    args = {"BASE_IMAGE": base.ref, "HA_VERSION": version, "PYTHON": python,
-            "PYPI_CUTOFF": cutoff}
-    h = recipe_hash(recipe_dir, *(f"{k}={v}" for k, v in sorted(args.items())), ca)
+    if suite == "forky":
+        recipe_dir = IMAGES_DIR / "homeassistant-forky"
+        args = {"BASE_IMAGE": base.ref, "HA_VERSION": version, "PYTHON": "python3.14",
+                "PYPI_CUTOFF": cutoff}
+        h = recipe_hash(recipe_dir, *(f"{k}={v}" for k, v in sorted(args.items())), ca)
+    else:
+        # the Debian 13 recipe and its hash as they were (the cut-off follows the version)
+        recipe_dir = IMAGES_DIR / "homeassistant"
+        args = {"BASE_IMAGE": base.ref, "HA_VERSION": version, "PYPI_CUTOFF": cutoff}
+        h = recipe_hash(recipe_dir, base.ref, version, ca)
     ref = f"{IMAGE_NS}/home-assistant:{version}-{h}"
 
     def build() -> None:
