@@ -46,7 +46,18 @@ LABEL_RECIPE = "abri.fleet.recipe"
 
 #: local image namespace (abri-test/host:<hash>, ...); another value gives a separate, cold set
 IMAGE_NS = os.environ.get("ABRI_TEST_IMAGE_NS", "abri-test")
+#: the Home Assistant release the catalog pins and the fleet deploys
 HA_VERSION = "2025.4.4"
+#: Home Assistant releases the harness can build, each with the Debian suite that has a Python
+#: it installs on and the date PyPI is read as of (the official image was built then; newer
+#: releases of unpinned dependencies break older Home Assistants: pycares 5 vs aiodns 3.2).
+#: From 2026.3 on Home Assistant needs Python >= 3.14.2: Debian 13 (3.13) stops at 2026.2.3,
+#: testing (forky) has python3.14.
+HA_RELEASES: dict[str, tuple[str, str]] = {
+    "2025.4.4": ("trixie", "2025-04-26T00:00:00Z"),
+    "2026.2.3": ("trixie", "2026-02-23T00:00:00Z"),
+    "2026.11.0": ("forky", "2026-11-06T00:00:00Z"),
+}
 #: what Debian 13 ships; the kit's stack manifest pins the same upstream tag
 MOSQUITTO_VERSION = "2.0.21"
 #: Node-RED from the npm registry; it needs Node.js >= 22.9, newer than Debian 13's nodejs
@@ -66,6 +77,18 @@ REGISTRY_PIDFILE = Path("/tmp/abri-test-registry.pid")
 REGISTRY_LOG = Path("/tmp/abri-test-registry.log")
 BUILD_LOCK = Path("/tmp/abri-fleet-build.lock")
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+DEBIAN_ARCHIVE = os.environ.get("ABRI_TEST_DEBIAN_ARCHIVE", "http://deb.debian.org/debian")
+#: Debian testing, for a Python newer than Debian 13's. Its Release file may be past its
+#: Valid-Until date (testing is not refreshed like a stable suite): apt skips that check for
+#: this one source only. The suite line is given in full, so no forky-security or
+#: forky-updates is asked for.
+FORKY_SOURCE = f"deb [check-valid-until=no] {DEBIAN_ARCHIVE} forky main"
+#: what the forky base carries: Python 3.14 with venv, and the run-time libraries Home
+#: Assistant's wheels link against; the build tools come and go in the service image's build
+FORKY_PACKAGES = (
+    "ca-certificates,python3.14,python3.14-venv,tzdata,curl,iputils-ping,"
+    "libturbojpeg0,libjpeg62-turbo,libpcap0.8"
+)
 
 HOST_PACKAGES = (
     "systemd,systemd-sysv,openssh-server,python3,sudo,dbus,iproute2,ca-certificates"
@@ -226,12 +249,16 @@ def _cached_or_build(name: str, ref: str, build, force: bool) -> ImageResult:
 
 def _prune_old_builds(ref: str) -> None:
     """A recipe change leaves the previous build behind (a gigabyte for Home Assistant), and
-    CI machines are reused: drop the repository's other tags. An image a container still
-    uses stays, because docker refuses to remove it without -f."""
-    repo = ref.rpartition(":")[0]
+    CI machines are reused: drop the earlier builds of the same image, the repository's tags
+    that differ only in the recipe hash (home-assistant:2026.11.0-<old hash>, never
+    home-assistant:2025.4.4-<hash> nor debian:trixie-<hash> next to debian:forky-<hash>).
+    An image a container still uses stays, because docker refuses to remove it without -f."""
+    repo, _, tag = ref.rpartition(":")
+    family = tag.rpartition("-")[0]
     listed = docker("image", "ls", repo, "--format", "{{.Repository}}:{{.Tag}}",
                     check=False).stdout.split()
-    old = [r for r in listed if r != ref and not r.endswith(":<none>")]
+    old = [r for r in listed if r != ref and not r.endswith(":<none>")
+           and r.rpartition(":")[2].rpartition("-")[0] == family]
     if old:
         docker("rmi", *old, check=False)
         say(f"pruned earlier builds of {repo}: {', '.join(old)}")
@@ -254,7 +281,7 @@ def _run_logged(cmd: list[str], what: str, env: dict | None = None, timeout: flo
 
 def _mmdebstrap_import(
     suite: str, include: str, ref: str, changes: list[str], hook: Path | None = None,
-    env: dict | None = None,
+    env: dict | None = None, source: str | None = None,
 ) -> None:
     if shutil.which("mmdebstrap") is None:
         raise FleetError("mmdebstrap is not installed (run tests/fleet/engine.sh start)")
@@ -264,6 +291,8 @@ def _mmdebstrap_import(
         if hook is not None:
             cmd.append(f'--customize-hook=sh "{hook}" "$1"')
         cmd += [suite, str(tar)]
+        if source is not None:
+            cmd.append(source)
         _run_logged(cmd, f"mmdebstrap {suite}", env=env)
         args = ["import"]
         for change in changes:
@@ -334,6 +363,23 @@ def build_debian_base(force: bool = False) -> ImageResult:
     return _cached_or_build("debian", ref, build, force)
 
 
+def build_forky_base(force: bool = False) -> ImageResult:
+    """Debian testing (forky) with Python 3.14, the base of the Home Assistant images from
+    2026.3 on: abri-test/debian:forky-<hash>."""
+    recipe_dir = IMAGES_DIR / "debian"
+    h = recipe_hash(recipe_dir, "forky", FORKY_SOURCE, FORKY_PACKAGES)
+    ref = f"{IMAGE_NS}/debian:forky-{h}"
+
+    def build() -> None:
+        _mmdebstrap_import(
+            "forky", FORKY_PACKAGES, ref,
+            changes=['CMD ["/bin/bash"]', "ENV LANG=C.UTF-8"],
+            source=FORKY_SOURCE,
+        )
+
+    return _cached_or_build("debian-forky", ref, build, force)
+
+
 def build_mosquitto_image(force: bool = False, base: ImageResult | None = None) -> ImageResult:
     base = base or build_debian_base()
     recipe_dir = IMAGES_DIR / "mosquitto"
@@ -346,22 +392,33 @@ def build_mosquitto_image(force: bool = False, base: ImageResult | None = None) 
 
 
 def build_homeassistant_image(force: bool = False, base: ImageResult | None = None,
-                              verify: bool = True) -> ImageResult:
-    base = base or build_debian_base()
-    recipe_dir = IMAGES_DIR / "homeassistant"
+                              verify: bool = True, version: str = HA_VERSION) -> ImageResult:
+    """Home Assistant from PyPI shaped like homeassistant/home-assistant:
+    abri-test/home-assistant:<version>-<hash>, on the Debian base whose Python the release
+    installs on (HA_RELEASES); base overrides that choice."""
+    if version not in HA_RELEASES:
+        raise ValueError(f"unknown Home Assistant release {version!r}; known: {list(HA_RELEASES)}")
+    suite, cutoff = HA_RELEASES[version]
+    if base is None:
+        base = build_forky_base() if suite == "forky" else build_debian_base()
     ca = CA_BUNDLE.read_bytes()
-    h = recipe_hash(recipe_dir, base.ref, HA_VERSION, ca)
-    ref = f"{IMAGE_NS}/home-assistant:{HA_VERSION}-{h}"
+    if suite == "forky":
+        recipe_dir = IMAGES_DIR / "homeassistant-forky"
+        args = {"BASE_IMAGE": base.ref, "HA_VERSION": version, "PYTHON": "python3.14",
+                "PYPI_CUTOFF": cutoff}
+        h = recipe_hash(recipe_dir, *(f"{k}={v}" for k, v in sorted(args.items())), ca)
+    else:
+        # the Debian 13 recipe and its hash as they were (the cut-off follows the version)
+        recipe_dir = IMAGES_DIR / "homeassistant"
+        args = {"BASE_IMAGE": base.ref, "HA_VERSION": version, "PYPI_CUTOFF": cutoff}
+        h = recipe_hash(recipe_dir, base.ref, version, ca)
+    ref = f"{IMAGE_NS}/home-assistant:{version}-{h}"
 
     def build() -> None:
-        with tempfile.TemporaryDirectory(prefix="abri-fleet-ha-") as tmp:
-            ctx = Path(tmp) / "ctx"
-            shutil.copytree(recipe_dir, ctx)
-            (ctx / "ca-certificates.crt").write_bytes(ca)
-            _docker_build(ctx, ref, {"BASE_IMAGE": base.ref, "HA_VERSION": HA_VERSION}, h)
+        _docker_build_with_ca(recipe_dir, ref, args, h, ca)
         if verify:
             try:
-                verify_homeassistant_image(ref)
+                verify_homeassistant_image(ref, version=version)
             except Exception:
                 docker("rmi", "-f", ref, check=False)
                 raise
@@ -438,8 +495,16 @@ scene:
 """
 
 
-def verify_homeassistant_image(ref: str, timeout: float = 300) -> dict:
-    """Start the image once, wait for /api/onboarding to answer, stop it. Returns facts."""
+def verify_homeassistant_image(ref: str, timeout: float = 300,
+                               version: str | None = None) -> dict:
+    """Start the image once, wait for /api/onboarding to answer, stop it. Returns facts:
+    seconds to the first answer, the onboarding steps, the requirements installed at run
+    time. With version, the image must report that Home Assistant version."""
+    if version is not None:
+        out = docker("run", "--rm", "--entrypoint", "python3", ref, "-c",
+                     "import homeassistant.const as c; print(c.__version__)").stdout.strip()
+        if out != version:
+            raise FleetError(f"Home Assistant image {ref} reports version {out!r}, not {version}")
     name = f"{PREFIX}verify-ha-{secrets.token_hex(3)}"
     config = Path(tempfile.mkdtemp(prefix=f"{name}-"))
     # the integrations the kit's configuration.yaml lists, with info logging so that any
@@ -490,11 +555,14 @@ class Images:
     homeassistant: ImageResult | None
     nodered: ImageResult | None = None
     esphome: ImageResult | None = None
+    #: the forky base, built when the Home Assistant release needs it
+    debian_forky: ImageResult | None = None
 
     def all(self) -> list[ImageResult]:
         return [
-            r for r in (self.host, self.host_docker, self.debian, self.mosquitto,
-                        self.homeassistant, self.nodered, self.esphome) if r is not None
+            r for r in (self.host, self.host_docker, self.debian, self.debian_forky,
+                        self.mosquitto, self.homeassistant, self.nodered, self.esphome)
+            if r is not None
         ]
 
     @property
@@ -510,10 +578,14 @@ def build_images(homeassistant: bool = True, force: bool = False, *,
     host_docker = build_host_docker_image(force=force, host=host)
     debian = build_debian_base(force=force)
     mosquitto = build_mosquitto_image(force=force, base=debian)
-    ha = build_homeassistant_image(force=force, base=debian) if homeassistant else None
+    forky = ha = None
+    if homeassistant:
+        if HA_RELEASES[HA_VERSION][0] == "forky":
+            forky = build_forky_base(force=force)
+        ha = build_homeassistant_image(force=force, base=forky or debian)
     nr = build_nodered_image(force=force, base=debian) if nodered else None
     esp = build_esphome_image(force=force, base=debian) if esphome else None
-    return Images(host, host_docker, debian, mosquitto, ha, nr, esp)
+    return Images(host, host_docker, debian, mosquitto, ha, nr, esp, forky)
 
 
 # --------------------------------------------------------------------------- registry

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.fleet
 def test_registry_mirrors_upstream_paths(fleet_registry):
     reg = fleet_registry
     assert reg.refs["mosquitto"] == f"{reg.address}/library/eclipse-mosquitto:2.0.21"
-    assert reg.refs["homeassistant"] == f"{reg.address}/homeassistant/home-assistant:2025.4.4"
+    ha = f"{reg.address}/homeassistant/home-assistant:{harness.HA_VERSION}"
+    assert reg.refs["homeassistant"] == ha
     assert reg.upstream["mosquitto"] == "docker.io/library/eclipse-mosquitto:2.0.21"
     with urllib.request.urlopen(f"http://{reg.address}/v2/_catalog", timeout=10) as resp:
         catalog = json.loads(resp.read())["repositories"]
