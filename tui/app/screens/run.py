@@ -67,7 +67,9 @@ class RunScreen(WorkerScreen):
             self.start(self.run_verify, site.copy())
         else:
             table.add_column("Host", key="host")
-            table.add_column("Status", key="status")
+            # as wide as the longest status from the start: a cell's update does not widen
+            # its column, and how far it grew would depend on which progress bursts collapsed
+            table.add_column("Status", key="status", width=max(map(len, STATUS_STYLE)))
             table.add_column("Task", key="task", width=24)
             for key in COUNTS:
                 table.add_column(key[:4], key=key)
@@ -128,14 +130,15 @@ class RunScreen(WorkerScreen):
         new_changes = list(p.changes[self.logged_changes:])
         new_failures = list(p.failures[self.logged_failures:])
         self.logged_changes, self.logged_failures = len(p.changes), len(p.failures)
+        # what belongs to the task shown last comes under it, whether it arrived in the same
+        # burst as its TASK line or a later one, and before any task started since; then the
+        # new tasks, each with its own; what is left (an older task's) names its task
+        self.write_outcomes(log, self.last_task, new_changes, new_failures)
         for task in list(p.task_names.values())[self.logged_tasks:]:
             self.logged_tasks += 1
             self.last_task = task
             log.write(Text(f"TASK {task}", style="bold"))
             self.write_outcomes(log, task, new_changes, new_failures)
-        # what belongs to the task shown last reads the same whether it came in the same burst
-        # as its TASK line or in a later one; the rest names its task
-        self.write_outcomes(log, self.last_task, new_changes, new_failures)
         for host, task in new_changes:
             log.write(Text(f"  ~ {host}: {task} (changed)", style="yellow"))
         for f in new_failures:
