@@ -200,11 +200,14 @@ class Stack:
                                  f"failed: {proc.stderr.strip()[-2000:]}", changes=self.changes)
         return proc
 
-    def containers(self):
-        """Containers of the project (by Compose's label), whatever their state."""
+    def containers(self, quiet=False):
+        """Containers of the project (by Compose's label), whatever their state; None when
+        the engine does not answer and quiet is set."""
         try:
             return docker_containers([f"com.docker.compose.project={self.project}"])
         except (DockerError, ValueError) as exc:
+            if quiet:
+                return None
             self.m.fail_json(msg=f"stack {self.spec['name']}: listing its containers failed: "
                                  f"{exc}", changes=self.changes)
 
@@ -212,7 +215,12 @@ class Stack:
         if self.check and not shutil.which("docker"):
             self.note("docker compose up (the engine is not installed yet)")
             return
-        have = self.containers()
+        # check mode on a host whose engine is installed but not running (the engine step
+        # starts it before this one in an apply): say what would happen rather than fail
+        have = self.containers(quiet=self.check)
+        if have is None:
+            self.note("docker compose up (the engine does not answer yet)")
+            return
         stale = [c for c in have if c.get("State") in ("created", "dead")]
         if stale:
             self.note("remove half-made containers "

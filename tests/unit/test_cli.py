@@ -282,6 +282,15 @@ def _abri_process(argv, stdout, cwd, buffered=True):
                           stderr=subprocess.PIPE, text=True, cwd=cwd, env=env, timeout=120)
 
 
+def _argparse_drops_unwritable_help() -> bool:
+    """Newer Pythons' argparse ignores an OSError while it prints help (3.11.7 does; Debian
+    12's 3.11.2 does not, and the BrokenPipeError then ends abri as any other command)."""
+    import argparse
+    import inspect
+
+    return "OSError" in inspect.getsource(argparse.ArgumentParser._print_message)
+
+
 @pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
 @pytest.mark.parametrize("argv", [["stack", "list"], ["stack", "show", "homeassistant"],
                                   ["host", "list"], ["--help"]])
@@ -298,7 +307,7 @@ def test_closed_stdout_pipe_ends_quietly(tmp_path, argv, buffered):
     finally:
         os.close(write_end)
     assert proc.stderr == ""
-    if argv == ["--help"] and not buffered:
+    if argv == ["--help"] and not buffered and _argparse_drops_unwritable_help():
         assert proc.returncode == 0  # argparse itself drops help it cannot write
     else:
         assert proc.returncode == 141  # as a shell reports a command ended by SIGPIPE

@@ -26,7 +26,9 @@ def fresh_env(tmp_path_factory) -> Path:
 
 def test_installed_abri_works_outside_the_checkout(fresh_env, tmp_path, ssh_key):
     bin_dir = fresh_env / "bin"
-    env = {k: v for k, v in os.environ.items() if k not in ("ABRI_KIT_DIR", "VIRTUAL_ENV")}
+    # PYTHONPATH too: a checkout on it (as when testing a worktree) would shadow the install
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ABRI_KIT_DIR", "VIRTUAL_ENV", "PYTHONPATH")}
     env["PATH"] = f"{bin_dir}:/usr/bin:/bin"
     env["ANSIBLE_NOCOLOR"] = "1"
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tui.core.catalog import Catalog
@@ -106,18 +107,96 @@ def test_arbitrary_settings_never_traceback(template_site, tmp_path, sets, stack
         assert exc.problems
 
 
-@SETTINGS
-@given(name=st.text(max_size=20), kind=st.sampled_from(["local", "ssh", "vps", "guest", "x"]),
-       address=st.one_of(st.none(), st.text(max_size=30)),
-       port=st.one_of(st.none(), st.text(max_size=8)),
-       user=st.one_of(st.none(), st.text(max_size=12)),
-       key=st.one_of(st.none(), st.text(max_size=12)))
-def test_arbitrary_hosts_never_traceback(template_site, tmp_path, name, kind, address, port,
-                                         user, key):
+#: files a key path can name (made by the key_files fixture): real private keys in folders
+#: whose names an inventory line must quote, and files that are not a private key
+KEY_FILES = ["id_ed25519", "with space/id_ed25519", "it's #1/id ed25519", "clé=\"x\"/id_rsa",
+             "id_ed25519.pub", "empty", "a-folder"]
+
+
+@pytest.fixture(scope="module")
+def key_files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("keys")
+    files = {}
+    for name in KEY_FILES:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        files[name] = path
+    real = root / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(real)],
+                   check=True)
+    for name in KEY_FILES:
+        if name.endswith(("id_ed25519", "id ed25519", "id_rsa")) and name != "id_ed25519":
+            shutil.copy(real, files[name])
+    (root / "empty").write_bytes(b"")
+    (root / "a-folder").mkdir()
+    return files
+
+
+#: a key: none, any text, or one of the key_files (a Path, made absolute in the test)
+_key = st.one_of(st.none(), st.text(max_size=12), st.sampled_from(KEY_FILES).map(Path))
+_arbitrary_host = st.fixed_dictionaries({
+    "name": st.text(max_size=20), "kind": st.sampled_from(["local", "ssh", "vps", "guest", "x"]),
+    "address": st.one_of(st.none(), st.text(max_size=30)),
+    "port": st.one_of(st.none(), st.text(max_size=8)),
+    "user": st.one_of(st.none(), st.text(max_size=12)), "key": _key})
+#: hosts abri mostly accepts (pi is in the template already; port 0 is refused), most with
+#: one of the key_files, so that an accepted existing key is a common case, not a rare one
+_plausible_host = st.fixed_dictionaries({
+    "name": st.sampled_from(["nas-2", "h1", "pi"]), "kind": st.sampled_from(["ssh", "vps"]),
+    "address": st.sampled_from(["10.0.0.9", "pi.lan", "fe80::1"]),
+    "port": st.sampled_from([None, "22", "2222", "0"]),
+    "user": st.sampled_from([None, "pi", "root"]),
+    "key": st.sampled_from([*map(Path, KEY_FILES), None])})
+
+
+def _host_round_trip(template_site, key_files, tmp_path, fields) -> None:
+    """add_host refuses with AbriError, or what it accepted saves and loads back as it was."""
+    name, kind, address, port, user, key = (
+        fields[f] for f in ("name", "kind", "address", "port", "user", "key"))
+    if isinstance(key, Path):  # one of the files that exist: its absolute path
+        key = str(key_files[str(key)])
     site = Site.load(_fresh(template_site, tmp_path), CATALOG)
     try:
-        site.add_host(name, kind, address, port, user, key)
-        site.save()
-        Site.load(site.path, CATALOG)  # what was accepted must load back
+        host = site.add_host(name, kind, address, port, user, key)
     except AbriError as exc:
         assert exc.problems
+        event("refused")
+        return
+    event("accepted, with a key file" if key else "accepted")
+    site.save()  # a refusal is too late from here on
+    again = Site.load(site.path, CATALOG).hosts[host.name]
+    assert (again.kind, again.address, again.port, again.user, again.key) == (
+        host.kind, host.address, host.port, host.user, host.key)
+    if key:  # an empty key is no key
+        assert host.key == str(Path(key).resolve())
+        assert b"PRIVATE KEY" in Path(host.key).read_bytes()
+
+
+@SETTINGS
+@given(fields=_arbitrary_host)
+def test_arbitrary_hosts_never_traceback(template_site, key_files, tmp_path, fields):
+    _host_round_trip(template_site, key_files, tmp_path, fields)
+
+
+@SETTINGS
+@given(fields=_plausible_host)
+def test_accepted_hosts_and_their_key_files_load_back(template_site, key_files, tmp_path,
+                                                      fields):
+    _host_round_trip(template_site, key_files, tmp_path, fields)
+
+
+def test_existing_key_files_are_accepted_and_load_back(template_site, key_files, tmp_path):
+    """Every key file the strategies draw, as a worked example: the private keys are
+    accepted and load back (spaces, quotes, '#' and '=' in their paths), the others not."""
+    site = Site.load(_fresh(template_site, tmp_path), CATALOG)
+    for i, name in enumerate(n for n in KEY_FILES if "id" in n and not n.endswith(".pub")):
+        host = site.add_host(f"h{i}", "ssh", "10.0.0.9", key=str(key_files[name]))
+        assert host.key == str(key_files[name])
+    for name in ("id_ed25519.pub", "empty", "a-folder"):
+        with pytest.raises(AbriError):
+            site.add_host("bad", "ssh", "10.0.0.9", key=str(key_files[name]))
+    site.save()
+    loaded = Site.load(site.path, CATALOG).hosts
+    assert {h: loaded[h].key for h in loaded if h.startswith("h")} == {
+        f"h{i}": str(key_files[n]) for i, n in enumerate(
+            n for n in KEY_FILES if "id" in n and not n.endswith(".pub"))}

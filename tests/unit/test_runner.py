@@ -1,9 +1,12 @@
 """The runner end to end on this machine: ansible-runner drives the real playbooks against
-a `local` host. This machine is Debian 12, which abri does not support: the run must stop
-at the system check, say what it found and what is supported, and change nothing."""
+a `local` host. On a controller whose own system abri does not support (Debian 12 here), the
+run must stop at the system check, say what it found and what is supported, and change
+nothing. The secret scan runs on every Linux controller, supported or not: a plan from the
+stack step on, in check mode, where every secret of the site is handed to the kit modules."""
 
 from __future__ import annotations
 
+import json
 import platform
 from pathlib import Path
 
@@ -24,8 +27,11 @@ def _os_release() -> dict[str, str]:
 OS = _os_release()
 SUPPORTED = (OS.get("ID"), OS.get("VERSION_ID", "").strip('"')) in (("debian", "13"),
                                                                       ("ubuntu", "24.04"))
-pytestmark = pytest.mark.skipif(SUPPORTED or platform.system() != "Linux",
-                                reason="needs a controller whose own OS abri does not support")
+pytestmark = pytest.mark.skipif(platform.system() != "Linux", reason="runs Ansible locally")
+unsupported_only = pytest.mark.skipif(
+    SUPPORTED, reason="needs a controller whose own OS abri does not support")
+#: the first task after the engine step: from there on a plan needs no supported system
+STACK_TASK = "Converge each stack, providers first"
 
 
 @pytest.fixture
@@ -35,6 +41,7 @@ def local_site(abri, site_dir):
     return site_dir
 
 
+@unsupported_only
 @pytest.mark.parametrize("command", ["apply", "plan"])
 def test_unsupported_system_is_refused_before_any_change(abri, local_site, command):
     result = abri(command, "--site", local_site)
@@ -47,6 +54,7 @@ def test_unsupported_system_is_refused_before_any_change(abri, local_site, comma
     assert not Path("/opt/abri").exists()
 
 
+@unsupported_only
 def test_run_result_carries_progress_and_artifacts(local_site, abri_config_home):
     site = Site.load(local_site)
     seen = []
@@ -57,9 +65,45 @@ def test_run_result_carries_progress_and_artifacts(local_site, abri_config_home)
     assert result.progress.failures[0].task == "Prepare the system and the Docker engine"
     assert result.artifact_dir.is_relative_to(abri_config_home)
     assert not result.artifact_dir.is_relative_to(local_site)
-    # no secret of the site reaches the runner's output or artifacts (the fleet deploy test
-    # scans the artifacts of real applies, where every secret is used)
-    texts = [p.read_bytes() for p in result.artifact_dir.parent.rglob("*") if p.is_file()]
-    assert texts
-    for secret in site.all_secret_values():
-        assert not any(secret.encode() in t for t in texts)
+
+
+@pytest.fixture
+def secret_site(abri, local_site, tmp_path):
+    """The local host with every stack whose secrets the kit modules get: broker users,
+    the Home Assistant owner, Node-RED's keys (the Home Assistant token comes only from a
+    real apply; the fleet deploy test scans those). Its stacks root is a folder of the test,
+    which a plan must not create."""
+    assert abri("site", "set", f"stacks_root={tmp_path / 'stacks'}", "--site",
+                local_site).code == 0
+    for stack in ("homeassistant", "nodered", "esphome"):
+        assert abri("stack", "add", "here", stack, "--site", local_site).code == 0
+    return local_site
+
+
+def test_no_secret_reaches_the_artifacts_of_a_run_that_uses_them(secret_site, tmp_path):
+    site = Site.load(secret_site)
+    secrets = site.all_secret_values()
+    assert len(secrets) >= 6 and all(len(s) >= 16 for s in secrets)
+    result = runner.run_site(site, "plan", extra_args=["--start-at-task", STACK_TASK])
+    assert result.status == "successful" and result.progress.ok, result.progress.failures
+    # the secrets were used: each stack's module built its secret files from them (it
+    # fails when one is missing), e.g. the broker's password file with every client's hash
+    converged = [e["event_data"]["res"] for e in result.events if e["event"] == "runner_on_ok"
+                 and e["event_data"].get("task") == STACK_TASK]
+    assert len(converged) == 1
+    changes = {item["stack"]: item["changes"] for item in converged[0]["results"]}
+    assert set(changes) == {"mosquitto", "homeassistant", "nodered", "esphome"}
+    assert "create config/passwd (users: admin, homeassistant, nodered)" in changes["mosquitto"]
+    assert "create .env" in changes["nodered"] and "create .env" in changes["esphome"]
+    assert any(e["event"] == "runner_on_ok" and e["event_data"].get("task", "").startswith(
+        "Configure each stack") for e in result.events)  # the owner password's consumer
+    assert f"create {tmp_path / 'stacks'}/" in changes["mosquitto"]
+    assert not (tmp_path / "stacks").exists()  # check mode wrote nothing
+    # and none of them reached the runner's output, its artifacts or its events
+    files = [p for p in result.artifact_dir.parent.rglob("*") if p.is_file()]
+    assert any(p.name == "stdout" for p in files) and any(p.parent.name == "job_events"
+                                                          for p in files)
+    texts = [p.read_bytes() for p in files] + [json.dumps(result.events).encode()]
+    for secret in secrets:
+        leaks = [str(p) for p, t in zip(files, texts, strict=False) if secret.encode() in t]
+        assert not leaks and secret.encode() not in texts[-1], leaks

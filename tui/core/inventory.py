@@ -6,6 +6,7 @@ user adds outside it (their own groups, hosts, comments) is kept as it was.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +110,8 @@ def render_block(hosts: list[HostEntry]) -> str:
             if h.user:
                 parts.append(f"ansible_user={h.user}")
             if h.key:
-                parts.append(f"ansible_ssh_private_key_file={h.key}")
+                # a path may hold spaces, quotes or '#' (a comment to Ansible's INI parser)
+                parts.append(f"ansible_ssh_private_key_file={shlex.quote(h.key)}")
             if h.parent:
                 parts.append(f"abri_parent={h.parent}")
             lines.append(" ".join(parts))
