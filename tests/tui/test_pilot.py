@@ -912,21 +912,31 @@ async def test_the_real_forms_complete_time_zone_and_country(tmp_path, new_app):
             assert form.query_one(f"#set-{country[0].key}", Input).suggester is not None
 
 
+def sudo_site(tmp_path, runner):
+    """A site whose first apply replays a real run where sudo wanted a password."""
+    site_dir = tmp_path / "site"
+    make_site(site_dir)
+    runner.by_mode["apply"] = "apply-sudo.json"
+    return site_dir
+
+
+async def apply_until_the_sudo_question(pilot) -> None:
+    await opened(pilot)
+    await pilot.press("g", "y")
+    await settle(pilot)
+    assert isinstance(pilot.app.screen, PasswordScreen)
+
+
 async def test_sudo_that_asks_for_a_password_is_asked_for_and_never_stored(
         tmp_path, runner, new_app):
     """A real run's events where sudo on the host wanted a password (recorded from the
     fleet's test_become): the TUI asks for it, hidden, runs the apply again with it, and the
     password never reaches the site."""
-    site_dir = tmp_path / "site"
-    make_site(site_dir)
-    runner.by_mode["apply"] = "apply-sudo.json"
+    site_dir = sudo_site(tmp_path, runner)
     runner.then["apply"] = ["apply-ok.json"]
     app = new_app(site_dir)
     async with app.run_test(size=SIZE) as pilot:
-        await opened(pilot)
-        await pilot.press("g", "y")
-        await settle(pilot)
-        assert isinstance(app.screen, PasswordScreen)
+        await apply_until_the_sudo_question(pilot)
         field = app.screen.query_one("#password", Input)
         assert field.password  # typed hidden
         await pilot.press(*"s3cret-sudo", "enter")
@@ -942,15 +952,10 @@ async def test_sudo_that_asks_for_a_password_is_asked_for_and_never_stored(
 
 
 async def test_escape_on_the_sudo_question_runs_nothing_more(tmp_path, runner, new_app):
-    site_dir = tmp_path / "site"
-    make_site(site_dir)
-    runner.by_mode["apply"] = "apply-sudo.json"
+    site_dir = sudo_site(tmp_path, runner)
     app = new_app(site_dir)
     async with app.run_test(size=SIZE) as pilot:
-        await opened(pilot)
-        await pilot.press("g", "y")
-        await settle(pilot)
-        assert isinstance(app.screen, PasswordScreen)
+        await apply_until_the_sudo_question(pilot)
         await pilot.press("escape")
         await pilot.pause()
         screen = app.screen
