@@ -28,6 +28,11 @@ description:
     environment, never its command line.
   - Works while holding the host's abri lock (C(/run/lock/abri.lock)), as the other kit
     modules do, so a backup never stops a stack an apply is converging.
+  - A stack stopped for its copy is noted in C(/var/lib/abri/backup-stopped/) until it is
+    started again. A backup killed meanwhile on the host (its module and restic) leaves the
+    note, and the next backup starts the stack again after its copy (unless something
+    started the stack since); an apply starts it too. Stale restic locks of killed runs on
+    this host are removed (plain C(restic unlock)) before a backup or a prune.
 options:
   backup:
     description: abri_state.backup (repository, password_ref, keep, stacks).
@@ -78,9 +83,11 @@ restored:
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
+from datetime import datetime
 
 from ansible.module_utils.abri_health import wait_healthy
 from ansible.module_utils.abri_lock import host_lock
@@ -89,10 +96,22 @@ from ansible.module_utils.basic import AnsibleModule
 #: restic's exit codes (0.17 and later)
 NO_REPOSITORY = 10
 WRONG_PASSWORD = 12
+#: a note per stack stopped for its copy, until it runs again (survives a reboot: a container
+#: stopped with restart unless-stopped stays stopped after one)
+STOPPED_DIR = "/var/lib/abri/backup-stopped"
 
 
 class Failed(Exception):
     """A clear error for the user; the module fails with it."""
+
+
+def _epoch(docker_time):
+    """Seconds since the epoch of a time as docker inspect gives it (RFC 3339, ns, UTC)."""
+    text = re.sub(r"(\.\d{6})\d*", r"\1", docker_time.strip()).replace("Z", "+00:00")
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def _restic_error(stderr):
@@ -235,16 +254,61 @@ class Backup:
                              f"{proc.stderr.strip()[-500:]}")
         return ids
 
+    def note_path(self, stack):
+        return os.path.join(STOPPED_DIR, stack["project"] + ".json")
+
+    def note_stopped(self, stack, ids):
+        """Before the stop: which containers this backup stops, and since when."""
+        os.makedirs(STOPPED_DIR, mode=0o700, exist_ok=True)
+        path = self.note_path(stack)
+        with open(path + ".tmp", "w") as fh:
+            json.dump({"ids": ids, "at": time.time(), "pid": os.getpid()}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(path + ".tmp", path)
+
+    def left_stopped(self, stack):
+        """Containers of the stack that an interrupted backup stopped and nothing started
+        since (the note of a run that never got to start them again)."""
+        try:
+            with open(self.note_path(stack)) as fh:
+                note = json.load(fh)
+        except FileNotFoundError:
+            return []
+        except ValueError:
+            note = {}
+        ids = [str(i) for i in note.get("ids") or []]
+        if not ids:
+            return []
+        proc = subprocess.run(["docker", "inspect", "--format",
+                               "{{.Id}} {{.State.Running}} {{.State.StartedAt}}", *ids],
+                              capture_output=True, text=True)
+        left = []
+        for line in proc.stdout.splitlines():  # containers removed since are not listed
+            cid, running, started = [*line.split(" ", 2), "", ""][:3]
+            if running == "false" and _epoch(started) < float(note.get("at") or 0):
+                left.append(cid[:12])
+        return left
+
     def start(self, stack, ids):
         proc = subprocess.run(["docker", "start", *ids], capture_output=True, text=True)
         if proc.returncode != 0:
             return f"docker start failed: {proc.stderr.strip()[-500:]}"
+        if os.path.exists(self.note_path(stack)):
+            os.unlink(self.note_path(stack))
         ok, last = wait_healthy(stack.get("health") or {}, self.secret)
         return None if ok else f"health check failed after the start: {last}"
 
     # ------------------------------------------------------------------ actions
+    def unlock(self):
+        """Remove the restic locks of runs on this host that are gone (a killed backup's);
+        restic's plain unlock leaves a lock whose process still runs alone. Under the host's
+        abri lock no other abri run uses the repository from here."""
+        self.restic("unlock", "-q", check=False)
+
     def backup(self):
         self.repository(create=True)
+        self.unlock()
         run = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         made = []
         problems = []
@@ -256,7 +320,14 @@ class Backup:
                 continue
             stopped, start = [], time.monotonic()
             if stack["consistency"] == "stop":
-                stopped = self.stop(stack)
+                left = self.left_stopped(stack)
+                if left:
+                    self.changes.append(f"{stack['name']}: left stopped by an interrupted "
+                                        "backup; started again after this copy")
+                ids = self.running(stack)
+                if ids or left:
+                    self.note_stopped(stack, ids + left)
+                stopped = self.stop(stack) + left
             try:
                 snap = self.take(stack, paths, run, "backup")
             except Failed as exc:
@@ -351,6 +422,7 @@ class Backup:
 
     def prune(self):
         self.repository(create=False)
+        self.unlock()
         keep = self.spec["keep"]
         if not any(int(keep.get(k, 0)) for k in ("daily", "weekly", "monthly")):
             raise Failed("the retention keeps nothing (backup_keep_daily, _weekly and "

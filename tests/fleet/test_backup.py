@@ -2,7 +2,9 @@
 
 * Mosquitto + Home Assistant deployed (from a host prepared by abri's own engine step);
 * state made through the real APIs: an automation through Home Assistant's config API, a
-  state the recorder writes to its database (history), a retained MQTT message published
+  second user (websocket config/auth/create and config/auth_provider/homeassistant/create),
+  a helper with a value (websocket input_number/create, its value set by a service call),
+  a state the recorder writes to its database (history), a retained MQTT message published
   with mosquitto_pub as the broker's admin (abri's credentials);
 * `abri backup` while both run: each stack (rule stop, from its manifest) is stopped for
   its copy and answers again afterwards; restic came from the host's Debian archive, the
@@ -14,7 +16,8 @@
   where the broker's data was), then `abri restore h1`: the stray data is saved in a safety
   snapshot first, the data comes back, the stacks start and verify passes;
 * everything is back: the automation, the retained message (delivered to a new
-  subscriber), the owner's login with the same password, the recorded state in a database
+  subscriber), the owner's login with the same password, the second user (listed, and
+  logs in with their password), the helper with its value, the recorded state in a database
   that passes PRAGMA integrity_check, and every other user-data file byte-identical to the
   manifest (a file a service rewrote after the restore started is named and skipped; a
   core set must be untouched);
@@ -57,9 +60,12 @@ DATABASE = ("home-assistant_v2.db", "home-assistant_v2.db-wal", "home-assistant_
 LOGS = ("home-assistant.log", "home-assistant.log.1")
 #: files no service rewrites on its own at start: they must come back byte for byte
 UNTOUCHED = ("homeassistant/configuration.yaml", "homeassistant/automations.yaml",
-             "homeassistant/.storage/auth_provider.homeassistant")
+             "homeassistant/.storage/auth_provider.homeassistant",
+             "homeassistant/.storage/input_number")
 AUTOMATION_ID = "abri_backup_round_trip"
 SENSOR = "sensor.abri_backup_probe"
+HELPER = "input_number.backup_probe_level"
+HELPER_VALUE = "37.5"
 
 #: run on the host: relative path -> [sha256, mtime] of every file under the data folders
 MANIFEST = r"""
@@ -115,6 +121,48 @@ def _http(base: str, method: str, path: str, token: str | None = None,
             return resp.status, json.loads(raw) if raw else None
     except urllib.error.HTTPError as exc:
         return exc.code, None
+
+
+def _ws(base: str, token: str, *commands: dict) -> list[dict]:
+    """Home Assistant's websocket API: each command's answer (success, result, error)."""
+    import websocket  # websocket-client
+
+    ws = websocket.create_connection("ws" + base[len("http"):] + "/api/websocket", timeout=30)
+    answers = []
+    try:
+        assert json.loads(ws.recv())["type"] == "auth_required"
+        ws.send(json.dumps({"type": "auth", "access_token": token}))
+        assert json.loads(ws.recv())["type"] == "auth_ok"
+        for ident, body in enumerate(commands, start=1):
+            ws.send(json.dumps({"id": ident, **body}))
+            while True:
+                answer = json.loads(ws.recv())
+                if answer.get("id") == ident:
+                    answers.append(answer)
+                    break
+    finally:
+        ws.close()
+    return answers
+
+
+def _second_user(base: str, token: str, password: str) -> str:
+    """A second (non-admin) user with a login of the homeassistant provider; its user id."""
+    made, = _ws(base, token, {"type": "config/auth/create", "name": "Second Person",
+                              "group_ids": ["system-users"], "local_only": False})
+    assert made["success"], made
+    user_id = made["result"]["user"]["id"]
+    login, = _ws(base, token, {"type": "config/auth_provider/homeassistant/create",
+                               "user_id": user_id, "username": "second",
+                               "password": password})
+    assert login["success"], login
+    return user_id
+
+
+def _users(base: str, token: str) -> dict[str, str]:
+    """user id -> name of every user that is not a system user."""
+    listed, = _ws(base, token, {"type": "config/auth/list"})
+    assert listed["success"], listed
+    return {u["id"]: u["name"] for u in listed["result"] if not u.get("system_generated")}
 
 
 def _owner_logs_in(base: str, username: str, password: str) -> bool:
@@ -184,6 +232,17 @@ def test_backup_and_restore_round_trip(fleet, fleet_registry, tmp_path):
     status, _ = _http(base, "POST", f"/api/states/{SENSOR}", token,
                       {"state": "42.5", "attributes": {"unit_of_measurement": "°C"}})
     assert status in (200, 201), status
+    second_pw = _random.token_urlsafe(12)
+    second_id = _second_user(base, token, second_pw)
+    assert _owner_logs_in(base, "second", second_pw)
+    helper, = _ws(base, token, {"type": "input_number/create", "name": "Backup probe level",
+                                "min": 0, "max": 100, "step": 0.5, "mode": "box"})
+    assert helper["success"], helper
+    status, _ = _http(base, "POST", "/api/services/input_number/set_value", token,
+                      {"entity_id": HELPER, "value": float(HELPER_VALUE)})
+    assert status == 200, status
+    status, state = _http(base, "GET", f"/api/states/{HELPER}", token)
+    assert status == 200 and state["state"] == HELPER_VALUE, (status, state)
     topic, message = "abri/test/retained", f"kept-{_random.token_hex(4)}"
     host.exec(f"docker exec abri-mosquitto-mosquitto-1 mosquitto_pub -h 127.0.0.1 -u admin "
               f"-P '{admin}' -t '{topic}' -m '{message}' -r -q 1")
@@ -266,6 +325,10 @@ def test_backup_and_restore_round_trip(fleet, fleet_registry, tmp_path):
     assert _retained(host, admin, topic) == message
     assert _owner_logs_in(base, "owner", owner_pw)
     assert not _owner_logs_in(base, "owner", owner_pw + "x")
+    assert _users(base, token).get(second_id) == "Second Person"
+    assert _owner_logs_in(base, "second", second_pw)
+    status, state = _http(base, "GET", f"/api/states/{HELPER}", token)
+    assert status == 200 and state["state"] == HELPER_VALUE, (status, state)
     db = _wait_recorded(host)
     assert db["integrity"] == "ok" and "42.5" in db["states"], db
     after = _manifest(host)

@@ -55,13 +55,20 @@ class RecordedRunner:
     become_passwords: list[str | None] = field(default_factory=list)
     #: fixtures for the calls after the first of a mode (by mode, in order)
     then: dict[str, list[str]] = field(default_factory=dict)
+    #: (mode, limit, extra_vars) of each call
+    runs: list[tuple[str, str | None, dict[str, Any] | None]] = field(default_factory=list)
 
     def __call__(self, site: Site, mode: str = "apply", limit: str | None = None,
                  on_progress=None, cancel: threading.Event | None = None,
-                 become_password: str | None = None) -> RunResult:
+                 become_password: str | None = None,
+                 extra_vars: dict[str, Any] | None = None) -> RunResult:
+        # the backup playbook's other actions are fixtures of their own ("backup:snapshots")
+        action = (extra_vars or {}).get("abri_backup_action")
+        mode = f"{mode}:{action}" if action else mode
         earlier = sum(1 for call in self.calls if call[0] == mode)
         self.calls.append((mode, site.path, list(site.hosts)))
         self.become_passwords.append(become_password)
+        self.runs.append((mode, limit, extra_vars))
         later = self.then.get(mode, [])
         name = later[earlier - 1] if 0 < earlier <= len(later) else self.by_mode[mode]
         recorded = load_events(name)

@@ -964,3 +964,52 @@ async def test_escape_on_the_sudo_question_runs_nothing_more(tmp_path, runner, n
                                 screen.query_one("#run-log", RichLog).lines).split())
         assert "sudo on the host asks for a password" in log
         assert runner.become_passwords == [None]
+
+
+# ---------------------------------------------------------------- backups
+async def test_backups_screen_lists_backs_up_and_restores(tmp_path, new_app, runner):
+    """b on the overview: the snapshots per host and stack from a recorded `abri backups`
+    run of a fleet host; b backs up the selected host, r restores the selected snapshot's
+    backup run after a confirmation; the list is read again after each run."""
+    from tui.app.screens.backups import BackupsScreen
+    from tui.core import backup
+
+    site_dir = tmp_path / "site"
+    backup.ensure_passwords(make_site(site_dir, host="h1"), ["h1"])
+    runner.by_mode.update({"backup:snapshots": "backups.json", "backup": "backup-ok.json",
+                           "restore": "restore-ok.json"})
+    app = new_app(site_dir)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await opened(pilot)
+        await pilot.press("b")
+        await settle(pilot)
+        assert isinstance(app.screen, BackupsScreen)
+        assert runner.runs == [("backup:snapshots", "h1", {"abri_backup_action": "snapshots"})]
+        table = app.screen.query_one("#backups-table", DataTable)
+        rows = [table.get_row_at(i) for i in range(table.row_count)]
+        assert sorted(str(r[1]) for r in rows) == ["homeassistant", "homeassistant",
+                                                   "mosquitto", "mosquitto"], rows
+        assert {str(r[0]) for r in rows} == {"h1"} and {str(r[6]) for r in rows} == {"backup"}
+        assert "4 snapshot(s)" in text_of(app, "#backups-status")
+
+        await pilot.press("b")
+        await settle(pilot)
+        await settle(pilot)
+        assert runner.runs[1] == ("backup", "h1", None)
+        assert runner.runs[2][0] == "backup:snapshots"  # read again after the backup
+        assert isinstance(app.screen, BackupsScreen)
+
+        first = app.screen.selected()
+        assert first is not None and first["host"] == "h1"
+        await pilot.press("r")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert first["short_id"] in str(app.screen.query_one(".dialog-text", Static).render())
+        await pilot.press("y")
+        await settle(pilot)
+        await settle(pilot)
+        assert runner.runs[3] == ("restore", "h1", {"abri_backup_snapshot": first["id"]})
+        assert runner.runs[4][0] == "backup:snapshots"
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, OverviewScreen)

@@ -63,6 +63,7 @@ class OverviewScreen(Screen):
         Binding("r", "review", "Review"),
         Binding("g", "apply", "Apply"),
         Binding("v", "verify", "Verify"),
+        Binding("b", "backups", "Backups", show=False),  # in the palette (key bar kept)
         Binding("q", "app.quit", "Quit"),
     ]
 
@@ -230,7 +231,7 @@ class OverviewScreen(Screen):
             return True if self.selected_host() else None
         if action == "remove_stack":
             return True if self.selected_stack() else None
-        if action in ("apply", "verify"):
+        if action in ("apply", "verify", "backups"):
             return True if self.app.site.hosts else None
         return True
 
@@ -250,6 +251,7 @@ class OverviewScreen(Screen):
              "check-mode run (r)"),
             ("apply", "Apply the site", "Save, then deploy onto every host (g)"),
             ("verify", "Verify the services", "Check that every stack answers (v)"),
+            ("backups", "Backups", "Snapshots per host and stack; back up, restore (b)"),
         ]
         for action, title, help_text in commands:
             check = "remove_stack" if action == "stack_settings" else action
@@ -396,6 +398,11 @@ class OverviewScreen(Screen):
             f"Apply saves the site, then deploys it onto {count} host{'s' * (count != 1)}: "
             f"{', '.join(self.app.site.hosts)}. Continue?", yes="Apply", no="Cancel"),
             confirmed)
+
+    def action_backups(self) -> None:
+        from tui.app.screens.backups import BackupsScreen
+
+        self.app.push_screen(BackupsScreen())
 
     def action_verify(self) -> None:
         from tui.app.screens.run import RunScreen
