@@ -11,7 +11,8 @@ registry through the registry-mirror setting, it measures:
   noop      the re-apply that changes nothing, as the `ansible-playbook site.yml` run abri
             makes (timed as the whole abri process)
   hosts     the no-op re-apply of Mosquitto alone on 1, 3 and 6 hosts, to show how the cost
-            grows with hosts
+            grows with hosts, next to the floor on the same 1, 3 and 6 hosts (the fleet's
+            hosts share the controller's cores, so the floor grows too)
 
 and prints the ratios noop/floor and N hosts/1 host. No assertion: this is for reading.
 
@@ -124,15 +125,19 @@ def main() -> None:
                      f"tasks={quiet_recap['ok'] + quiet_recap['changed']}"))
         if not args.no_hosts:
             with harness.start_fleet(6, image="plain", workdir=tmp / "fleet6") as fleet:
-                one = None
+                one = floor_one = None
                 for n in (1, 3, 6):
                     site = make_site(tmp, f"site{n}", fleet.hosts[:n], ("mosquitto",),
                                      registry, env)
                     run([str(BIN / "abri"), "apply", "--no-verify", "--site", site], env)
                     seconds, _ = noop(site, env, args.repeat)
+                    base_n = floor(site, env, args.repeat)
                     one = one or seconds
+                    floor_one = floor_one or base_n
                     rows.append((f"no-op, mosquitto on {n} host(s)", f"{seconds:.2f} s",
                                  f"{seconds / one:.2f}x of 1 host"))
+                    rows.append((f"floor on {n} host(s)", f"{base_n:.2f} s",
+                                 f"{base_n / floor_one:.2f}x of 1 host"))
     width = max(len(r[0]) for r in rows)
     for label, value, note in rows:
         print(f"{label:<{width}}  {value:>9}  {note}")

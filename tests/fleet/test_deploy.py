@@ -212,6 +212,15 @@ def test_two_bare_hosts_wired_across_hosts(fleet, fleet_registry, tmp_path):
     assert second.returncode == 0, second.stdout[-8000:] + second.stderr[-3000:]
     for name in ("h1", "h2"):
         assert _recap(second.stdout, name)["changed"] == 0, (name, _changes(second.stdout))
+        # one module call per host: the whole-host check found it converged, no step ran
+        assert _recap(second.stdout, name)["ok"] == 1, (name, second.stdout[-3000:])
+    assert "Converge each stack" not in second.stdout, second.stdout[-3000:]
+    # ... and Home Assistant's owner did not log in again: abri remembers (0600, on the
+    # host) that the vault's password works against HA's store as it is, never the password
+    checked = home.exec("stat -c '%a' /opt/abri/homeassistant/.abri/owner-checked.json && "
+                        "cat /opt/abri/homeassistant/.abri/owner-checked.json").stdout
+    assert checked.startswith("600\n") and '"store"' in checked, checked
+    assert secrets["h2"]["homeassistant"]["owner_password"] not in checked
     assert _secrets(site, "h2")["homeassistant"]["token"] == token, "the token was replaced"
 
     # drift: a managed file edited by hand is restored and reported, a stopped container

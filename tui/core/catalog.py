@@ -454,7 +454,8 @@ def load_stack(file: Path) -> Stack:
     """Load and validate one manifest. Raises AbriError naming the file and field."""
     where = _where(file)
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        data = yaml.load(file.read_text(encoding="utf-8"),
+                         Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except OSError as exc:
         raise AbriError(Problem(where, "", f"cannot be read: {exc.strerror}")) from None
     except yaml.YAMLError as exc:

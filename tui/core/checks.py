@@ -378,7 +378,7 @@ def due_for_tokens(site: Site, hosts: list[str], changed: set[str] | None) -> li
         for stack, _manifest in _token_stacks(site, name):
             clients = [b for b in links if b.provider_host == name and b.provider == stack
                        and resolve.mints_tokens(site, b)]
-            missing = not site.secrets.get(name, {}).get(stack, {}).get("token") or any(
+            missing = not site.secrets.get(name, {}).get(stack, {}).get(resolve.CHECK_TOKEN) or any(
                 not site.secrets.get(b.consumer_host, {}).get(b.consumer, {}).get(
                     resolve.token_key(b.capability)) for b in clients)
             touched = changed is None or name in changed or any(
@@ -399,7 +399,7 @@ def _store_tokens(site: Site, hosts: list[str], minted: set[str]) -> list[events
             secrets = site.secrets.setdefault(name, {}).setdefault(stack, {})
             owner = values.get(manifest.api.get("owner_user_setting", ""), "owner")
             password = secrets.get(manifest.api.get("owner_secret", ""))
-            wanted = [("token", secrets, "abri " + time.strftime("%Y-%m-%d %H:%M:%S"),
+            wanted = [(resolve.CHECK_TOKEN, secrets, "abri " + time.strftime("%Y-%m-%d %H:%M:%S"),
                        "Store a long-lived Home Assistant token (for the checks)", None)]
             for b in links:
                 if b.provider_host == name and b.provider == stack and \

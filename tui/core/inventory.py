@@ -37,7 +37,52 @@ class HostEntry:
 
 
 def parse(path: Path) -> dict[str, HostEntry]:
-    """Parse inventory.ini with ansible-core's INI inventory plugin; return abri's hosts."""
+    """Parse inventory.ini with ansible-core's INI inventory plugin; return abri's hosts.
+
+    Importing Ansible's inventory code costs a good part of a second, on every command: the
+    hosts of a file parsed before are kept in abri's cache (machine-local, under the config
+    home), keyed by the file's bytes, this parser's source and ansible-core's version, so
+    the same file gives the same hosts without the import. A file Ansible refused is never
+    cached."""
+    import hashlib
+    import json
+
+    from tui.core import atomic, paths
+
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        raw = None
+    cache = key = None
+    if raw is not None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            ansible_version = version("ansible-core")
+        except PackageNotFoundError:
+            ansible_version = "?"
+        key = hashlib.sha256(raw + Path(__file__).read_bytes()
+                             + ansible_version.encode()).hexdigest()
+        where = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+        cache = paths.config_home() / "cache" / f"inventory-{where}.json"
+        try:
+            kept = json.loads(cache.read_text(encoding="utf-8"))
+            if kept.get("key") == key:
+                return {h["name"]: HostEntry(**h) for h in kept["hosts"]}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            pass
+    hosts = _parse(path)
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_atomic(cache, json.dumps(
+                {"key": key, "hosts": [vars(h) for h in hosts.values()]}), 0o600)
+        except OSError:
+            pass  # a cache that cannot be written is no cache
+    return hosts
+
+
+def _parse(path: Path) -> dict[str, HostEntry]:
     from ansible.errors import AnsibleError
     from ansible.inventory.data import InventoryData
     from ansible.parsing.dataloader import DataLoader

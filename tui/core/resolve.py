@@ -362,12 +362,18 @@ def _stack_state(site: Site, host: Host, stack: Stack, links: list[Binding]) -> 
                 for domain, cap in sorted((api.get("integrations") or {}).items())
                 if cap in uses],
         }
+        if secrets.get(CHECK_TOKEN):  # the API calls of a no-op need no owner login
+            resolved["token_ref"] = _ref(host.name, stack.name, CHECK_TOKEN)
         if secrets.get(f"{owner_secret}_previous"):
             resolved["owner_previous_ref"] = _ref(host.name, stack.name,
                                                   f"{owner_secret}_previous")
         state["api"] = resolved
     return state
 
+
+#: the vault key of the long-lived token abri mints for itself in a stack with an API (the
+#: checks use it, and the API step of a no-op apply instead of the owner's login)
+CHECK_TOKEN = "token"
 
 #: where a host's backup repository password lives in its vault (not a stack: the leading
 #: underscore keeps it apart from every stack name)

@@ -100,7 +100,7 @@ def read_host_secrets(site_id: str, host_dir: Path) -> dict[str, dict[str, str]]
     except AnsibleError:
         raise SiteError(Problem(str(file), "", "cannot be decrypted with this site's vault "
                                 "password (wrong or replaced password file)")) from None
-    data = yaml.safe_load(plain) or {}
+    data = yaml.load(plain, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
     secrets = data.get("abri_secrets", {}) if isinstance(data, dict) else {}
     if not isinstance(secrets, dict):
         raise SiteError(Problem(str(file), "abri_secrets", "must be a mapping of stacks"))

@@ -597,12 +597,12 @@ class Site:
                 for v in keys.values()]
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml when present
     """YAML as abri writes it: Ansible's !unsafe tag (values kept out of Jinja) reads as the
     plain value."""
 
 
-def _unsafe(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+def _unsafe(loader: Any, node: yaml.Node) -> Any:
     if isinstance(node, yaml.ScalarNode):
         return loader.construct_scalar(node)
     if isinstance(node, yaml.SequenceNode):
