@@ -537,7 +537,7 @@ def cmd_backup(args) -> int:
     if not targets:
         return _nothing(args, "nothing to back up: no host" + (f" matching {args.limit}"
                         if args.limit else "") + " has a stack with user data")
-    backup.ensure_passwords(site, targets)
+    backup.prepare(site, targets)
     result = runner.run_site(site, "backup", limit=",".join(targets),
                              on_progress=runner.TerminalProgress(),
                              extra_vars={"abri_backup_prune": True} if args.prune else None)
@@ -560,6 +560,8 @@ def cmd_backups(args) -> int:
         print(f"{name}: no backup yet ('abri backup --limit {name}' makes one)",
               file=sys.stderr)
     rows: list[dict] = []
+    if targets and backup.uses_sftp(site):
+        backup.ensure_keys(site, targets)
     if targets:
         result = runner.run_site(site, "backup", limit=",".join(targets),
                                  extra_vars={"abri_backup_action": "snapshots"})
