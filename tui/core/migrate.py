@@ -4,7 +4,8 @@ included, with the downtime measured.
 The steps, each recorded in ``.abri/migration.json`` before it starts so that running the
 same command again after an interruption completes the migration from where it was:
 
-1. deploy: TARGET is converged as the site has it now (the engine is ready);
+1. deploy: TARGET is converged as the site has it now (the engine is ready), and the
+   images of the stacks that come pulled there (before the downtime, not during it);
 2. copy: a backup of SOURCE while its stacks run (``live``: read as they are), into a
    repository TARGET can read; it carries almost all the data;
 3. stop: SOURCE's stacks are stopped (containers and data kept); the downtime starts;
@@ -81,6 +82,14 @@ def transfer_access(site: Site, source: str, target: str) -> dict[str, Any]:
     return resolve.repository_of(site, source, server=server)
 
 
+def images_for(site: Site, source: str, target: str, stacks: list[str]) -> list[str]:
+    """The image references TARGET will run once the stacks are there."""
+    trial = site.copy()
+    trial.move_stacks(source, target, stacks)
+    state = resolve.resolve_host(trial, target)
+    return sorted({s["image"] for s in state["stacks"] if s["name"] in stacks})
+
+
 def plan(site: Site, source: str, target: str) -> list[str]:
     """The stacks to move; refuses (nothing run, nothing written) what cannot be done."""
     from tui.core.inventory import TARGET_KINDS
@@ -151,6 +160,13 @@ def run(site: Site, source: str, target: str) -> int:
         result = runner.run_site(site, "apply", limit=target, on_progress=progress)
         if not result.ok:
             return failed(result, "deploy")
+        images = images_for(site, source, target, stacks)
+        if images:  # pulled now, not during the downtime
+            result = runner.run_site(site, "backup", limit=target, on_progress=progress,
+                                     extra_vars={"abri_backup_action": "pull",
+                                                 "abri_backup_images": images})
+            if not result.ok:
+                return failed(result, "deploy")
         step("copy")
     if at("copy"):
         _say(f"copy the data of {source} while it runs, into {access['repository']}")
