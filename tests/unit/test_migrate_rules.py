@@ -151,3 +151,16 @@ def test_downtime_is_told_in_parts():
                                     "healthy_at": 130.5})
     assert text.startswith("Downtime: 30.5 s from the stop on h1 to healthy on h2")
     assert "stop 4.0 s, last copy 6.0 s" in text and "start 20.5 s" in text
+
+
+def test_folder_repositories_migrate_through_a_transfer_repository_on_the_target(tmp_path):
+    site = _site(tmp_path)
+    access = migrate.transfer_access(site, "h1", "h2")
+    assert access["repository"] == "sftp:root@192.0.2.11:/var/backups/abri-transfer/h1"
+    assert access["sftp"]["site_host"] == "h2" and access["sftp"]["port"] == 2222
+    assert access["password_ref"] == "h1/_backup/repository_password"
+    site.settings.set("backup_repository", "sftp:root@h2:/srv/b")
+    assert migrate.transfer_access(site, "h1", "h2")["repository"] == \
+        "sftp:root@192.0.2.11:/srv/b/h1"  # the site's own: TARGET reads SOURCE's repository
+    images = migrate.images_for(site, "h1", "h2", ["mosquitto", "homeassistant"])
+    assert len(images) == 2 and any("home-assistant" in i for i in images), images
