@@ -42,7 +42,8 @@ description:
     repository; I(action=backup) writes into it (a migration's transfer repository).
   - I(live=true) reads every stack while it runs, whatever its rule (the first copy of a
     migration, which the second, made with the stacks stopped, completes).
-  - I(action=stop) stops the stacks (a migration stops its source); nothing is deleted.
+  - I(action=stop) stops the stacks; nothing is deleted. I(keep_stopped=true) makes a
+    backup stop every stack first and leave them stopped (a migration's last copy).
   - Works while holding the host's abri lock (C(/run/lock/abri.lock)), as the other kit
     modules do, so a backup never stops a stack an apply is converging.
 options:
@@ -80,6 +81,10 @@ options:
     default: {}
   live:
     description: For backup, read every stack while it runs (no stop).
+    type: bool
+    default: false
+  keep_stopped:
+    description: For backup, stop every stack first and leave them stopped.
     type: bool
     default: false
 author: abri
@@ -151,6 +156,7 @@ class Backup:
         self.changes = []
         self.source = p.get("source") or {}
         self.live = bool(p.get("live"))
+        self.keep_stopped = bool(p.get("keep_stopped"))
         self.host_keys = p.get("host_keys") or {}
         self.owner = self.host
         self.use(self.spec)
@@ -355,6 +361,8 @@ class Backup:
     def backup(self):
         self.repository(create=True)
         run = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        if self.keep_stopped:
+            self.stop_all()
         made = []
         problems = []
         for stack in self.spec["stacks"]:
@@ -512,6 +520,7 @@ def main():
             "source": {"type": "dict", "default": {}},
             "host_keys": {"type": "dict", "default": {}},
             "live": {"type": "bool", "default": False},
+            "keep_stopped": {"type": "bool", "default": False},
         },
         supports_check_mode=False,
     )

@@ -147,10 +147,9 @@ def test_an_unfinished_migration_is_named(abri, tmp_path):
 
 def test_downtime_is_told_in_parts():
     text = migrate.format_downtime({"source": "h1", "target": "h2", "downtime_from": 100.0,
-                                    "stopped_at": 104.0, "copied_at": 110.0,
-                                    "healthy_at": 130.5})
+                                    "copied_at": 110.0, "healthy_at": 130.5})
     assert text.startswith("Downtime: 30.5 s from the stop on h1 to healthy on h2")
-    assert "stop 4.0 s, last copy 6.0 s" in text and "start 20.5 s" in text
+    assert "stop and last copy 10.0 s" in text and "start 20.5 s" in text
 
 
 def test_folder_repositories_migrate_through_a_transfer_repository_on_the_target(tmp_path):

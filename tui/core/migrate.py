@@ -8,9 +8,9 @@ same command again after an interruption completes the migration from where it w
    images of the stacks that come pulled there (before the downtime, not during it);
 2. copy: a backup of SOURCE while its stacks run (``live``: read as they are), into a
    repository TARGET can read; it carries almost all the data;
-3. stop: SOURCE's stacks are stopped (containers and data kept); the downtime starts;
-4. copy what changed: a second backup, now consistent, which restic deduplicates against
-   the first (only what changed is sent);
+3. stop and copy what changed, in one run on SOURCE: its stacks are stopped (containers
+   and data kept; the downtime starts), then a second backup, now consistent, which restic
+   deduplicates against the first (only what changed is sent), and they stay stopped;
 5. move: the stacks, their settings and their secrets move to TARGET in the site (one save;
    SOURCE keeps its copy of the secrets, and declares the stacks ``abri_migrated``: later
    applies keep them stopped there, never bring them down, never delete their data);
@@ -23,7 +23,8 @@ repository there, read by TARGET as ``abri restore TARGET --from SOURCE`` does);
 a transfer repository in a folder on TARGET (``<backup_repository>-transfer/SOURCE``), which
 SOURCE writes over SFTP with its abri key (let in on TARGET, restricted to SFTP) and TARGET
 reads through the same SFTP path. If the stop or the second copy fails, SOURCE's stacks are
-started again (one side always able to serve).
+started again (one side always able to serve). The downtime is measured on this machine,
+from the start of the stop run to the end of the restore run (its health checks passed).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from tui.core.site import Site
 
 RECORD = "migration.json"
-PHASES = ("deploy", "copy", "stop", "final", "move", "restore", "verify")
+PHASES = ("deploy", "copy", "final", "move", "restore", "verify")
 
 
 def record_path(site: Site):
@@ -176,19 +177,14 @@ def run(site: Site, source: str, target: str) -> int:
         if not result.ok:
             return failed(result, "copy")
         _print_made(result)
-        step("stop")
-    if at("stop"):
-        _say(f"stop the stacks of {source} (downtime starts)")
-        step("stop", downtime_from=time.time())
-        result = runner.run_site(site, "backup", limit=source, on_progress=progress,
-                                 extra_vars={"abri_backup_action": "stop"})
-        if not result.ok:
-            return _back(site, result, source, target, record, "stop")
-        step("final", stopped_at=time.time())
+        step("final")
     if at("final"):
-        _say(f"copy what changed on {source} since the first copy")
+        _say(f"stop the stacks of {source} (downtime starts) and copy what changed since "
+             "the first copy")
+        step("final", downtime_from=time.time())
         result = runner.run_site(site, "backup", limit=source, on_progress=progress,
-                                 extra_vars={"abri_backup_source": access})
+                                 extra_vars={"abri_backup_source": access,
+                                             "abri_backup_keep_stopped": True})
         made = backup.made_rows(result)
         if not result.ok or not made:
             return _back(site, result, source, target, record, "final")
@@ -245,12 +241,11 @@ def format_downtime(record: dict[str, Any]) -> str:
     end = record.get("healthy_at")
     if not (start and end):
         return "Downtime: not measured (the stop happened in an earlier, interrupted run)"
-    stop = record.get("stopped_at", start) - start
-    copy = record.get("copied_at", start) - record.get("stopped_at", start)
+    copy = record.get("copied_at", start) - start
     rest = end - record.get("copied_at", start)
     return (f"Downtime: {end - start:.1f} s from the stop on {record['source']} to healthy "
-            f"on {record['target']} (stop {stop:.1f} s, last copy {copy:.1f} s, restore, "
-            f"deploy and start {rest:.1f} s)")
+            f"on {record['target']} (stop and last copy {copy:.1f} s, restore, deploy and "
+            f"start {rest:.1f} s)")
 
 
 def _print_made(result) -> None:
