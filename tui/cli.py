@@ -188,6 +188,19 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     q.add_argument("host")
     q.add_argument("--snapshot", metavar="ID", help="a snapshot id from 'abri backups' "
                    "(its whole backup run is restored)")
+    q.add_argument("--from", dest="from_host", metavar="OTHER_HOST",
+                   help="restore from OTHER_HOST's backups (its repository must be reachable "
+                   "from HOST: an SFTP repository)")
+    q = sub.add_parser("migrate", help="move every stack of SOURCE to TARGET, data included",
+                       description="Move every stack of SOURCE to TARGET with its data and "
+                       "credentials: deploy TARGET, copy the data while SOURCE runs, stop "
+                       "SOURCE's stacks, copy what changed, restore and start on TARGET, "
+                       "verify there, and move the stacks in the site. SOURCE's stacks stay "
+                       "stopped with their data; 'abri migrate TARGET SOURCE' moves back. "
+                       "Run it again to complete an interrupted migration.")
+    _site_option(q)
+    q.add_argument("source")
+    q.add_argument("target")
     return parser
 
 
@@ -524,7 +537,7 @@ def cmd_backup(args) -> int:
     if not targets:
         return _nothing(args, "nothing to back up: no host" + (f" matching {args.limit}"
                         if args.limit else "") + " has a stack with user data")
-    backup.ensure_passwords(site, targets)
+    backup.prepare(site, targets)
     result = runner.run_site(site, "backup", limit=",".join(targets),
                              on_progress=runner.TerminalProgress(),
                              extra_vars={"abri_backup_prune": True} if args.prune else None)
@@ -547,6 +560,8 @@ def cmd_backups(args) -> int:
         print(f"{name}: no backup yet ('abri backup --limit {name}' makes one)",
               file=sys.stderr)
     rows: list[dict] = []
+    if targets and backup.uses_sftp(site):
+        backup.ensure_keys(site, targets)
     if targets:
         result = runner.run_site(site, "backup", limit=",".join(targets),
                                  extra_vars={"abri_backup_action": "snapshots"})
@@ -573,17 +588,29 @@ def cmd_restore(args) -> int:
                                 "its hosts"))
     if host.kind not in TARGET_KINDS or not backup.hosts_with_data(site, [host.name]):
         raise AbriError(Problem(where, "stacks", "has no stack with user data to restore"))
-    if not backup.has_password(site, host.name):
-        raise AbriError(Problem(where, "backup", "no backup of it is known to this site (the "
-                                "repository password comes with the first 'abri backup')"))
-    extra = {"abri_backup_snapshot": backup.check_snapshot_id(args.snapshot)} \
-        if args.snapshot else None
+    extra: dict = {}
+    other = args.from_host or host.name
+    if other != host.name:
+        extra["abri_backup_source"] = backup.source_of(site, host.name, other)
+    if not backup.has_password(site, other):
+        raise AbriError(Problem(f"host '{other}'", "backup", "no backup of it is known to "
+                                "this site (the repository password comes with the first "
+                                "'abri backup')"))
+    if args.snapshot:
+        extra["abri_backup_snapshot"] = backup.check_snapshot_id(args.snapshot)
+    backup.prepare(site, [host.name])
     result = runner.run_site(site, "restore", limit=host.name,
-                             on_progress=runner.TerminalProgress(), extra_vars=extra)
+                             on_progress=runner.TerminalProgress(), extra_vars=extra or None)
     runner.print_recap(result)
     if not result.ok:
         return EXIT_FAILED
     return runner.verify_cli(site, hosts=[host.name])
+
+
+def cmd_migrate(args) -> int:
+    from tui.core import migrate
+
+    return migrate.run(_load(args), args.source, args.target)
 
 
 def open_tui(site_dir: Path) -> int:
@@ -597,7 +624,7 @@ def open_tui(site_dir: Path) -> int:
 COMMANDS = {"init": cmd_init, "site": cmd_site, "host": cmd_host, "stack": cmd_stack,
             "plan": cmd_run, "apply": cmd_run, "verify": cmd_run, "upgrade": cmd_upgrade,
             "secrets": cmd_secrets, "backup": cmd_backup, "backups": cmd_backups,
-            "restore": cmd_restore}
+            "restore": cmd_restore, "migrate": cmd_migrate}
 
 
 def _stdout_gone() -> int:

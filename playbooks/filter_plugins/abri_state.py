@@ -9,6 +9,8 @@ too, because hostvars holds every host of the inventory.
 
 from __future__ import annotations
 
+import base64
+
 from ansible.errors import AnsibleFilterError
 
 
@@ -47,8 +49,32 @@ def abri_secrets(stack, hostvars):
     return out
 
 
+def abri_sftp_servers(backup, source=None):
+    """The SFTP servers of a backup run that are hosts of the site (the host's own
+    repository and the source it reads or writes), once each."""
+    out = []
+    for access in (backup or {}, source or {}):
+        server = access.get("sftp") if isinstance(access, dict) else None
+        if server and server.get("site_host") and server not in out:
+            out.append(server)
+    return out
+
+
+def abri_host_keys(results):
+    """ADDRESS-PORT -> [host key line] from slurped ssh_host_*_key.pub files."""
+    out = {}
+    for r in results or []:
+        if not isinstance(r, dict) or "content" not in r:
+            continue
+        server = r.get("item") or {}
+        line = base64.b64decode(r["content"]).decode("utf-8", "replace").strip()
+        out.setdefault(f"{server['address']}-{int(server['port'])}", []).append(line)
+    return out
+
+
 class FilterModule:
     """abri's state filters."""
 
     def filters(self):
-        return {"abri_secrets": abri_secrets}
+        return {"abri_secrets": abri_secrets, "abri_sftp_servers": abri_sftp_servers,
+                "abri_host_keys": abri_host_keys}

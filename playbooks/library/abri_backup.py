@@ -26,6 +26,24 @@ description:
     every stack (safety snapshots are kept) and frees the space.
   - The repository password comes in I(secrets) (no_log) and reaches restic through its
     environment, never its command line.
+  - The repository may be on another machine over SFTP (C(backup.sftp) with user, address,
+    port, folder; every host has a repository of its own under the folder). The host
+    reaches it with the SSH key abri made for it (C(backup.key), the private key by
+    reference, installed as C(/etc/abri/backup/sftp_key), 0600 root) through restic's
+    C(sftp.command). The server's host key is pinned in C(/etc/abri/backup/known_hosts).
+    When the server is a host of the site the playbook reads its host key from it and
+    passes it in I(host_keys), and the connection checks it strictly; otherwise the key is
+    learnt on the first connection and checked ever after (C(StrictHostKeyChecking) set to
+    C(accept-new)).
+  - I(source) names another repository to work with instead of the host's own (the same
+    shape, with owner, repository, password_ref, sftp). I(action=restore) then puts back
+    the snapshots of the source's owner (C(abri restore HOST --from OTHER), the last step
+    of a migration) while the safety snapshot of what the host holds goes into its own
+    repository; I(action=backup) writes into it (a migration's transfer repository).
+  - I(live=true) reads every stack while it runs, whatever its rule (the first copy of a
+    migration, which the second, made with the stacks stopped, completes).
+  - I(action=stop) stops the stacks; nothing is deleted. I(keep_stopped=true) makes a
+    backup stop every stack first and leave them stopped (a migration's last copy).
   - Works while holding the host's abri lock (C(/run/lock/abri.lock)), as the other kit
     modules do, so a backup never stops a stack an apply is converging.
   - A stack stopped for its copy is noted in C(/var/lib/abri/backup-stopped/) until it is
@@ -50,11 +68,30 @@ options:
     description: What to do.
     type: str
     default: backup
-    choices: [backup, snapshots, restore, prune]
+    choices: [backup, snapshots, restore, prune, stop]
   snapshot:
     description: For restore, a snapshot id (or its prefix); its backup run is restored.
     type: str
     default: ""
+  source:
+    description: Another repository to restore from or back up into (owner, repository,
+      password_ref, sftp), instead of the host's own.
+    type: dict
+    default: {}
+  host_keys:
+    description: The host keys of SFTP servers that are hosts of the site, by
+      C(ADDRESS-PORT), each a list of C(TYPE KEY) lines (their C(ssh_host_*_key.pub)); a
+      server not listed has its key learnt on the first connection.
+    type: dict
+    default: {}
+  live:
+    description: For backup, read every stack while it runs (no stop).
+    type: bool
+    default: false
+  keep_stopped:
+    description: For backup, stop every stack first and leave them stopped.
+    type: bool
+    default: false
 author: abri
 """
 
@@ -99,6 +136,8 @@ WRONG_PASSWORD = 12
 #: a note per stack stopped for its copy, until it runs again (survives a reboot: a container
 #: stopped with restart unless-stopped stays stopped after one)
 STOPPED_DIR = "/var/lib/abri/backup-stopped"
+#: where the host keeps what reaches an SFTP repository (root only)
+SSH_DIR = "/etc/abri/backup"
 
 
 class Failed(Exception):
@@ -133,11 +172,82 @@ class Backup:
         self.spec = p["backup"]
         self.host = p["host"]
         self.secrets = p["secrets"] or {}
-        self.repo = self.spec["repository"]
         self.changes = []
+        self.source = p.get("source") or {}
+        self.live = bool(p.get("live"))
+        self.keep_stopped = bool(p.get("keep_stopped"))
+        self.host_keys = p.get("host_keys") or {}
+        self.owner = self.host
+        self.use(self.spec)
+        self.own = (self.env, self.options, self.repo, self.sftp)
+        if self.source:
+            self.use(self.source)
+            self.owner = self.source.get("owner") or self.host
+
+    def use(self, access):
+        """Work with the repository access describes (the host's own, or a source)."""
+        self.repo = access["repository"]
+        self.sftp = access.get("sftp") or None
         self.env = dict(os.environ, RESTIC_REPOSITORY=self.repo,
-                        RESTIC_PASSWORD=self.secret(self.spec["password_ref"]),
+                        RESTIC_PASSWORD=self.secret(access["password_ref"]),
                         RESTIC_PROGRESS_FPS="0.2", LC_ALL="C")
+        self.options = []
+        if self.sftp:
+            where = f"{self.sftp['address']}-{int(self.sftp['port'])}"
+            alias = f"abri-repository-{where}"
+            check = "yes" if self.host_keys.get(where) else "accept-new"
+            command = (f"ssh -i {SSH_DIR}/sftp_key -o IdentitiesOnly=yes -o BatchMode=yes "
+                       f"-o UserKnownHostsFile={SSH_DIR}/known_hosts "
+                       f"-o StrictHostKeyChecking={check} -o HostKeyAlias={alias} "
+                       f"-o ServerAliveInterval=15 -o ServerAliveCountMax=4 "
+                       f"-p {int(self.sftp['port'])} {self.sftp['user']}@"
+                       f"{self.sftp['address']} -s sftp")
+            self.options = ["-o", f"sftp.command={command}"]
+
+    def use_own(self):
+        self.env, self.options, self.repo, self.sftp = self.own
+
+    def ssh_files(self):
+        """The host's SFTP key and the server's pinned host key, 0600 root (written only
+        when they differ)."""
+        if not (self.sftp or self.own[3]):
+            return
+        key = self.spec.get("key") or {}
+        if not key.get("private_ref"):
+            raise Failed("this host has no SSH key for the SFTP repository yet; run it "
+                         "through abri, which makes one")
+        private = self.secret(key["private_ref"]).strip() + "\n"
+        os.makedirs(SSH_DIR, mode=0o700, exist_ok=True)
+        os.chmod(SSH_DIR, 0o700)
+        self.write(f"{SSH_DIR}/sftp_key", private, "the SSH key for the SFTP repository")
+        lines = sorted({f"abri-repository-{where} {' '.join(str(k).split()[:2])}"
+                        for where, keys in self.host_keys.items() for k in keys or []
+                        if len(str(k).split()) >= 2})
+        if lines:
+            path = f"{SSH_DIR}/known_hosts"
+            old = []
+            if os.path.exists(path):
+                with open(path, encoding="utf-8") as fh:
+                    old = fh.read().splitlines()
+            aliases = {ln.split()[0] for ln in lines if ln.strip()}
+            kept = [ln for ln in old if ln.split() and ln.split()[0] not in aliases]
+            self.write(path, "\n".join(sorted(kept + lines)) + "\n",
+                       "the SFTP server's host key (pinned)")
+
+    def write(self, path, text, what):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                if fh.read() == text and (os.stat(path).st_mode & 0o777) == 0o600:
+                    return
+        except OSError:
+            pass
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+        self.changes.append(f"install {what} ({path})")
 
     def secret(self, ref):
         value = self.secrets.get(ref)
@@ -160,7 +270,8 @@ class Backup:
         self.changes.append("install restic from the distribution's archive")
 
     def restic(self, *args, check=True):
-        proc = subprocess.run(["restic", *args], capture_output=True, text=True, env=self.env)
+        proc = subprocess.run(["restic", *self.options, *args], capture_output=True, text=True,
+                              env=self.env)
         if check and proc.returncode != 0:
             raise Failed(f"restic {args[0]} failed (exit {proc.returncode}): "
                          f"{_restic_error(proc.stderr)}")
@@ -177,11 +288,15 @@ class Backup:
                          "replaced); abri leaves it alone")
         if proc.returncode != NO_REPOSITORY:
             raise Failed(f"the repository {self.repo} on {self.host} cannot be read: "
-                         f"{proc.stderr.strip()[-800:]}")
+                         f"{_restic_error(proc.stderr)[-800:]}")
         if not create:
             raise Failed(f"there is no backup repository at {self.repo} on {self.host} (no "
                          "backup was made there yet, or the disk that holds it is not "
                          "mounted); make one with 'abri backup'")
+        if self.sftp:  # the server's folder exists (made by abri on a site host)
+            self.restic("init", "-q")
+            self.changes.append(f"create the repository {self.repo}")
+            return
         parent = os.path.dirname(self.repo.rstrip("/")) or "/"
         if not os.path.isdir(parent):
             raise Failed(f"the folder {parent} for the repository {self.repo} does not exist "
@@ -197,7 +312,7 @@ class Backup:
         self.changes.append(f"create the repository {self.repo}")
 
     def snapshots(self):
-        proc = self.restic("snapshots", "--json", "--host", self.host, "--tag", "abri")
+        proc = self.restic("snapshots", "--json", "--host", self.owner, "--tag", "abri")
         out = []
         for snap in json.loads(proc.stdout or "[]") or []:
             tags = dict(t.partition("=")[::2] for t in snap.get("tags") or [] if "=" in t)
@@ -310,6 +425,8 @@ class Backup:
         self.repository(create=True)
         self.unlock()
         run = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        if self.keep_stopped:
+            self.stop_all()
         made = []
         problems = []
         for stack in self.spec["stacks"]:
@@ -319,8 +436,10 @@ class Backup:
                                     "deployed?), nothing to back up")
                 continue
             stopped, start = [], time.monotonic()
-            if stack["consistency"] == "stop":
-                left = self.left_stopped(stack)
+            if stack["consistency"] == "stop" and not self.live:
+                # a stack a killed backup left stopped runs again after this copy, unless
+                # this run keeps the stacks stopped (a migration's last copy)
+                left = [] if self.keep_stopped else self.left_stopped(stack)
                 if left:
                     self.changes.append(f"{stack['name']}: left stopped by an interrupted "
                                         "backup; started again after this copy")
@@ -344,7 +463,8 @@ class Backup:
             snap["stopped_seconds"] = round(time.monotonic() - start, 1) if stopped else 0
             made.append(snap)
             how = (f"stopped {snap['stopped_seconds']:.0f}s" if stopped else
-                   "read while running" if stack["consistency"] == "copy" else "was stopped")
+                   "read while running" if stack["consistency"] == "copy" or (
+                       self.live and self.running(stack)) else "was stopped")
             self.changes.append(f"{stack['name']}: snapshot {snap['short_id']} "
                                 f"({snap['files']} files, {snap['size']} bytes, "
                                 f"{snap['added']} new; {how})")
@@ -358,7 +478,7 @@ class Backup:
         if wanted:
             match = [s for s in snaps if s["id"].startswith(wanted)]
             if not match:
-                raise Failed(f"no snapshot {wanted} of {self.host} in {self.repo} ('abri "
+                raise Failed(f"no snapshot {wanted} of {self.owner} in {self.repo} ('abri "
                              "backups' lists them)")
             if len(match) > 1:
                 raise Failed(f"{wanted} names {len(match)} snapshots; give more of the id")
@@ -367,7 +487,7 @@ class Backup:
         else:
             backups = [s for s in snaps if s["kind"] == "backup"]
             if not backups:
-                raise Failed(f"the repository {self.repo} holds no backup of {self.host}")
+                raise Failed(f"the repository {self.repo} holds no backup of {self.owner}")
             run = backups[-1]["run"]
             chosen = [s for s in backups if s["run"] == run]
         by_stack = {}
@@ -385,13 +505,18 @@ class Backup:
                 self.changes.append(f"{st['name']}: stopped for the restore")
         safety_run = "safety-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         safety = []
+        reading = (self.env, self.options, self.repo, self.sftp)
         for st in targets:
             present = [p for p in self.folders(st) if os.path.isdir(p) and os.listdir(p)]
             if present:
+                if self.source and not safety:  # into the host's own repository
+                    self.use_own()
+                    self.repository(create=True)
                 snap = self.take(st, present, safety_run, "safety")
                 safety.append(snap)
                 self.changes.append(f"{st['name']}: the data on the host saved first as "
                                     f"safety snapshot {snap['short_id']}")
+        self.env, self.options, self.repo, self.sftp = reading
         try:
             restored = self.put_back(targets, by_stack)
         except Failed as exc:
@@ -419,6 +544,16 @@ class Backup:
             self.changes.append(f"{st['name']}: restored snapshot {snap['short_id']} of "
                                 f"{snap['time'][:19]}Z")
         return restored
+
+    def stop_all(self):
+        """Stop every stack with user data (a migration's source); data and containers
+        stay."""
+        stopped = []
+        for st in self.spec["stacks"]:
+            if self.stop(st):
+                stopped.append(st["name"])
+                self.changes.append(f"{st['name']}: stopped")
+        return {"stopped": stopped}
 
     def prune(self):
         self.repository(create=False)
@@ -454,8 +589,12 @@ def main():
             "host": {"type": "str", "required": True},
             "secrets": {"type": "dict", "default": {}, "no_log": True},
             "action": {"type": "str", "default": "backup",
-                       "choices": ["backup", "snapshots", "restore", "prune"]},
+                       "choices": ["backup", "snapshots", "restore", "prune", "stop"]},
             "snapshot": {"type": "str", "default": ""},
+            "source": {"type": "dict", "default": {}},
+            "host_keys": {"type": "dict", "default": {}},
+            "live": {"type": "bool", "default": False},
+            "keep_stopped": {"type": "bool", "default": False},
         },
         supports_check_mode=False,
     )
@@ -465,7 +604,12 @@ def main():
     try:
         b = Backup(module)
         changes = b.changes
+        if action == "stop":
+            with host_lock(module, "abri_backup stop"):
+                result.update(b.stop_all())
+            module.exit_json(changed=bool(result["stopped"]), changes=changes, **result)
         b.ensure_restic()
+        b.ssh_files()
         if action == "snapshots":
             b.repository(create=False)
             result["snapshots"] = b.snapshots()

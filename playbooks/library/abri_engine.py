@@ -23,6 +23,9 @@ description:
   - Starts and enables the engine, restarting it when daemon.json changed.
   - Brings down (data kept) every Compose project named C(abri-*) that the site no longer
     wants, found with one question to the Docker engine's API (its unix socket).
+  - A project in I(stopped) (a stack C(abri migrate) moved to another host) is only
+    stopped, never brought down (its containers and data stay), and nothing starts it
+    again until the site wants it here once more.
 options:
   packages:
     description: Packages per distribution name (Debian, Ubuntu).
@@ -39,6 +42,11 @@ options:
     default: {}
   projects:
     description: The Compose projects the site wants on this host; other abri-* projects go.
+    type: list
+    elements: str
+    default: []
+  stopped:
+    description: Compose projects kept stopped with their containers and data (migrated).
     type: list
     elements: str
     default: []
@@ -71,6 +79,7 @@ def main():
             "insecure_registries": {"type": "list", "elements": "str", "default": []},
             "daemon_options": {"type": "dict", "default": {}},
             "projects": {"type": "list", "elements": "str", "default": []},
+            "stopped": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )

@@ -113,7 +113,8 @@ def pending(state, daemon_options, secrets, remember):
         return ["another abri module works on this host"]
     engine_params = {"packages": state["engine"]["packages"],
                      "insecure_registries": state["engine"].get("insecure_registries", []),
-                     "daemon_options": daemon_options, "projects": state.get("projects", [])}
+                     "daemon_options": daemon_options, "projects": state.get("projects", []),
+                     "stopped": state["engine"].get("stopped", [])}
     out = list(engine(Look(engine_params), distro, version))
     if out:
         return out  # the stacks' checks need the engine as it should be

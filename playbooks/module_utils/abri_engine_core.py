@@ -160,6 +160,13 @@ def engine(module, distro, version):
         for name, states in sorted(projects.items()):
             if not name.startswith("abri-") or name in p["projects"]:
                 continue
+            if name in p.get("stopped", ()):  # migrated away: stopped, data kept
+                if any(st in ("running", "restarting", "paused") for st in states):
+                    changes.append(f"stop {name} (migrated to another host; containers "
+                                   "and data kept)")
+                    if not check:
+                        run(module, ["docker", "compose", "-p", name, "stop"])
+                continue
             if not any(st in ("running", "restarting", "paused", "created") for st in states):
                 continue
             changes.append(f"bring down {name} (no longer wanted on this host; data kept)")

@@ -51,6 +51,63 @@ def ensure_passwords(site: Site, hosts: list[str]) -> list[str]:
     return made
 
 
+def _key_pair() -> tuple[str, str]:
+    """A new Ed25519 key pair: (private key in OpenSSH format, public key line)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM,
+                                serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    return private, public
+
+
+def ensure_keys(site: Site, hosts: list[str]) -> list[str]:
+    """Give every host that has none the SSH key pair it reaches SFTP repositories with
+    (kept in its vault, saved with the site; the private key is never printed). Returns the
+    hosts that got one."""
+    made = []
+    for name in hosts:
+        mine = site.secrets.setdefault(name, {}).setdefault(resolve.SFTP_KEY[0], {})
+        if not mine.get(resolve.SFTP_KEY[1]):
+            mine[resolve.SFTP_KEY[1]], mine[resolve.SFTP_PUBLIC_KEY[1]] = _key_pair()
+            made.append(name)
+    if made:
+        site.save()
+    return made
+
+
+def uses_sftp(site: Site) -> bool:
+    return resolve.sftp_server(site, site.settings.backup_repository) is not None
+
+
+def prepare(site: Site, hosts: list[str]) -> None:
+    """What a backup run of hosts needs in the vault: repository passwords, and SSH keys
+    when the repository is reached over SFTP."""
+    ensure_passwords(site, hosts)
+    if uses_sftp(site):
+        ensure_keys(site, hosts)
+
+
+def source_of(site: Site, host: str, other: str) -> dict[str, Any]:
+    """OTHER's repository as host reaches it (restore --from): only an SFTP repository is
+    shared; a folder on OTHER is out of host's reach."""
+    if other not in site.hosts:
+        raise AbriError(Problem(f"host '{other}'", "--from", "is not in this site; 'abri host "
+                                "list' shows its hosts"))
+    access = resolve.repository_of(site, other)
+    if "sftp" not in access:
+        raise AbriError(Problem(f"host '{other}'", "--from", "keeps its backups in a folder "
+                                f"on itself ({access['repository']}), which {host} cannot "
+                                "read; use an SFTP repository (abri site set "
+                                "backup_repository=sftp:USER@HOST:/path) for restores across "
+                                "hosts"))
+    return access
+
+
 def check_snapshot_id(value: str) -> str:
     value = value.strip().lower()
     if not SNAPSHOT_ID.match(value):

@@ -125,6 +125,8 @@ def host_vars(site: Site, name: str, state: dict[str, Any] | None) -> str:
         "abri_address": host.service_address,
         "abri_stacks": {s: dict(host.stacks[s]) for s in order},
     }
+    if host.migrated:
+        data["abri_migrated"] = dict(sorted(host.migrated.items()))
     if state is not None:
         data["abri_state"] = state
     return ("# Managed by abri: it rewrites this file. Put your own variables in another file "

@@ -384,6 +384,42 @@ def backup_ref(host: str) -> str:
     return _ref(host, *BACKUP_SECRET)
 
 
+#: the SSH key pair a host reaches SFTP repositories with (made by abri, in its vault)
+SFTP_KEY = ("_backup", "sftp_key")
+SFTP_PUBLIC_KEY = ("_backup", "sftp_public_key")
+
+
+def sftp_server(site: Site, repository: str) -> dict[str, Any] | None:
+    """Where an SFTP repository lives: user, address and port (a host of the site stands for
+    its address and SSH port), the folder, and the site host it is (to authorize the keys
+    there and read its host key) or ""; None for a folder repository."""
+    from tui.core import validate
+
+    parts = validate.sftp_parts(repository)
+    if parts is None:
+        return None
+    user, name, path = parts
+    host = site.hosts.get(name)
+    return {"user": user, "address": (host.address or host.name) if host else name,
+            "port": int((host.port if host else None) or 22), "path": path,
+            "site_host": name if host else ""}
+
+
+def repository_of(site: Site, owner: str, server: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
+    """The repository that holds owner's backups, as any host reaches it: its restic URL,
+    its password (by reference) and, over SFTP, the server. On a server, every host has a
+    repository of its own (PATH/HOST). `server` replaces the site's repository (the
+    transfer repository of a migration)."""
+    sftp = server if server is not None else sftp_server(site, site.settings.backup_repository)
+    if sftp is None:
+        return {"owner": owner, "repository": site.settings.backup_repository,
+                "password_ref": backup_ref(owner)}
+    path = f"{sftp['path']}/{owner}"
+    return {"owner": owner, "password_ref": backup_ref(owner), "sftp": sftp,
+            "repository": f"sftp:{sftp['user']}@{sftp['address']}:{path}"}
+
+
 def _backup_state(site: Site, host: Host, stacks: list[dict[str, Any]]) -> dict[str, Any]:
     """What a backup of the host reads: per stack with user data, its volumes' folders and
     the rule its manifest declares (stop or copy), with the repository and the retention."""
@@ -397,10 +433,18 @@ def _backup_state(site: Site, host: Host, stacks: list[dict[str, Any]]) -> dict[
                     "paths": [v.name for v in manifest.user_data],
                     "consistency": manifest.backup_consistency,
                     "health": dict(state["health"])})
-    return {"repository": s.backup_repository, "password_ref": backup_ref(host.name),
-            "keep": {"daily": s.backup_keep_daily, "weekly": s.backup_keep_weekly,
-                     "monthly": s.backup_keep_monthly},
-            "stacks": out}
+    own = repository_of(site, host.name)
+    state = {"repository": own["repository"], "password_ref": own["password_ref"],
+             "keep": {"daily": s.backup_keep_daily, "weekly": s.backup_keep_weekly,
+                      "monthly": s.backup_keep_monthly},
+             "stacks": out}
+    if "sftp" in own:
+        state["sftp"] = own["sftp"]
+    public = (site.secrets.get(host.name, {}).get(SFTP_PUBLIC_KEY[0]) or {}).get(
+        SFTP_PUBLIC_KEY[1])
+    if public:  # the key this host reaches SFTP repositories with (made on first need)
+        state["key"] = {"private_ref": _ref(host.name, *SFTP_KEY), "public": public}
+    return state
 
 
 def resolve_host(site: Site, name: str, links: list[Binding] | None = None) -> dict[str, Any]:
@@ -412,13 +456,17 @@ def resolve_host(site: Site, name: str, links: list[Binding] | None = None) -> d
     stacks = [_stack_state(site, host, site.catalog[s], links) for s in order]
     extra = ["openssl"] if any(s["certificates"] for s in stacks) else []
     mirror = site.settings.registry_mirror
+    engine: dict[str, Any] = {
+        "packages": {k: v + extra for k, v in ENGINE_PACKAGES.items()},
+        "insecure_registries": [mirror] if mirror and site.settings.registry_insecure
+        else [],
+    }
+    moved = sorted(f"abri-{s}" for s in host.migrated if s not in host.stacks)
+    if moved:  # migrated to another host: kept stopped with their data, never brought down
+        engine["stopped"] = moved
     return {
         "root": site.settings.stacks_root,
-        "engine": {
-            "packages": {k: v + extra for k, v in ENGINE_PACKAGES.items()},
-            "insecure_registries": [mirror] if mirror and site.settings.registry_insecure
-            else [],
-        },
+        "engine": engine,
         "projects": [s["project"] for s in stacks],
         "stacks": stacks,
         "backup": _backup_state(site, host, stacks),

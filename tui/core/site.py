@@ -44,7 +44,8 @@ class SiteSettings:
     registry_mirror: str = ""
     registry_insecure: bool = False
     stacks_root: str = "/opt/abri"
-    #: the restic repository of each host: a folder on the host (or a disk mounted there)
+    #: the restic repository of each host: a folder on the host (or a disk mounted there),
+    #: or sftp:USER@HOST:/path on another machine (one repository per host under it)
     backup_repository: str = "/var/backups/abri"
     backup_keep_daily: int = 7
     backup_keep_weekly: int = 4
@@ -65,7 +66,7 @@ class SiteSettings:
         elif key == "stacks_root":
             self.stacks_root = validate.absolute_dir(str(raw))
         elif key == "backup_repository":
-            self.backup_repository = validate.absolute_dir(str(raw))
+            self.backup_repository = validate.backup_repository(str(raw))
         elif key in KEEP_FIELDS:
             text = str(raw).strip()
             if not text.isdigit() or not 0 <= int(text) <= 1000:
@@ -81,6 +82,9 @@ class Host(HostEntry):
     """A host of the site: what inventory.ini says of it, plus its stacks and settings."""
 
     stacks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: stacks 'abri migrate' moved to another host (stack -> that host): their containers
+    #: stay stopped here and their data is kept, never brought down
+    migrated: dict[str, str] = field(default_factory=dict)
 
     @property
     def service_address(self) -> str:
@@ -180,6 +184,12 @@ class Site:
                 if not isinstance(values, dict):
                     values = {}
                 host.stacks[str(stack)] = dict(values)
+            moved = data.get("abri_migrated") or {}
+            if not isinstance(moved, dict):
+                problems.append(Problem(where, "abri_migrated", "must map stack names to the "
+                                        "host they moved to"))
+                moved = {}
+            host.migrated = {str(k): str(v) for k, v in moved.items()}
             hosts[name] = host
             secrets[name] = vault.read_host_secrets(site_id, host_dir)
         pins = site_vars.get("abri_images") or {}
@@ -395,7 +405,21 @@ class Site:
         self.image_pins.setdefault(stack_name, stack.image_ref())
         host.stacks.pop(stack_name, None)  # re-insert last: a collision is reported on it
         host.stacks[stack_name] = values
+        host.migrated.pop(stack_name, None)  # wanted here again: its kept data serves again
         self.secrets.setdefault(host_name, {})[stack_name] = secrets
+
+    def move_stacks(self, source: str, target: str, names: list[str]) -> None:
+        """Move stacks from source to target with their settings and secrets (the same
+        passwords and tokens serve the moved data). On source they are declared migrated:
+        kept stopped with their data, never brought down. Its secrets stay there too."""
+        src, dst = self._host(source), self._host(target)
+        for name in names:
+            if name in src.stacks:
+                dst.stacks[name] = src.stacks.pop(name)
+            if name in self.secrets.get(source, {}):
+                self.secrets.setdefault(target, {})[name] = dict(self.secrets[source][name])
+            src.migrated[name] = target
+            dst.migrated.pop(name, None)
 
     def set_stack(self, host_name: str, stack_name: str, sets: dict[str, str]) -> None:
         host = self._host(host_name)

@@ -103,6 +103,35 @@ def absolute_dir(value: str) -> str:
     return value.rstrip("/") or "/"
 
 
+_SFTP = re.compile(r"^sftp:([^@:/\s]+)@([^:/\s]+):(/.*)$")
+
+
+def backup_repository(value: str) -> str:
+    """A restic repository: an absolute folder on each host, or ``sftp:USER@HOST:/path`` on
+    another machine (HOST a DNS name, an address, or a host of the site)."""
+    value = (value or "").strip()
+    if not value.startswith("sftp:"):
+        return absolute_dir(value)
+    match = _SFTP.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not an SFTP repository; write sftp:USER@HOST:/path "
+                         "(e.g. sftp:backup@nas.home.arpa:/srv/abri), or give a folder")
+    user, host, path = match.groups()
+    try:
+        ssh_user(user)
+        address(host)
+        path = absolute_dir(path)
+    except ValueError as exc:
+        raise ValueError(f"{value!r}: {exc}") from None
+    return f"sftp:{user}@{host}:{path}"
+
+
+def sftp_parts(value: str) -> tuple[str, str, str] | None:
+    """(user, host, path) of a validated SFTP repository, None for a folder."""
+    match = _SFTP.match(value)
+    return (match.group(1), match.group(2), match.group(3)) if match else None
+
+
 def timezone(value: str) -> str:
     """An IANA time zone name as the controller's zoneinfo database knows it, in its own
     spelling (europe/lisbon becomes Europe/Lisbon)."""
