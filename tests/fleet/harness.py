@@ -626,7 +626,7 @@ class Registry:
 
     address: "172.17.0.1:5000";
     refs: {"mosquitto": "172.17.0.1:5000/library/eclipse-mosquitto:2.0.21",
-           "homeassistant": "172.17.0.1:5000/homeassistant/home-assistant:2025.4.4"};
+           "homeassistant": "172.17.0.1:5000/homeassistant/home-assistant:2026.11.0"};
     upstream: the same keys with the docker.io references they stand in for;
     pushed: {key: True if this call pushed, False if the registry already had it}.
     """
