@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
 import hashlib
 import json
 import os
@@ -136,6 +137,11 @@ class WebSocket:
     def close(self):
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def _epoch(iso):
+    """Seconds since the epoch of an ISO 8601 time with its offset (Home Assistant's)."""
+    return datetime.datetime.fromisoformat(iso).timestamp()
 
 
 def _fingerprint(data):
@@ -290,6 +296,7 @@ class HomeAssistant:
         if onboarded_now and not self.check:
             self.remove_outside_entries()
         self.integrations()
+        self.http_config(timeout)
         if self.refresh:  # abri's own login session ends with the call, in check mode too
             with contextlib.suppress(ApiError, OSError):
                 self.http.call("POST", "/auth/revoke", form={"token": self.refresh})
@@ -369,7 +376,8 @@ class HomeAssistant:
                            f"errors {errors}, state {(result.get('result') or {}).get('state')}"
                            f" (broker {data['broker']}:{data['port']}, user {data['username']})")
 
-    def change_password(self, old, new):
+    def websocket(self):
+        """A websocket on Home Assistant's API, authenticated with the owner's token."""
         ws = WebSocket(int(self.api["port"]))
         try:
             if ws.recv().get("type") != "auth_required":
@@ -377,6 +385,121 @@ class HomeAssistant:
             ws.send({"type": "auth", "access_token": self.http.token})
             if ws.recv().get("type") != "auth_ok":
                 raise ApiError("the websocket refused the token")
+        except BaseException:
+            ws.close()
+            raise
+        return ws
+
+    def http_state(self):
+        """Home Assistant's stored HTTP server configuration (http/config), or None when
+        this Home Assistant has no such store (before 2026: its http: YAML governs)."""
+        ws = self.websocket()
+        try:
+            answer = ws.command({"type": "http/config"})
+        finally:
+            ws.close()
+        if answer.get("success"):
+            return answer.get("result") or {}
+        if (answer.get("error") or {}).get("code") == "unknown_command":
+            return None
+        raise ApiError("http/config answered " + json.dumps(answer.get("error")))
+
+    def http_config(self, timeout):
+        """Home Assistant's web server on every address of the host, on the site's port.
+
+        From 2026 Home Assistant keeps its web server's settings in a store of its own
+        (.storage/http): its first start copies the http: YAML there as a "pending" config
+        on trial (reverted, with a restart, unless promoted within five minutes) and every
+        later start ignores the YAML. The loopback-only address of abri's bootstrap would
+        therefore outlive the API setup (and a changed port would never apply). So, with the
+        owner's token: when the config Home Assistant runs with is not the wanted one, hand
+        it the wanted one (http/config/configure: Home Assistant restarts itself with it),
+        wait for the restarted instance, and promote it (http/config/promote); a wanted
+        config still on trial (an earlier run was interrupted) is promoted."""
+        state = self.http_state()
+        if state is None:
+            return
+        port = int(self.api["port"])
+        meta = ("created_at", "error", "error_message")
+        pending = state.get("pending")
+        if pending and pending.get("error"):
+            pending = None
+        running = pending or state.get("stable") or {}
+
+        def wanted_config(conf):
+            return not conf.get("server_host") and int(conf.get("server_port") or 0) == port
+
+        if pending and wanted_config(pending):
+            self.changes.append("promote Home Assistant's HTTP config on trial (every "
+                                f"address, port {port})")
+            if not self.check:
+                self.http_promote()
+            return
+        if not pending and wanted_config(running):
+            return
+        wanted = {k: v for k, v in running.items() if k not in meta and k != "server_host"}
+        wanted["server_port"] = port
+        self.changes.append(f"move Home Assistant's web server to every address, port {port} "
+                            "(its own HTTP config; it restarts)")
+        if self.check:
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            sent = time.time()
+            ws = self.websocket()
+            try:
+                answer = ws.command({"type": "http/config/configure", "config": wanted})
+            finally:
+                ws.close()
+            if answer.get("success"):
+                break
+            # only a started Home Assistant takes a new config: it may still be starting
+            if (answer.get("error") or {}).get("code") != "not_running" \
+                    or time.monotonic() > deadline:
+                raise ApiError("http/config/configure answered "
+                               + json.dumps(answer.get("error")))
+            time.sleep(2)
+        if not (answer.get("result") or {}).get("restart"):
+            state = self.http_state() or {}
+        else:
+            state = self.http_restarted(sent, deadline, (running is pending))
+        if state.get("pending") and wanted_config(state["pending"]):
+            self.http_promote()
+
+    def http_restarted(self, sent, deadline, was_pending):
+        """http/config of the Home Assistant that restarted after a configure sent at sent
+        (epoch seconds). The instance that took the call answers until it stops; the new one
+        runs either the new pending config, whose five-minute trial then ends after
+        sent + 300 s, or (when the wanted config is the stable one) the stable config where
+        the old one ran a pending one."""
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                state = self.http_state() or {}
+                active = state.get("active_config_type")
+                revert_at = state.get("revert_at")
+                if active == "pending" and revert_at and _epoch(revert_at) >= sent + 300:
+                    return state
+                if active == "stable" and was_pending and not state.get("pending"):
+                    return state
+                last = f"still the instance from before (active config {active})"
+            except (ApiError, OSError, ValueError) as exc:
+                last = str(exc)
+            time.sleep(2)
+        raise ApiError(f"Home Assistant did not come back with its new HTTP config ({last})")
+
+    def http_promote(self):
+        ws = self.websocket()
+        try:
+            answer = ws.command({"type": "http/config/promote"})
+        finally:
+            ws.close()
+        if not answer.get("success"):
+            raise ApiError("http/config/promote answered " + json.dumps(answer.get("error")))
+
+    def change_password(self, old, new):
+        ws = self.websocket()
+        try:
             answer = ws.command({"type": "config/auth_provider/homeassistant/change_password",
                                  "current_password": old, "new_password": new})
             if not answer.get("success"):

@@ -47,7 +47,7 @@ LABEL_RECIPE = "abri.fleet.recipe"
 #: local image namespace (abri-test/host:<hash>, ...); another value gives a separate, cold set
 IMAGE_NS = os.environ.get("ABRI_TEST_IMAGE_NS", "abri-test")
 #: the Home Assistant release the catalog pins and the fleet deploys
-HA_VERSION = "2025.4.4"
+HA_VERSION = "2026.11.0"
 #: Home Assistant releases the harness can build, each with the Debian suite that has a Python
 #: it installs on and the date PyPI is read as of (the official image was built then; newer
 #: releases of unpinned dependencies break older Home Assistants: pycares 5 vs aiodns 3.2).
@@ -626,7 +626,7 @@ class Registry:
 
     address: "172.17.0.1:5000";
     refs: {"mosquitto": "172.17.0.1:5000/library/eclipse-mosquitto:2.0.21",
-           "homeassistant": "172.17.0.1:5000/homeassistant/home-assistant:2025.4.4"};
+           "homeassistant": "172.17.0.1:5000/homeassistant/home-assistant:2026.11.0"};
     upstream: the same keys with the docker.io references they stand in for;
     pushed: {key: True if this call pushed, False if the registry already had it}.
     """

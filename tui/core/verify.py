@@ -297,6 +297,10 @@ class _Http:
                 self.request("POST", "/auth/revoke", form={"token": refresh_token})
 
 
+#: config entry states on the way to loaded (Home Assistant starting, or the broker not yet up)
+SETTLING_ENTRY_STATES = ("not_loaded", "setup_in_progress", "setup_retry")
+
+
 def _http_error(exc: BaseException) -> str:
     if isinstance(exc, urllib.error.HTTPError):
         return f"HTTP {exc.code} {exc.reason}"
@@ -373,6 +377,13 @@ def _homeassistant_checks(http_address: str, port: int, settings: dict, ha_secre
         if mqtt_port is None:
             return checks
         mqtt_state = domains.get("mqtt")
+        # Home Assistant answers (its web server starts early) before it has set up its
+        # config entries: right after a restart the entry is not_loaded or setting up
+        deadline = time.monotonic() + state_timeout
+        while mqtt_state in SETTLING_ENTRY_STATES and time.monotonic() < deadline:
+            time.sleep(1)
+            _, entries = http.request("GET", "/api/config/config_entries/entry")
+            mqtt_state = {e["domain"]: e.get("state") for e in entries}.get("mqtt")
         checks.append(Check("homeassistant mqtt integration", mqtt_state == "loaded",
                             f"config entry state: {mqtt_state or 'missing'}"))
         if admin_password and mqtt_address:
