@@ -55,7 +55,6 @@ pending:
   returned: always
 """
 
-import contextlib
 import fcntl
 import os
 
@@ -160,9 +159,7 @@ def main():
         found = [str(exc)]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         found = [f"the check could not finish: {type(exc).__name__}: {exc}"]
-    with contextlib.suppress(Exception):
-        found = [str(line) for line in found]
-    module.exit_json(changed=False, converged=not found, pending=found)
+    module.exit_json(changed=False, converged=not found, pending=[str(x) for x in found])
 
 
 if __name__ == "__main__":
