@@ -200,3 +200,31 @@ def test_existing_key_files_are_accepted_and_load_back(template_site, key_files,
     assert {h: loaded[h].key for h in loaded if h.startswith("h")} == {
         f"h{i}": str(key_files[n]) for i, n in enumerate(
             n for n in KEY_FILES if "id" in n and not n.endswith(".pub"))}
+
+
+@pytest.mark.parametrize("folder", ["{{ lookup('pipe', 'id') }}", "{% if 1 %}x{% endif %}",
+                                    "{# note #}"])
+def test_a_key_path_ansible_would_template_is_refused(template_site, tmp_path, folder):
+    """A real key in a folder whose name Ansible would evaluate as a template: refused with
+    a message naming the field, before anything is written."""
+    key = tmp_path / folder / "id_ed25519"
+    key.parent.mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(key)],
+                   check=True)
+    site = Site.load(_fresh(template_site, tmp_path / "site"), CATALOG)
+    before = site.path.joinpath("inventory.ini").read_bytes() if (
+        site.path / "inventory.ini").exists() else None
+    with pytest.raises(AbriError) as caught:
+        site.add_host("pi", "ssh", "10.0.0.5", None, "root", str(key))
+    text = str(caught.value)
+    assert "key" in text and "template" in text and "symlink" in text
+    after = site.path.joinpath("inventory.ini").read_bytes() if (
+        site.path / "inventory.ini").exists() else None
+    assert after == before
+
+
+def test_a_key_path_with_a_control_character_is_refused(template_site, tmp_path):
+    site = Site.load(_fresh(template_site, tmp_path / "site"), CATALOG)
+    with pytest.raises(AbriError) as caught:
+        site.add_host("pi", "ssh", "10.0.0.5", None, "root", "/root/.ssh/id\nx")
+    assert "control character" in str(caught.value)

@@ -16,6 +16,7 @@ from pathlib import Path
 _HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_TEMPLATE_MARKERS = ("{{", "{%", "{#")
 _REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 
 
@@ -67,9 +68,18 @@ def key_path(value: str) -> str:
     raw = (value or "").strip()
     if not raw:
         raise ValueError("is empty; give the path of an SSH private key (e.g. ~/.ssh/id_ed25519)")
+    if any(ord(c) < 32 or ord(c) == 127 for c in raw):
+        raise ValueError("holds a control character (a newline or tab, say); give the path "
+                         "as plain text (e.g. ~/.ssh/id_ed25519)")
     path = Path(os.path.expanduser(raw))
     if not path.is_absolute():
         path = path.resolve()
+    if any(marker in str(path) for marker in _TEMPLATE_MARKERS):
+        # Ansible evaluates a host variable that holds '{{', '{%' or '{#' as a template: the
+        # path would be run as code on every apply, not read as a path
+        raise ValueError(f"{str(path)!r} holds '{{{{', '{{%' or '{{#', which Ansible would "
+                         "run as a template; rename the key or its folder, or give a "
+                         "symlink to it whose path has none of them")
     if not path.exists():
         raise ValueError(f"{str(path)!r} does not exist; give the path of an existing SSH "
                          "private key file")
