@@ -140,6 +140,12 @@ STOPPED_DIR = "/var/lib/abri/backup-stopped"
 SSH_DIR = "/etc/abri/backup"
 
 
+#: what ssh or restic's sftp backend says when the server is not there (down, sshd stopped)
+_UNREACHED = re.compile(r"ssh: |Connection (refused|timed out|closed|reset)|timed out|"
+                        r"No route to host|unable to start the sftp session|"
+                        r"server unexpectedly closed connection")
+
+
 class Failed(Exception):
     """A clear error for the user; the module fails with it."""
 
@@ -199,10 +205,20 @@ class Backup:
             command = (f"ssh -i {SSH_DIR}/sftp_key -o IdentitiesOnly=yes -o BatchMode=yes "
                        f"-o UserKnownHostsFile={SSH_DIR}/known_hosts "
                        f"-o StrictHostKeyChecking={check} -o HostKeyAlias={alias} "
-                       f"-o ServerAliveInterval=15 -o ServerAliveCountMax=4 "
+                       f"-o ConnectTimeout=30 -o ServerAliveInterval=15 -o ServerAliveCountMax=4 "
                        f"-p {int(self.sftp['port'])} {self.sftp['user']}@"
                        f"{self.sftp['address']} -s sftp")
             self.options = ["-o", f"sftp.command={command}"]
+
+    def unreached(self, stderr):
+        """One line: the SFTP server that did not answer, its repository, ssh's reason."""
+        reason = next((ln.strip() for ln in stderr.splitlines()
+                       if ln.startswith("ssh:") or "Connection" in ln or "timed out" in ln),
+                      "the SSH connection failed")
+        return (f"the SFTP repository {self.repo} could not be reached from {self.host}: "
+                f"{self.sftp['address']} port {int(self.sftp['port'])} did not answer "
+                f"({reason[-300:]}); is that host up and its SSH server running? Nothing "
+                "was stopped or changed on this host; run 'abri backup' again once it is back")
 
     def use_own(self):
         self.env, self.options, self.repo, self.sftp = self.own
@@ -286,6 +302,8 @@ class Backup:
             raise Failed(f"the repository {self.repo} on {self.host} does not open with this "
                          "site's repository password (made by another site, or the vault was "
                          "replaced); abri leaves it alone")
+        if self.sftp and proc.returncode != NO_REPOSITORY and _UNREACHED.search(proc.stderr):
+            raise Failed(self.unreached(proc.stderr))
         if proc.returncode != NO_REPOSITORY:
             raise Failed(f"the repository {self.repo} on {self.host} cannot be read: "
                          f"{_restic_error(proc.stderr)[-800:]}")

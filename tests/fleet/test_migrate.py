@@ -36,6 +36,8 @@ from test_backup import (
 )
 from test_deploy import _CONFIG_HOME, NESTED_ENGINE_OPTIONS, _abri, _recap, _secrets
 
+from tui.core.resolve import BACKUP_SECRET
+
 pytestmark = pytest.mark.fleet
 
 AUTOMATION_ID = "abri_migrate"
@@ -117,6 +119,40 @@ def test_migrate_through_an_sftp_repository(fleet, fleet_registry, tmp_path):
     rows = json.loads(listed.stdout)
     assert sorted((r["host"], r["stack"]) for r in rows) == [
         ("h1", "homeassistant"), ("h1", "mosquitto")], rows
+
+    # ---- the repository's host unreachable (its SSH server stopped): a clear error
+    h2.exec("systemctl stop ssh.socket ssh", check=False)
+    try:
+        down, _ = _run(site, "backup")
+        outputs.append(down)
+        said = down.stdout + down.stderr
+        assert down.returncode != 0, said[-4000:]
+        assert "Traceback" not in said, said[-4000:]
+        line = next((ln for ln in said.splitlines() if "could not be reached" in ln), "")
+        assert f"sftp:root@{h2.address}:/srv/abri-backup/h1" in line, said[-4000:]
+        assert f"{h2.address} port 22 did not answer" in line, line
+        assert all(_states(h1).get(c) == "running" for c in CONTAINERS), _states(h1)
+        assert not h1.exec("ls /var/lib/abri/backup-stopped 2>/dev/null", check=False
+                           ).stdout.strip()
+        assert h1.exec("test -s /opt/abri/homeassistant/config/home-assistant_v2.db && "
+                       "test -s /opt/abri/mosquitto/data/mosquitto.db", check=False
+                       ).returncode == 0
+    finally:
+        h2.exec("systemctl start ssh", check=False)
+    # back again: the next backup works, and the repository checks clean
+    again, _ = _run(site, "backup")
+    outputs.append(again)
+    assert again.returncode == 0, again.stdout[-6000:] + again.stderr[-3000:]
+    password = _secrets(site, "h1")[BACKUP_SECRET[0]][BACKUP_SECRET[1]]
+    ssh = (f"ssh -i /etc/abri/backup/sftp_key -o IdentitiesOnly=yes -o BatchMode=yes "
+           f"-o UserKnownHostsFile=/etc/abri/backup/known_hosts -o StrictHostKeyChecking=yes "
+           f"-o HostKeyAlias=abri-repository-{h2.address}-22 root@{h2.address} -s sftp")
+    checked = h1.exec(f"RESTIC_PASSWORD='{password}' restic -r "
+                      f"sftp:root@{h2.address}:/srv/abri-backup/h1 -o 'sftp.command={ssh}' "
+                      "check", check=False)
+    assert checked.returncode == 0 and "no errors were found" in checked.stdout, (
+        checked.stdout[-2000:] + checked.stderr[-2000:])
+    assert all(_states(h1).get(c) == "running" for c in CONTAINERS), _states(h1)
 
     # ---- the migration
     moved, seconds = _run(site, "migrate", "h1", "h2")
