@@ -212,8 +212,7 @@ class Backup:
 
     def unreached(self, stderr):
         """One line: the SFTP server that did not answer, its repository, ssh's reason."""
-        reason = next((ln.strip() for ln in stderr.splitlines()
-                       if ln.startswith("ssh:") or "Connection" in ln or "timed out" in ln),
+        reason = next((ln.strip() for ln in stderr.splitlines() if _UNREACHED.search(ln)),
                       "the SSH connection failed")
         return (f"the SFTP repository {self.repo} could not be reached from {self.host}: "
                 f"{self.sftp['address']} port {int(self.sftp['port'])} did not answer "

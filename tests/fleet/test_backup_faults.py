@@ -33,6 +33,7 @@ import json
 import os
 import queue
 import secrets as _random
+import shlex
 import signal
 import subprocess
 import threading
@@ -156,10 +157,12 @@ class Watch(threading.Thread):
         self.proc.wait()
 
 
-def _restic(host, password: str, args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """restic on the host against the repository; the password through stdin."""
-    return host.exec(f'RESTIC_REPOSITORY={REPO} RESTIC_PASSWORD="$(cat)" restic {args}',
-                     input=password, check=check, timeout=900)
+def _restic(host, password: str, args: str, check: bool = True,
+            repo: str = REPO) -> subprocess.CompletedProcess:
+    """restic on the host against the repository (REPO unless given); the password through
+    stdin."""
+    return host.exec(f'RESTIC_REPOSITORY={shlex.quote(repo)} RESTIC_PASSWORD="$(cat)" '
+                     f'restic {args}', input=password, check=check, timeout=900)
 
 
 def _check(host, password: str, notes: list[str], label: str, unlock_ok: bool) -> None:

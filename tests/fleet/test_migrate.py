@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 import secrets as _random
+import shlex
 import time
 
 import pytest
@@ -34,6 +35,7 @@ from test_backup import (
     _run,
     _wait_recorded,
 )
+from test_backup_faults import _restic
 from test_deploy import _CONFIG_HOME, NESTED_ENGINE_OPTIONS, _abri, _recap, _secrets
 
 from tui.core.resolve import BACKUP_SECRET
@@ -147,9 +149,8 @@ def test_migrate_through_an_sftp_repository(fleet, fleet_registry, tmp_path):
     ssh = (f"ssh -i /etc/abri/backup/sftp_key -o IdentitiesOnly=yes -o BatchMode=yes "
            f"-o UserKnownHostsFile=/etc/abri/backup/known_hosts -o StrictHostKeyChecking=yes "
            f"-o HostKeyAlias=abri-repository-{h2.address}-22 root@{h2.address} -s sftp")
-    checked = h1.exec(f"RESTIC_PASSWORD='{password}' restic -r "
-                      f"sftp:root@{h2.address}:/srv/abri-backup/h1 -o 'sftp.command={ssh}' "
-                      "check", check=False)
+    checked = _restic(h1, password, f"-o {shlex.quote('sftp.command=' + ssh)} check",
+                      check=False, repo=f"sftp:root@{h2.address}:/srv/abri-backup/h1")
     assert checked.returncode == 0 and "no errors were found" in checked.stdout, (
         checked.stdout[-2000:] + checked.stderr[-2000:])
     assert all(_states(h1).get(c) == "running" for c in CONTAINERS), _states(h1)

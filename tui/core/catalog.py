@@ -330,7 +330,7 @@ class Setting:
             return text
         if len(text) > 1024:
             raise ValueError(f"the text is too long (over 1024 characters); use {valid}")
-        if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in text):
+        if validate.has_control(text):
             raise ValueError(f"the text holds a control character (a line break, tab or "
                              f"similar); use {valid}")
         if self.pattern and not re.fullmatch(self.pattern, text):

@@ -20,6 +20,11 @@ _TEMPLATE_MARKERS = ("{{", "{%", "{#")
 _REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 
 
+def has_control(text: str) -> bool:
+    """Whether text holds a control character (C0, DEL or C1): a line break or tab, say."""
+    return any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in text)
+
+
 def host_name(value: str) -> str:
     value = (value or "").strip()
     if not _HOST_NAME.match(value):
@@ -68,7 +73,7 @@ def key_path(value: str) -> str:
     raw = (value or "").strip()
     if not raw:
         raise ValueError("is empty; give the path of an SSH private key (e.g. ~/.ssh/id_ed25519)")
-    if any(ord(c) < 32 or ord(c) == 127 for c in raw):
+    if has_control(raw):
         raise ValueError("holds a control character (a newline or tab, say); give the path "
                          "as plain text (e.g. ~/.ssh/id_ed25519)")
     path = Path(os.path.expanduser(raw))
