@@ -141,10 +141,25 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     q.add_argument("host")
     q.add_argument("stack")
 
-    q = sub.add_parser("upgrade", help="show which pinned images the kit would move to its "
-                       "current tags; --yes pins them (nothing changes on a host until apply)")
+    q = sub.add_parser(
+        "upgrade", help="move stacks to newer releases, rolling back by itself on failure",
+        description="Show each stack's release and the newest known (the kit's catalog, and "
+        "the site's registry mirror when one is set), then upgrade host by host, stack by "
+        "stack: a snapshot of the stack's data, the new image (pinned by digest when the "
+        "registry gives one), and a health gate. A stack that fails the gate is rolled back "
+        "to its old release on its data from before, and abri stops there. Exit codes: 0 "
+        "upgraded (or nothing to do), 1 failed before anything changed, 3 rolled back, 4 the "
+        "rollback failed too. Run it again to complete an interrupted upgrade.")
     _site_option(q)
-    q.add_argument("--yes", action="store_true", help="pin the new tags")
+    _password_options(q)
+    q.add_argument("stacks", nargs="*", metavar="STACK", help="only these stacks")
+    q.add_argument("--limit", metavar="HOST", help="only this host (or Ansible pattern)")
+    q.add_argument("--dry-run", action="store_true", help="show from -> to and change nothing")
+    q.add_argument("--to", metavar="TAG", help="this release of the one STACK named")
+    q.add_argument("--patch", action="store_true", help="patch releases only (2026.11.0 -> "
+                   "2026.11.1, never 2026.12.0)")
+    q.add_argument("--timeout", metavar="SECONDS", type=int, help="how long the new release "
+                   "may take to become healthy (default: its manifest's health timeout)")
 
     p = sub.add_parser("secrets", help="the site's generated secrets (kept until purged)")
     xsub = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
@@ -488,28 +503,36 @@ def cmd_run(args) -> int:
     if args.command == "verify":
         return runner.verify_cli(site, limit=limit, as_json=args.json)
     mode = "plan" if args.command == "plan" else "apply"
+    if mode == "apply":
+        from tui.core import upgrade
+
+        pending = upgrade.unfinished(site)
+        if pending:
+            raise AbriError(Problem("apply", "upgrade", pending))
     return runner.run_cli(site, mode, limit=limit,
                           verify=(mode == "apply" and not args.no_verify))
 
 
 def cmd_upgrade(args) -> int:
+    from tui.core import upgrade
+
     site = _load(args)
-    moves = {name: (pin, site.catalog[name].image_ref()) for name, pin in site.image_pins.items()
-             if name in site.catalog and site.catalog[name].image_ref() != pin}
-    if not moves:
-        print(f"Every pinned image is the kit's current one (abri {__version__}); nothing to "
-              "upgrade")
+    if args.timeout is not None and args.timeout < 10:
+        raise AbriError(Problem("upgrade", "--timeout", f"{args.timeout} is too short for a "
+                                "service to start; give 10 seconds or more"))
+    chosen = site.match_hosts(args.limit) if args.limit else list(site.hosts)
+    moves, notes = upgrade.plan(site, chosen, args.stacks, to=args.to, patch_only=args.patch)
+    for note in notes:
+        print(f"abri: {note}", file=sys.stderr)
+    pending = upgrade.unfinished(site)
+    if pending:
+        print(f"abri: {pending}", file=sys.stderr)
+    print(upgrade.format_plan(moves))
+    if args.dry_run:
         return EXIT_OK
-    for name, (old, new) in sorted(moves.items()):
-        print(f"  {name:<16} {old}  ->  {new}")
-    if not args.yes:
-        print("Run 'abri upgrade --yes' to pin these, then 'abri plan' and 'abri apply'")
+    if not moves and not pending:
         return EXIT_OK
-    for name, (_old, new) in moves.items():
-        site.image_pins[name] = new
-    site.save()
-    print("Pinned; the next 'abri apply' deploys them ('abri plan' shows what changes)")
-    return EXIT_OK
+    return upgrade.run(site, moves, timeout=args.timeout)
 
 
 def cmd_secrets(args) -> int:

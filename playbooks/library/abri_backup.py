@@ -92,6 +92,20 @@ options:
     description: For backup, stop every stack first and leave them stopped.
     type: bool
     default: false
+  only:
+    description: Work on these stacks of the host alone (names); empty means every stack
+      with user data.
+    type: list
+    elements: str
+    default: []
+  kind:
+    description: For backup, the kind its snapshots are tagged with (C(kind=KIND)); the
+      retention of I(action=prune) and a restore without I(snapshot) consider C(backup)
+      alone, so an C(upgrade) snapshot (the one C(abri upgrade) takes before it changes a
+      stack) is kept until removed by hand.
+    type: str
+    default: backup
+    choices: [backup, upgrade]
 author: abri
 """
 
@@ -176,6 +190,11 @@ class Backup:
         self.m = module
         p = module.params
         self.spec = p["backup"]
+        only = p.get("only") or []
+        if only:
+            self.spec = dict(self.spec, stacks=[s for s in self.spec["stacks"]
+                                                if s["name"] in only])
+        self.kind = p.get("kind") or "backup"
         self.host = p["host"]
         self.secrets = p["secrets"] or {}
         self.changes = []
@@ -465,7 +484,7 @@ class Backup:
                     self.note_stopped(stack, ids + left)
                 stopped = self.stop(stack) + left
             try:
-                snap = self.take(stack, paths, run, "backup")
+                snap = self.take(stack, paths, run, self.kind)
             except Failed as exc:
                 error = self.start(stack, stopped) if stopped else None
                 again = (f"; the stack was started again{' but ' + error if error else ''}"
@@ -612,6 +631,8 @@ def main():
             "host_keys": {"type": "dict", "default": {}},
             "live": {"type": "bool", "default": False},
             "keep_stopped": {"type": "bool", "default": False},
+            "only": {"type": "list", "elements": "str", "default": []},
+            "kind": {"type": "str", "default": "backup", "choices": ["backup", "upgrade"]},
         },
         supports_check_mode=False,
     )

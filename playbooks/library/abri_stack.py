@@ -46,6 +46,11 @@ options:
     description: Run the health check.
     type: bool
     default: true
+  health_timeout:
+    description: Seconds the health check may take, instead of the manifest's (0 keeps
+      the manifest's); C(abri upgrade --timeout) sets it for its health gate.
+    type: int
+    default: 0
 author: abri
 """
 
@@ -80,11 +85,13 @@ def main():
             "secrets": {"type": "dict", "default": {}, "no_log": True},
             "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
             "wait": {"type": "bool", "default": True},
+            "health_timeout": {"type": "int", "default": 0},
         },
         supports_check_mode=True,
     )
     stack = Stack(module, module.params["stack"], module.params["secrets"] or {},
-                  wait=module.params["wait"])
+                  wait=module.params["wait"],
+                  health_timeout=module.params["health_timeout"])
     bootstrap = False
     with host_lock(module, f"abri_stack {module.params['stack'].get('name')}"):
         if module.params["state"] == "present":

@@ -53,9 +53,10 @@ def _write_atomic(path, data, mode, owner):
 
 
 class Stack:
-    def __init__(self, module, spec, secrets, wait=True):
+    def __init__(self, module, spec, secrets, wait=True, health_timeout=0):
         self.m = module
         self.wait = wait
+        self.health_timeout = int(health_timeout or 0)
         self.spec = spec
         self.secrets = secrets
         self.dir = spec["dir"]
@@ -208,7 +209,7 @@ class Stack:
         hc = self.spec.get("health") or {}
         if not hc.get("kind"):
             return
-        ok, last = wait_healthy(hc, self.secret)
+        ok, last = wait_healthy(hc, self.secret, timeout=self.health_timeout or None)
         if not ok:
             self.m.fail_json(msg=f"stack {self.spec['name']}: health check ({hc['kind']} on "
                                  f"127.0.0.1:{hc['port']}) failed: {last}", changes=self.changes)

@@ -426,6 +426,40 @@ def build_homeassistant_image(force: bool = False, base: ImageResult | None = No
     return _cached_or_build("home-assistant", ref, build, force)
 
 
+def build_homeassistant_broken_image(force: bool = False,
+                                     base: ImageResult | None = None) -> ImageResult:
+    """A release of Home Assistant that starts, migrates the recorder database one schema
+    version up and never answers (abri upgrade's rollback test), on the current test image:
+    abri-test/home-assistant-broken:<hash>."""
+    base = base or build_homeassistant_image()
+    recipe_dir = IMAGES_DIR / "homeassistant-broken"
+    h = recipe_hash(recipe_dir, base.ref)
+    ref = f"{IMAGE_NS}/home-assistant-broken:{h}"
+    return _cached_or_build(
+        "home-assistant-broken", ref,
+        lambda: _docker_build(recipe_dir, ref, {"BASE_IMAGE": base.ref}, h), force,
+    )
+
+
+def registry_delete(address: str, repo: str, tag: str) -> bool:
+    """Remove repo:tag's manifest from the test registry (every tag on that manifest goes
+    with it). False when the registry does not hold the tag."""
+    head = urllib.request.Request(
+        f"http://{address}/v2/{repo}/manifests/{tag}", method="HEAD",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+    try:
+        with urllib.request.urlopen(head, timeout=10) as resp:
+            digest = resp.headers.get("Docker-Content-Digest", "")
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return False
+        raise
+    req = urllib.request.Request(f"http://{address}/v2/{repo}/manifests/{digest}",
+                                 method="DELETE")
+    with urllib.request.urlopen(req, timeout=10):
+        return True
+
+
 def _docker_build_with_ca(recipe_dir: Path, ref: str, build_args: dict[str, str],
                           recipe: str, ca: bytes) -> None:
     """docker build of a recipe folder with this machine's CA bundle added to the context

@@ -424,3 +424,70 @@ def _store_tokens(site: Site, hosts: list[str], minted: set[str]) -> list[events
                 if new and client_host:
                     minted.add(client_host)
     return failures
+
+
+# ------------------------------------------------------------------ upgrades
+#: where the retained message of an upgrade's gate is left (the admin's topic space)
+UPGRADE_TOPIC = "abri/upgrade/"
+
+
+def upgrade_before(site: Site, host: str, stack: str) -> dict:
+    """What an upgrade of stack on host must keep, read before it, by the stack's check
+    kinds: Home Assistant's config entries; a retained message left on a broker."""
+    import secrets as _random
+
+    kinds = site.catalog[stack].checks
+    out: dict = {}
+    with session(site):
+        if "homeassistant" in kinds:
+            values = _values(site, host, stack)
+            api = site.catalog[stack].api or {}
+            port = int(values[api.get("port_setting", "port")])
+            owner = values.get(api.get("owner_user_setting", "owner_username"), "owner")
+            password = (site.secrets.get(host, {}).get(stack) or {}).get(
+                api.get("owner_secret", "owner_password"))
+            with endpoints(site, host, [port]) as ep:
+                out["homeassistant"] = verify.homeassistant_facts(*ep[port], owner, password)
+        if "mqtt_broker" in kinds:
+            links, _ = resolve.bindings(site)
+            admin, port, _ = _broker(site, links, host, stack)
+            topic = UPGRADE_TOPIC + _random.token_hex(6)
+            payload = _random.token_hex(8)
+            with endpoints(site, host, [port]) as ep:
+                left = verify.retain_message(*ep[port], verify.ADMIN_USER, admin or "", topic,
+                                             payload.encode())
+            if not left.ok:
+                raise OSError(f"{stack} on {host}: {left.detail}")
+            out["mqtt_broker"] = {"topic": topic, "payload": payload}
+    return out
+
+
+def upgrade_gate(site: Site, host: str, stack: str, before: dict, version: str,
+                 settle: float = 120.0) -> list[verify.Check]:
+    """After an upgrade: what upgrade_before read still holds (Home Assistant at version
+    with no config entry worse off; the retained message delivered), then every check of
+    the host (verify)."""
+    kinds = site.catalog[stack].checks
+    checks: list[verify.Check] = []
+    with session(site):
+        if "homeassistant" in kinds and "homeassistant" in before:
+            values = _values(site, host, stack)
+            api = site.catalog[stack].api or {}
+            port = int(values[api.get("port_setting", "port")])
+            owner = values.get(api.get("owner_user_setting", "owner_username"), "owner")
+            password = (site.secrets.get(host, {}).get(stack) or {}).get(
+                api.get("owner_secret", "owner_password"))
+            with endpoints(site, host, [port]) as ep:
+                checks += verify.homeassistant_gate(*ep[port], owner, password,
+                                                    before["homeassistant"], version,
+                                                    settle=settle)
+        if "mqtt_broker" in kinds and "mqtt_broker" in before:
+            links, _ = resolve.bindings(site)
+            admin, port, _ = _broker(site, links, host, stack)
+            left = before["mqtt_broker"]
+            with endpoints(site, host, [port]) as ep:
+                checks.append(verify.retained_check(*ep[port], verify.ADMIN_USER, admin or "",
+                                                    left["topic"], left["payload"].encode()))
+        for _name, found in _verify_site(site, [host]):
+            checks.extend(found)
+    return checks

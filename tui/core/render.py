@@ -112,8 +112,7 @@ def site_vars(site: Site) -> str:
         "abri_images": dict(sorted(site.image_pins.items())),
     }
     note = ("# Managed by abri: site settings ('abri site set KEY=VALUE') and the image each "
-            "stack deploys\n# (pinned; 'abri upgrade' moves the pins to the kit's current "
-            "tags).\n")
+            "stack deploys\n# (pinned; 'abri upgrade' moves the pins to newer releases).\n")
     return note + _yaml(data)
 
 
@@ -127,6 +126,8 @@ def host_vars(site: Site, name: str, state: dict[str, Any] | None) -> str:
     }
     if host.migrated:
         data["abri_migrated"] = dict(sorted(host.migrated.items()))
+    if host.images:
+        data["abri_images"] = dict(sorted(host.images.items()))
     if state is not None:
         data["abri_state"] = state
     return ("# Managed by abri: it rewrites this file. Put your own variables in another file "

@@ -262,7 +262,7 @@ def _stack_state(site: Site, host: Host, stack: Stack, links: list[Binding]) -> 
     root = site.settings.stacks_root
     directory = f"{root}/{stack.name}"
     project = f"abri-{stack.name}"
-    pinned = site.image_pins.get(stack.name) or stack.image_ref()
+    pinned = site.image_pin(host.name, stack.name)
     image = image_ref(pinned, site.settings.registry_mirror)
     uses = {b.capability: _wiring(site, b) for b in links
             if b.consumer_host == host.name and b.consumer == stack.name}

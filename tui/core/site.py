@@ -85,6 +85,10 @@ class Host(HostEntry):
     #: stacks 'abri migrate' moved to another host (stack -> that host): their containers
     #: stay stopped here and their data is kept, never brought down
     migrated: dict[str, str] = field(default_factory=dict)
+    #: stack -> the image reference this host deploys instead of the site's pin: set by
+    #: 'abri upgrade --limit' for the hosts it upgraded (lifted to the site's pin once every
+    #: host of the stack runs the same)
+    images: dict[str, str] = field(default_factory=dict)
 
     @property
     def service_address(self) -> str:
@@ -106,7 +110,7 @@ class Site:
         self.secrets = secrets  # host -> stack -> key -> value; kept for removed stacks too
         self.catalog = catalog
         #: stack -> upstream image reference the site deploys (pinned when the stack was first
-        #: added; 'abri upgrade' moves pins to the catalog's current tags)
+        #: added; 'abri upgrade' moves it once the stack runs the new one on every host)
         self.image_pins: dict[str, str] = dict(image_pins or {})
         #: (host, stack or None) the user asked to purge on the next save
         self._purges: list[tuple[str, str | None]] = []
@@ -190,6 +194,12 @@ class Site:
                                         "host they moved to"))
                 moved = {}
             host.migrated = {str(k): str(v) for k, v in moved.items()}
+            own = data.get("abri_images") or {}
+            if not isinstance(own, dict):
+                problems.append(Problem(where, "abri_images", "must map stack names to image "
+                                        "references"))
+                own = {}
+            host.images = {str(k): str(v) for k, v in own.items()}
             hosts[name] = host
             secrets[name] = vault.read_host_secrets(site_id, host_dir)
         pins = site_vars.get("abri_images") or {}
@@ -324,6 +334,25 @@ class Site:
             setattr(host, fieldname, value)
         return host
 
+    def image_pin(self, host_name: str, stack_name: str) -> str:
+        """The upstream image reference a stack deploys on a host: the host's own pin, else
+        the site's, else the catalog's current one."""
+        host = self.hosts.get(host_name)
+        own = host.images.get(stack_name) if host else None
+        return (own or self.image_pins.get(stack_name)
+                or self.catalog[stack_name].image_ref())
+
+    def pin_image(self, host_name: str, stack_name: str, ref: str) -> None:
+        """Pin ref for a stack on one host; when every host with the stack then runs the
+        same, it becomes the site's pin and the hosts' own pins go."""
+        validate.image(ref)
+        self._host(host_name).images[stack_name] = ref
+        holders = [h for h in self.hosts.values() if stack_name in h.stacks]
+        if all(self.image_pin(h.name, stack_name) == ref for h in holders):
+            self.image_pins[stack_name] = ref
+            for h in self.hosts.values():
+                h.images.pop(stack_name, None)
+
     def match_hosts(self, pattern: str) -> list[str]:
         """The hosts of this site that an Ansible host pattern (as --limit takes it) selects,
         in the site's order. Understood: host names; globs with * and ?; 'all'; the groups
@@ -418,6 +447,8 @@ class Site:
                 dst.stacks[name] = src.stacks.pop(name)
             if name in self.secrets.get(source, {}):
                 self.secrets.setdefault(target, {})[name] = dict(self.secrets[source][name])
+            if name in src.images:  # the data is of that version: it goes along
+                dst.images[name] = src.images[name]
             src.migrated[name] = target
             dst.migrated.pop(name, None)
 
@@ -489,6 +520,14 @@ class Site:
         from tui.core import resolve
 
         out: list[Problem] = []
+        pins = [(str(SITE_VARS), stack, ref) for stack, ref in self.image_pins.items()]
+        pins += [(f"host_vars/{h.name}/{HOST_VARS}", stack, ref)
+                 for h in self.hosts.values() for stack, ref in h.images.items()]
+        for where, stack, ref in pins:
+            try:
+                validate.image(ref)
+            except ValueError as exc:
+                out.append(Problem(where, f"abri_images.{stack}", str(exc)))
         for host in self.hosts.values():
             out.extend(self._host_problems(host))
         if not out:

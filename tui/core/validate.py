@@ -110,6 +110,20 @@ def registry(value: str) -> str:
     return value
 
 
+_IMAGE = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9][a-z0-9._/-]*"
+                    r":[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(@sha256:[0-9a-f]{64})?$")
+
+
+def image(value: str) -> str:
+    """An image reference as abri pins it: registry/repository:tag, optionally @sha256:DIGEST."""
+    value = str(value or "").strip()
+    if not _IMAGE.match(value):
+        raise ValueError(f"{shown(value)} is not an image reference; use REGISTRY/REPOSITORY:TAG "
+                         "(e.g. docker.io/eclipse-mosquitto:2.0.21), optionally followed by "
+                         "@sha256: and the 64 hexadecimal digits of its digest")
+    return value
+
+
 def absolute_dir(value: str) -> str:
     value = (value or "").strip()
     if not value.startswith("/") or re.search(r"[\s'\"\\]", value) or ".." in value.split("/"):

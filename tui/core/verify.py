@@ -607,3 +607,98 @@ def token_check(name: str, address: str, port: int, token: str | None, *,
     return [Check(name, good == 200, f"GET /api/ with the token: {said(good)}"),
             Check(f"{name}: a wrong token is refused", wrong == 401,
                   f"GET /api/ with a wrong token: {said(wrong)}")]
+
+
+# --------------------------------------------------------------------------------------------
+# Before and after an upgrade: what must still hold
+
+
+def homeassistant_facts(address: str, port: int, username: str, password: str | None,
+                        timeout: float = 10.0) -> dict:
+    """Home Assistant's version and its config entries (entry id -> [domain, state]), read
+    as the owner through the login flow. Raises OSError or PermissionError when it does not
+    answer or refuses the owner."""
+    if not password:
+        raise PermissionError("no owner password in the secrets")
+    http = _Http(f"http://{address}:{port}", timeout)
+    refresh = ""
+    try:
+        try:
+            refresh = http.login(username, password)
+            _, config = http.request("GET", "/api/config")
+            _, entries = http.request("GET", "/api/config/config_entries/entry")
+        except (urllib.error.URLError, ValueError, KeyError, TypeError) as exc:
+            raise OSError(f"{http.base}: {_http_error(exc)}") from None
+        return {"version": str((config or {}).get("version", "")),
+                "entries": {e["entry_id"]: [e["domain"], e.get("state")] for e in entries}}
+    finally:
+        http.revoke(refresh)
+
+
+def homeassistant_gate(address: str, port: int, username: str, password: str | None,
+                       before: dict, version: str, *, timeout: float = 10.0,
+                       settle: float = 120.0) -> list[Check]:
+    """After an upgrade to version: Home Assistant reports that version, and no config
+    entry that was loaded before is worse off (missing, failed, or still setting up when
+    the settle time ends)."""
+    deadline = time.monotonic() + settle
+    while True:
+        try:
+            now = homeassistant_facts(address, port, username, password, timeout)
+        except (OSError, PermissionError) as exc:
+            if time.monotonic() > deadline:
+                return [Check("homeassistant answers after the upgrade", False, str(exc))]
+            time.sleep(2)
+            continue
+        worse = []
+        for entry, (domain, state) in sorted((before.get("entries") or {}).items()):
+            if state != "loaded":
+                continue
+            after = (now["entries"].get(entry) or [domain, "missing"])[1]
+            if after != "loaded":
+                worse.append(f"{domain}: {after}")
+        settling = [w for w in worse if w.split(": ")[1] in SETTLING_ENTRY_STATES]
+        if (not settling and now["version"]) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    return [Check("homeassistant version", now["version"] == version,
+                  f"reports {now['version'] or 'no version'}, expected {version}"),
+            Check("homeassistant config entries no worse", not worse,
+                  f"{len(before.get('entries') or {})} before, {len(now['entries'])} after; "
+                  + ("every entry that was loaded still is" if not worse
+                     else "not loaded now: " + ", ".join(worse)))]
+
+
+def retain_message(address: str, port: int, user: str, password: str, topic: str,
+                   payload: bytes, timeout: float = 10.0) -> Check:
+    """Leave a retained message on the broker (before an upgrade)."""
+    client = _Mqtt(address, port, user, password, timeout)
+    try:
+        accepted, reason = client.connect()
+        if not accepted:
+            return Check("mqtt retained message left", False, f"connection refused: {reason}")
+        ok = client.publish(topic, payload, retain=True)
+        return Check("mqtt retained message left", ok,
+                     f"on {topic}" if ok else f"publish to {topic} not acknowledged")
+    finally:
+        client.close()
+
+
+def retained_check(address: str, port: int, user: str, password: str, topic: str,
+                   payload: bytes, timeout: float = 10.0) -> Check:
+    """The retained message left before is delivered to a new subscriber (the broker's
+    persistence came through), then cleared."""
+    name = "mqtt retained message still delivered"
+    client = _Mqtt(address, port, user, password, timeout)
+    try:
+        accepted, reason = client.connect()
+        if not accepted:
+            return Check(name, False, f"connection refused (no CONNACK success): {reason}")
+        if not client.subscribe(topic):
+            return Check(name, False, f"no SUBACK for {topic}")
+        got = client.wait_for(topic, payload)
+        if got:
+            client.publish(topic, b"", retain=True)  # clear it
+        return Check(name, got, f"on {topic}" if got else f"nothing retained on {topic}")
+    finally:
+        client.close()

@@ -1,0 +1,265 @@
+"""`abri upgrade` on one Debian 13 fleet host (prepared by abri's own engine step), through
+the CLI, against the test registry as the site's mirror:
+
+* Home Assistant 2026.2.3 (the last release on Debian 13's Python) and Mosquitto deployed, as
+  a site of an older abri pins them; state made through the real API: an automation, a
+  second user, a state the recorder writes to its database;
+* `abri upgrade --dry-run` shows 2026.2.3 -> 2026.11.0, found in the registry (whose tag
+  list also holds 2.0 and 2 for Mosquitto, which are not newer than 2.0.21), and changes
+  nothing;
+* `abri upgrade` killed (SIGKILL of its process group) right after its snapshot, while the
+  new release is deployed; `abri apply` then refuses (the upgrade is unfinished), and
+  `abri upgrade` again completes it: Home Assistant reports 2026.11.0, its recorder
+  database was migrated to a newer schema and passes PRAGMA integrity_check, the state is
+  all there, the site pins 2026.11.0 by digest, verify passes, a second apply has
+  changed=0;
+* a release that starts but never becomes healthy (it migrates the database to schema 999
+  and never answers) is put in the registry as 2026.11.1: `abri upgrade --timeout 60`
+  finds it, fails its gate, and is killed while it rolls back; `abri upgrade` again ends
+  the rollback: exit code 3 (rolled back), 2026.11.0 serves on the database from before the
+  upgrade (the same schema version, not 999), the state is there, the site still pins
+  2026.11.0, verify passes, and a second apply has changed=0;
+* no secret appears in any output.
+
+Timings are printed (run with -s); tests never assert on wall-clock time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets as _random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import harness
+import pytest
+import yaml
+from test_backup import _http, _owner_logs_in, _run, _second_user, _users
+from test_deploy import _CONFIG_HOME, NESTED_ENGINE_OPTIONS, _abri, _env, _recap, _secrets, _tool
+
+pytestmark = pytest.mark.fleet
+
+OLD, NEW, BROKEN = "2026.2.3", harness.HA_VERSION, "2026.11.1"
+REPO = "homeassistant/home-assistant"
+HA_CONFIG = "/opt/abri/homeassistant/config"
+SENSOR = "sensor.abri_upgrade_probe"
+AUTOMATION_ID = "abri_upgrade_probe"
+
+#: run on the host: the recorder database's integrity, newest schema version and the
+#: states recorded for an entity
+DB_CHECK = r"""
+import json, sqlite3, sys
+db = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True)
+integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+schema = db.execute("SELECT MAX(schema_version) FROM schema_changes").fetchone()[0]
+rows = db.execute("SELECT s.state FROM states s JOIN states_meta m ON s.metadata_id = "
+                  "m.metadata_id WHERE m.entity_id = ?", (sys.argv[2],)).fetchall()
+print(json.dumps({"integrity": integrity, "schema": schema, "states": [r[0] for r in rows]}))
+"""
+
+
+@pytest.fixture(autouse=True)
+def _own_config_home(tmp_path):
+    _CONFIG_HOME["ABRI_CONFIG_HOME"] = str(tmp_path / "abri-config")
+    yield
+    _CONFIG_HOME.clear()
+
+
+def _database(host) -> dict:
+    return json.loads(host.exec(f"python3 - {HA_CONFIG}/home-assistant_v2.db {SENSOR}",
+                                input=DB_CHECK).stdout)
+
+
+def _version(base: str, token: str) -> str:
+    status, config = _http(base, "GET", "/api/config", token)
+    assert status == 200, status
+    return config["version"]
+
+
+def _pins(site: Path) -> dict[str, str]:
+    data = yaml.safe_load((site / "group_vars/all/abri.yml").read_text())
+    return data["abri_images"]
+
+
+def _killed_at(site: Path, phase: str, *args: str, delay: float = 2.0,
+               timeout: float = 900) -> str:
+    """Start `abri upgrade ARGS` in a process group of its own, SIGKILL the group once its
+    record says phase (plus delay), and return what it printed until then."""
+    record = site / ".abri" / "upgrade.json"
+    out = open(site.parent / f"killed-{phase}.log", "w+")  # noqa: SIM115
+    proc = subprocess.Popen([_tool("abri"), "upgrade", *args, "--site", str(site)], env=_env(),
+                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                break
+            try:
+                if json.loads(record.read_text()).get("phase") == phase:
+                    time.sleep(delay)
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.5)
+        assert proc.poll() is None, f"abri upgrade ended before '{phase}' (rc {proc.returncode})"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    out.seek(0)
+    text = out.read()
+    out.close()
+    print(f"\n[test_upgrade] killed abri upgrade {' '.join(args)} at '{phase}'")
+    return text
+
+
+def _state_is_there(host, base: str, token: str, owner: str, owner_pw: str, second_id: str,
+                    second_pw: str) -> dict:
+    status, auto = _http(base, "GET", f"/api/config/automation/config/{AUTOMATION_ID}", token)
+    assert status == 200 and auto["alias"] == "Upgrade probe", (status, auto)
+    assert _owner_logs_in(base, owner, owner_pw)
+    assert second_id in _users(base, token)
+    assert _owner_logs_in(base, "second", second_pw)
+    db = _database(host)
+    assert db["integrity"] == "ok", db
+    assert "21.5" in db["states"], db
+    return db
+
+
+def test_upgrade_then_a_release_that_never_gets_healthy_rolls_back(
+        fleet, fleet_images, fleet_registry, tmp_path):
+    registry = fleet_registry.address
+    old_image = harness.build_homeassistant_image(version=OLD)
+    broken_image = harness.build_homeassistant_broken_image(base=fleet_images.homeassistant)
+    harness.push_image(old_image.ref, registry, REPO, [OLD])
+    harness.registry_delete(registry, REPO, BROKEN)  # left by an earlier run
+    host = fleet(1, image="prepared")[0]
+    site = tmp_path / "site"
+    _abri("init", "--site", str(site))
+    _abri("host", "add", "--site", str(site), "--kind", "ssh", "--address", host.address,
+          "--user", host.ssh_user, "--key", str(host.key_path), "h1")
+    for stack in ("mosquitto", "homeassistant"):
+        _abri("stack", "add", "--site", str(site), "h1", stack)
+    _abri("site", "set", "--site", str(site), f"registry_mirror={registry}",
+          "registry_insecure=true", "backup_repository=/srv/abri-backup")
+    (site / "group_vars" / "all" / "local.yml").write_text(
+        "---\n# this machine's LAN overlaps Docker's default ranges\n"
+        f"docker_engine_daemon_options: {json.dumps(NESTED_ENGINE_OPTIONS)}\n")
+    # a site an older abri made: Home Assistant pinned at 2026.2.3
+    site_vars = site / "group_vars" / "all" / "abri.yml"
+    site_vars.write_text(site_vars.read_text().replace(f"{REPO}:{NEW}", f"{REPO}:{OLD}"))
+    assert _pins(site)["homeassistant"] == f"docker.io/{REPO}:{OLD}"
+    host.exec("mkdir -p /srv")
+
+    first, _ = _run(site, "apply")
+    outputs = [first]
+    assert first.returncode == 0, first.stdout[-8000:] + first.stderr[-3000:]
+
+    # ---- state, through the real API, on 2026.2.3
+    secrets = _secrets(site, "h1")
+    token = secrets["homeassistant"]["token"]
+    owner_pw = secrets["homeassistant"]["owner_password"]
+    base = f"http://{host.address}:8123"
+    assert _version(base, token) == OLD
+    automation = {"alias": "Upgrade probe", "description": "made by test_upgrade",
+                  "triggers": [{"trigger": "time", "at": "06:30:00"}],
+                  "conditions": [], "actions": [{"delay": {"seconds": 1}}], "mode": "single"}
+    status, answer = _http(base, "POST", f"/api/config/automation/config/{AUTOMATION_ID}",
+                           token, automation)
+    assert status == 200 and answer == {"result": "ok"}, (status, answer)
+    second_pw = _random.token_urlsafe(12)
+    second_id = _second_user(base, token, second_pw)
+    status, _ = _http(base, "POST", f"/api/states/{SENSOR}", token,
+                      {"state": "21.5", "attributes": {"unit_of_measurement": "°C"}})
+    assert status in (200, 201), status
+    deadline = time.monotonic() + 60
+    while "21.5" not in _database(host)["states"] and time.monotonic() < deadline:
+        time.sleep(2)
+    before = _database(host)
+    assert "21.5" in before["states"] and before["integrity"] == "ok", before
+    print(f"[test_upgrade] {OLD}: recorder schema {before['schema']}")
+
+    # ---- what an upgrade would do, and nothing done
+    dry, _ = _run(site, "upgrade", "--dry-run")
+    outputs.append(dry)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    row = re.search(rf"^h1 +homeassistant +{re.escape(OLD)} +{re.escape(NEW)} +registry "
+                    r"\(sha256:", dry.stdout, re.M)
+    assert row, dry.stdout
+    assert "mosquitto" not in dry.stdout, dry.stdout  # 2.0 and 2 are not newer than 2.0.21
+    assert _pins(site)["homeassistant"] == f"docker.io/{REPO}:{OLD}"
+    assert not (site / ".abri" / "upgrade.json").exists()
+
+    # ---- the upgrade, killed while the new release is deployed, then completed
+    killed = _killed_at(site, "switch")
+    outputs.append(subprocess.CompletedProcess([], 0, killed, ""))
+    refused = subprocess.run([_tool("abri"), "apply", "--site", str(site)], env=_env(),
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "upgrade of homeassistant on h1" in refused.stderr and "unfinished" in \
+        refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    done, _ = _run(site, "upgrade")
+    outputs.append(done)
+    assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-3000:]
+    assert "completing the upgrade of homeassistant on h1" in done.stdout, done.stdout[-3000:]
+    assert f"Upgraded homeassistant on h1 to {NEW}" in done.stdout, done.stdout[-3000:]
+    assert _version(base, token) == NEW
+    after = _state_is_there(host, base, token, "owner", owner_pw, second_id, second_pw)
+    assert after["schema"] > before["schema"], (before, after)  # the recorder migrated
+    pin = _pins(site)["homeassistant"]
+    assert re.fullmatch(rf"docker\.io/{REPO}:{re.escape(NEW)}@sha256:[0-9a-f]{{64}}", pin), pin
+    running = host.exec("docker inspect -f '{{.Config.Image}}' "
+                        "abri-homeassistant-homeassistant-1").stdout.strip()
+    assert running == f"{registry}/{REPO}:{pin.split(':', 1)[1]}", running
+    assert not (site / ".abri" / "upgrade.json").exists()
+    print(f"[test_upgrade] {NEW}: recorder schema {after['schema']}")
+    listed = json.loads(subprocess.run(
+        [_tool("abri"), "backups", "--json", "--site", str(site)], env=_env(),
+        capture_output=True, text=True, timeout=300, check=True).stdout)
+    kinds = {(r["stack"], r["kind"]) for r in listed}
+    assert ("homeassistant", "upgrade") in kinds, listed
+    again, _ = _run(site, "apply")
+    outputs.append(again)
+    assert again.returncode == 0, again.stdout[-6000:] + again.stderr[-3000:]
+    assert _recap(again.stdout, "h1")["changed"] == 0, again.stdout[-4000:]
+
+    # ---- a release that never becomes healthy: found, failed, rolled back (killed once)
+    harness.push_image(broken_image.ref, registry, REPO, [BROKEN])
+    try:
+        killed = _killed_at(site, "rollback", "--timeout", "60")
+        outputs.append(subprocess.CompletedProcess([], 0, killed, ""))
+        assert f"{NEW}" in killed and BROKEN in killed, killed[-3000:]
+        back, _ = _run(site, "upgrade", "--timeout", "60")
+        outputs.append(back)
+    finally:
+        harness.registry_delete(registry, REPO, BROKEN)
+    assert back.returncode == 3, back.stdout[-8000:] + back.stderr[-3000:]
+    assert f"Rolled back homeassistant on h1 to {NEW}" in back.stderr, back.stderr[-3000:]
+    assert "Traceback" not in back.stderr
+    assert _version(base, token) == NEW
+    rolled = _state_is_there(host, base, token, "owner", owner_pw, second_id, second_pw)
+    assert rolled["schema"] == after["schema"], (after, rolled)  # not 999: the data of before
+    assert _pins(site)["homeassistant"] == pin
+    running = host.exec("docker inspect -f '{{.Config.Image}}' "
+                        "abri-homeassistant-homeassistant-1").stdout.strip()
+    assert running.endswith(pin.split(":", 1)[1]), running
+    verified = subprocess.run([_tool("abri"), "verify", "--site", str(site)], env=_env(),
+                              capture_output=True, text=True, timeout=600)
+    outputs.append(verified)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    last, _ = _run(site, "apply")
+    outputs.append(last)
+    assert last.returncode == 0, last.stdout[-6000:] + last.stderr[-3000:]
+    assert _recap(last.stdout, "h1")["changed"] == 0, last.stdout[-4000:]
+
+    shown = "\n".join(o.stdout + o.stderr for o in outputs)
+    for stack, keys in secrets.items():
+        for key, value in keys.items():
+            if isinstance(value, str) and len(value) >= 8:
+                assert value not in shown, f"the secret {stack}/{key} was printed"
