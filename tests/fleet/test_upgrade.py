@@ -10,7 +10,7 @@ the CLI, against the test registry as the site's mirror:
 * `abri upgrade` killed (SIGKILL of its process group) right after its snapshot, while the
   new release is deployed; `abri apply` then refuses (the upgrade is unfinished), and
   `abri upgrade` again completes it: Home Assistant reports 2026.11.0, its recorder
-  database was migrated to a newer schema and passes PRAGMA integrity_check, the state is
+  database passes PRAGMA integrity_check (its schema version is no older), the state is
   all there, the site pins 2026.11.0 by digest, verify passes, a second apply has
   changed=0;
 * a release that starts but never becomes healthy (it migrates the database to schema 999
@@ -211,7 +211,9 @@ def test_upgrade_then_a_release_that_never_gets_healthy_rolls_back(
     assert f"Upgraded homeassistant on h1 to {NEW}" in done.stdout, done.stdout[-3000:]
     assert _version(base, token) == NEW
     after = _state_is_there(host, base, token, "owner", owner_pw, second_id, second_pw)
-    assert after["schema"] > before["schema"], (before, after)  # the recorder migrated
+    # 2026.2.3 and 2026.11.0 share the recorder schema (53): the version is recorded, the
+    # rollback below is what tells a migrated database from the one of before
+    assert after["schema"] >= before["schema"], (before, after)
     pin = _pins(site)["homeassistant"]
     assert re.fullmatch(rf"docker\.io/{REPO}:{re.escape(NEW)}@sha256:[0-9a-f]{{64}}", pin), pin
     running = host.exec("docker inspect -f '{{.Config.Image}}' "
