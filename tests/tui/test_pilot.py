@@ -1013,3 +1013,55 @@ async def test_backups_screen_lists_backs_up_and_restores(tmp_path, new_app, run
         await pilot.press("escape")
         await pilot.pause()
         assert isinstance(app.screen, OverviewScreen)
+
+
+async def test_upgrade_screen_shows_releases_and_refuses_a_stack_that_does_not_answer(
+        tmp_path, new_app, runner):
+    """The stacks panel shows each stack's release; u opens the upgrades: per host and stack
+    the release it runs and the newest known (no registry mirror: the kit's catalog). An
+    upgrade of a Home Assistant that does not answer (nothing listens here) is refused
+    before anything runs: no playbook, the pin kept, nothing recorded."""
+    from tui.app.screens.upgrade import UpgradeScreen
+    from tui.core import upgrade
+
+    site_dir = tmp_path / "site"
+    site = make_site(site_dir)
+    kit = site.catalog["homeassistant"].image["tag"]
+    old = site.image_pins["homeassistant"].replace(f":{kit}", ":2026.2.3")
+    site.image_pins["homeassistant"] = old
+    site.save()
+    app = new_app(site_dir)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await opened(pilot)
+        stacks = app.screen.query_one("#stacks", DataTable)
+        releases = {str(stacks.get_row_at(i)[0]): str(stacks.get_row_at(i)[1])
+                    for i in range(stacks.row_count)}
+        assert releases["homeassistant"] == "2026.2.3", releases
+        await pilot.press("u")
+        await settle(pilot)
+        await settle(pilot)
+        assert isinstance(app.screen, UpgradeScreen)
+        table = app.screen.query_one("#upgrade-table", DataTable)
+        rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+        assert rows == [["home", "homeassistant", "2026.2.3", kit, "kit"]], rows
+        assert "1 upgrade(s) known" in text_of(app, "#upgrade-status")
+        log = app.screen.query_one("#upgrade-log", RichLog)
+        assert any("No registry mirror is set" in line.text for line in log.lines)
+
+        await pilot.press("u")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        for _ in range(20):
+            await settle(pilot)
+            if not app.screen.busy:
+                break
+        assert isinstance(app.screen, UpgradeScreen)
+        said = " ".join(" ".join(line.text for line in app.screen.query_one(
+            "#upgrade-log", RichLog).lines).split())  # the log wraps its lines
+        assert "does not answer as it should before the upgrade" in said, said
+        assert "nothing was changed" in said
+    assert runner.runs == []
+    assert not upgrade.record_path(site).exists()
+    assert yaml.safe_load((site_dir / "group_vars/all/abri.yml").read_text())[
+        "abri_images"]["homeassistant"] == old

@@ -179,26 +179,49 @@ def format_plan(moves: list[Move]) -> str:
     return "\n".join(lines)
 
 
-def _say(text: str) -> None:
-    print(f"\n== upgrade: {text}", flush=True)
+class Report:
+    """Where an upgrade tells what it does, and how it runs the kit's playbooks: the
+    terminal and tui.core.runner by default; the installer passes its own."""
+
+    def __init__(self) -> None:
+        from tui.core import runner
+
+        self.run_site = runner.run_site
+        self.on_progress = runner.TerminalProgress()
+
+    def step(self, text: str) -> None:
+        print(f"\n== upgrade: {text}", flush=True)
+
+    def info(self, text: str) -> None:
+        print(text, flush=True)
+
+    def warn(self, text: str) -> None:
+        print(f"abri: {text}", file=sys.stderr, flush=True)
+
+    def recap(self, result) -> None:
+        from tui.core import runner
+
+        runner.print_recap(result)
 
 
-def run(site: Site, moves: list[Move], timeout: int | None = None) -> int:
+def run(site: Site, moves: list[Move], timeout: int | None = None,
+        out: Report | None = None) -> int:
     """Carry out the recorded upgrade first, if any, then moves. Returns an exit code."""
+    out = out or Report()
     record = read_record(site)
     if record:
         move = Move(**record["move"])
-        _say(f"completing the upgrade of {move.stack} on {move.host} to {move.new_tag} (it "
+        out.step(f"completing the upgrade of {move.stack} on {move.host} to {move.new_tag} (it "
              f"stopped at '{record['phase']}')")
-        code = _one(site, move, record, timeout)
+        code = _one(site, move, record, timeout, out)
         if code != EXIT_UPGRADED:
             return code
         moves = [m for m in moves if (m.host, m.stack) != (move.host, move.stack)]
     for done, move in enumerate(moves):
-        code = _one(site, move, None, timeout)
+        code = _one(site, move, None, timeout, out)
         if code != EXIT_UPGRADED:
             if done:
-                print(f"abri: {done} upgrade(s) before this one stay in place", file=sys.stderr)
+                out.warn(f"{done} upgrade(s) before this one stay in place")
             return code
     return EXIT_UPGRADED
 
@@ -207,14 +230,15 @@ def _failed_checks(checks) -> str:
     return "; ".join(f"{c.name}: {c.detail}" for c in checks if not c.ok)
 
 
-def _one(site: Site, move: Move, record: dict[str, Any] | None, timeout: int | None) -> int:
-    from tui.core import checks, runner
+def _one(site: Site, move: Move, record: dict[str, Any] | None, timeout: int | None,
+         out: Report) -> int:
+    from tui.core import checks
 
-    progress = runner.TerminalProgress()
+    progress = out.on_progress
     host, stack = move.host, move.stack
     if record is None:
         record = {"move": asdict(move), "phase": "before", "started": time.time()}
-        _say(f"{stack} on {host}: {move.old_tag} -> {move.new_tag}")
+        out.step(f"{stack} on {host}: {move.old_tag} -> {move.new_tag}")
     phase = record["phase"]
 
     def step(name: str, **fields: Any) -> None:
@@ -228,42 +252,41 @@ def _one(site: Site, move: Move, record: dict[str, Any] | None, timeout: int | N
             record["before"] = checks.upgrade_before(site, host, stack)
         except (OSError, PermissionError) as exc:
             record_path(site).unlink(missing_ok=True)
-            print(f"abri: {stack} on {host} does not answer as it should before the upgrade "
-                  f"({exc}); nothing was changed. 'abri verify --limit {host}' shows what "
-                  "fails", file=sys.stderr)
+            out.warn(f"{stack} on {host} does not answer as it should before the upgrade "
+                     f"({exc}); nothing was changed. 'abri verify --limit {host}' shows what "
+                     "fails")
             return EXIT_FAILED
         step("snapshot")
         phase = "snapshot"
     if phase == "snapshot":
-        _say(f"stop {stack} on {host} and save its data (snapshot of kind upgrade)")
+        out.step(f"stop {stack} on {host} and save its data (snapshot of kind upgrade)")
         backup.prepare(site, [host])
-        result = runner.run_site(site, "backup", limit=host, on_progress=progress,
+        result = out.run_site(site, "backup", limit=host, on_progress=progress,
                                  extra_vars={"abri_backup_only": [stack],
                                              "abri_backup_kind": "upgrade",
                                              "abri_backup_keep_stopped": True})
         made = [r for r in backup.made_rows(result) if r["stack"] == stack]
         if not result.ok or not made:
-            runner.print_recap(result)
-            print(f"abri: the snapshot of {stack} on {host} failed; starting it again as it "
-                  "was", file=sys.stderr)
-            again = runner.run_site(site, "apply", limit=host, on_progress=progress)
+            out.recap(result)
+            out.warn(f"the snapshot of {stack} on {host} failed; starting it again as it was")
+            again = out.run_site(site, "apply", limit=host, on_progress=progress)
             record_path(site).unlink(missing_ok=True)
             if not again.ok:
-                runner.print_recap(again)
-            print(f"abri: nothing was upgraded; {stack} on {host} "
-                  + ("serves again" if again.ok else f"could not be started: 'abri apply "
-                     f"--limit {host}'"), file=sys.stderr)
+                out.recap(again)
+            out.warn(f"nothing was upgraded; {stack} on {host} "
+                     + ("serves again" if again.ok else f"could not be started: 'abri apply "
+                        f"--limit {host}'"))
             return EXIT_FAILED
-        print(backup.format_made(made), flush=True)
+        out.info(backup.format_made(made))
         step("switch", snapshot=made[0]["id"], stopped_at=time.time())
         phase = "switch"
     reason = record.get("reason", "")
     if phase == "switch":
-        _say(f"deploy {move.new_tag} of {stack} on {host} and check it")
+        out.step(f"deploy {move.new_tag} of {stack} on {host} and check it")
         site.pin_image(host, stack, move.new)
         site.save()
-        result = runner.run_site(site, "apply", limit=host, on_progress=progress,
-                                 extra_vars=extra)
+        result = out.run_site(site, "apply", limit=host, on_progress=progress,
+                              extra_vars=extra)
         if result.ok:
             gate = checks.upgrade_gate(site, host, stack, record.get("before") or {},
                                        move.new_tag, settle=float(timeout or 120))
@@ -271,39 +294,39 @@ def _one(site: Site, move: Move, record: dict[str, Any] | None, timeout: int | N
             if not reason:
                 record_path(site).unlink(missing_ok=True)
                 took = time.time() - record.get("stopped_at", time.time())
-                print(f"Upgraded {stack} on {host} to {move.new_tag}: the checks pass "
-                      f"({stack} was down {took:.0f} s). Its data before the upgrade is "
-                      f"snapshot {record['snapshot'][:8]} ('abri backups').", flush=True)
+                out.info(f"Upgraded {stack} on {host} to {move.new_tag}: the checks pass "
+                         f"({stack} was down {took:.0f} s). Its data before the upgrade is "
+                         f"snapshot {record['snapshot'][:8]} ('abri backups').")
                 return EXIT_UPGRADED
         else:
-            runner.print_recap(result)
+            out.recap(result)
             reason = ("; ".join(f.message for f in result.progress.failures)
                       or f"the deploy of {move.new_tag} failed")
         step("rollback", reason=reason)
         phase = "rollback"
     # rollback: the old release on the data from before
-    _say(f"roll {stack} on {host} back to {move.old_tag}: {reason}")
+    out.step(f"roll {stack} on {host} back to {move.old_tag}: {reason}")
     site.pin_image(host, stack, move.old)
     site.save()
-    result = runner.run_site(site, "restore", limit=host, on_progress=progress,
-                             extra_vars={"abri_backup_snapshot": record["snapshot"],
-                                         "abri_backup_only": [stack]})
+    result = out.run_site(site, "restore", limit=host, on_progress=progress,
+                          extra_vars={"abri_backup_snapshot": record["snapshot"],
+                                      "abri_backup_only": [stack]})
     problem = ""
     if result.ok:
         gate = checks.upgrade_gate(site, host, stack, record.get("before") or {},
                                    move.old_tag)
         problem = _failed_checks(gate)
     else:
-        runner.print_recap(result)
+        out.recap(result)
         problem = "the restore and deploy of the old release failed"
     if problem:
-        print(f"abri: {stack} on {host} did not come back on {move.old_tag}: {problem}. The "
-              f"data from before the upgrade is snapshot {record['snapshot'][:8]}; 'abri "
-              "upgrade' tries the rollback again", file=sys.stderr)
+        out.warn(f"{stack} on {host} did not come back on {move.old_tag}: {problem}. The "
+                 f"data from before the upgrade is snapshot {record['snapshot'][:8]}; 'abri "
+                 "upgrade' tries the rollback again")
         return EXIT_NOT_ROLLED_BACK
     record_path(site).unlink(missing_ok=True)
-    print(f"Rolled back {stack} on {host} to {move.old_tag}, on its data from before the "
-          f"upgrade: {move.new_tag} failed its checks ({reason}). The site keeps "
-          f"{move.old_tag}; what {move.new_tag} left is kept in a safety snapshot ('abri "
-          "backups').", file=sys.stderr)
+    out.warn(f"Rolled back {stack} on {host} to {move.old_tag}, on its data from before the "
+             f"upgrade: {move.new_tag} failed its checks ({reason}). The site keeps "
+             f"{move.old_tag}; what {move.new_tag} left is kept in a safety snapshot ('abri "
+             "backups').")
     return EXIT_ROLLED_BACK

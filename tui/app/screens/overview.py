@@ -47,6 +47,14 @@ def show_value(value: object) -> str:
     return str(value)
 
 
+def release_of(site, host: str, stack: str) -> str:
+    """The release the site pins for the stack on host (its image tag)."""
+    if stack not in site.catalog:
+        return "?"
+    ref = site.image_pin(host, stack).partition("@")[0]
+    return ref.rpartition(":")[2]
+
+
 def settings_summary(values: dict) -> str:
     return ", ".join(f"{k}={show_value(v)}" for k, v in values.items() if v not in ("", None))
 
@@ -64,6 +72,7 @@ class OverviewScreen(Screen):
         Binding("g", "apply", "Apply"),
         Binding("v", "verify", "Verify"),
         Binding("b", "backups", "Backups", show=False),  # in the palette (key bar kept)
+        Binding("u", "upgrade", "Upgrade", show=False),
         Binding("q", "app.quit", "Quit"),
     ]
 
@@ -165,13 +174,14 @@ class OverviewScreen(Screen):
         site = self.app.site
         table.clear(columns=True)
         if site is None or name is None:
-            table.add_columns("Stack", "Title", "Settings")
+            table.add_columns("Stack", "Release", "Title", "Settings")
             self.refresh_bindings()
             return
         host = site.hosts[name]
         table.border_title = Content(f"Stacks on {name}  (s add · enter settings · x remove)")
         rows = [(stack, site.catalog[stack].title if stack in site.catalog else "?",
                  settings_summary(values)) for stack, values in host.stacks.items()]
+        releases = {stack: release_of(site, name, stack) for stack in host.stacks}
         # the same columns for every host: names and titles as wide as the catalog's
         names = [s.name for s in site.catalog] + [r[0] for r in rows]
         titles = [s.title for s in site.catalog] + [r[1] for r in rows]
@@ -179,17 +189,19 @@ class OverviewScreen(Screen):
         width = (table.size.width or self.app.size.width - OVERVIEW_PADDING) - TABLE_CHROME
         stack_w = max(len(n) for n in ["Stack", *names])
         title_w = max(len(t) for t in ["Title", *titles])
-        left = width - (stack_w + 2) - (title_w + 2) - 2
+        release_w = max(len(r) for r in ["Release", *releases.values()])
+        left = width - (stack_w + 2) - (release_w + 2) - (title_w + 2) - 2
         with_title = left >= 50  # the title only where the settings still fit on a line or two
         if not with_title:
-            left = width - (stack_w + 2) - 2
+            left = width - (stack_w + 2) - (release_w + 2) - 2
         table.add_column("Stack", width=stack_w)
+        table.add_column("Release", width=release_w)
         if with_title:
             table.add_column("Title", width=title_w)
         table.add_column("Settings", width=max(left, 10))
         for stack, title, summary in rows:
-            cells = [Text(stack), Text(title), Text(summary)] if with_title else \
-                [Text(stack), Text(summary)]
+            cells = [Text(stack), Text(releases[stack])]
+            cells += [Text(title), Text(summary)] if with_title else [Text(summary)]
             table.add_row(*cells, key=stack, height=None)
         self.refresh_bindings()
 
@@ -231,7 +243,7 @@ class OverviewScreen(Screen):
             return True if self.selected_host() else None
         if action == "remove_stack":
             return True if self.selected_stack() else None
-        if action in ("apply", "verify", "backups"):
+        if action in ("apply", "verify", "backups", "upgrade"):
             return True if self.app.site.hosts else None
         return True
 
@@ -252,6 +264,7 @@ class OverviewScreen(Screen):
             ("apply", "Apply the site", "Save, then deploy onto every host (g)"),
             ("verify", "Verify the services", "Check that every stack answers (v)"),
             ("backups", "Backups", "Snapshots per host and stack; back up, restore (b)"),
+            ("upgrade", "Upgrade", "Newer releases; each checked, rolled back on failure (u)"),
         ]
         for action, title, help_text in commands:
             check = "remove_stack" if action == "stack_settings" else action
@@ -403,6 +416,11 @@ class OverviewScreen(Screen):
         from tui.app.screens.backups import BackupsScreen
 
         self.app.push_screen(BackupsScreen())
+
+    def action_upgrade(self) -> None:
+        from tui.app.screens.upgrade import UpgradeScreen
+
+        self.app.push_screen(UpgradeScreen())
 
     def action_verify(self) -> None:
         from tui.app.screens.run import RunScreen
