@@ -234,10 +234,10 @@ def test_upgrade_then_a_release_that_never_gets_healthy_rolls_back(
     # ---- a release that never becomes healthy: found, failed, rolled back (killed once)
     harness.push_image(broken_image.ref, registry, REPO, [BROKEN])
     try:
-        killed = _killed_at(site, "rollback", "--timeout", "60")
+        killed = _killed_at(site, "rollback", "--patch", "--timeout", "60")
         outputs.append(subprocess.CompletedProcess([], 0, killed, ""))
         assert f"{NEW}" in killed and BROKEN in killed, killed[-3000:]
-        back, _ = _run(site, "upgrade", "--timeout", "60")
+        back, _ = _run(site, "upgrade", "--patch", "--timeout", "60")
         outputs.append(back)
     finally:
         harness.registry_delete(registry, REPO, BROKEN)

@@ -50,9 +50,12 @@ class SiteSettings:
     backup_keep_daily: int = 7
     backup_keep_weekly: int = 4
     backup_keep_monthly: int = 6
+    #: when this machine runs 'abri upgrade --patch' for the site (a systemd calendar
+    #: expression such as 'Sun 04:00'); empty: never (tui.core.timers)
+    upgrade_timer: str = ""
 
     FIELDS = ("registry_mirror", "registry_insecure", "stacks_root", "backup_repository",
-              *KEEP_FIELDS)
+              *KEEP_FIELDS, "upgrade_timer")
 
     def set(self, key: str, raw: Any) -> None:
         """Set one site setting from user input; ValueError says what would be valid."""
@@ -73,6 +76,10 @@ class SiteSettings:
                 raise ValueError(f"{raw!r} is not a whole number of backups from 0 to 1000 "
                                  "(0 keeps none by this rule)")
             setattr(self, key, int(text))
+        elif key == "upgrade_timer":
+            from tui.core import timers
+
+            self.upgrade_timer = timers.check_calendar(str(raw))
         else:
             raise KeyError(key)
 
