@@ -14,11 +14,12 @@ the CLI, against the test registry as the site's mirror:
   all there, the site pins 2026.11.0 by digest, verify passes, a second apply has
   changed=0;
 * a release that starts but never becomes healthy (it migrates the database to schema 999
-  and never answers) is put in the registry as 2026.11.1: `abri upgrade --timeout 60`
-  finds it, fails its gate, and is killed while it rolls back; `abri upgrade` again ends
-  the rollback: exit code 3 (rolled back), 2026.11.0 serves on the database from before the
-  upgrade (the same schema version, not 999), the state is there, the site still pins
-  2026.11.0, verify passes, and a second apply has changed=0;
+  and never answers) is put in the registry as 2026.11.1: `abri upgrade --patch --timeout
+  60` finds it; killed while it takes its snapshot, run again, it deploys 2026.11.1, fails
+  its gate, and is killed while it rolls back; `abri upgrade` again ends the rollback:
+  exit code 3 (rolled back), 2026.11.0 serves on the database from before the upgrade (the
+  same schema version, not 999), the state is there, the site still pins 2026.11.0, verify
+  passes, and a second apply has changed=0;
 * no secret appears in any output.
 
 Timings are printed (run with -s); tests never assert on wall-clock time.
@@ -234,8 +235,11 @@ def test_upgrade_then_a_release_that_never_gets_healthy_rolls_back(
     # ---- a release that never becomes healthy: found, failed, rolled back (killed once)
     harness.push_image(broken_image.ref, registry, REPO, [BROKEN])
     try:
+        killed = _killed_at(site, "snapshot", "--patch", "--timeout", "60", delay=1.0)
+        outputs.append(subprocess.CompletedProcess([], 0, killed, ""))
         killed = _killed_at(site, "rollback", "--patch", "--timeout", "60")
         outputs.append(subprocess.CompletedProcess([], 0, killed, ""))
+        assert "completing the upgrade of homeassistant on h1" in killed, killed[-3000:]
         assert f"{NEW}" in killed and BROKEN in killed, killed[-3000:]
         back, _ = _run(site, "upgrade", "--patch", "--timeout", "60")
         outputs.append(back)
