@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> bool:
@@ -41,3 +43,20 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> bool:
         finally:
             os.close(dir_fd)
     return True
+
+
+def read_json(path: Path) -> Any:
+    """What a JSON file of abri's own holds, or None when it is missing or not JSON (a
+    record cut short by a crash is no record)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write data as indented JSON, atomically."""
+    write_atomic(Path(path), json.dumps(data, indent=2) + "\n")

@@ -431,6 +431,17 @@ def _store_tokens(site: Site, hosts: list[str], minted: set[str]) -> list[events
 UPGRADE_TOPIC = "abri/upgrade/"
 
 
+def _owner_login(site: Site, host: str, stack: str) -> tuple[int, str, str | None]:
+    """(API port, owner user name, owner password) of a stack whose API has an owner."""
+    values = _values(site, host, stack)
+    api = site.catalog[stack].api or {}
+    port = int(values[api.get("port_setting", "port")])
+    owner = values.get(api.get("owner_user_setting", "owner_username"), "owner")
+    password = (site.secrets.get(host, {}).get(stack) or {}).get(
+        api.get("owner_secret", "owner_password"))
+    return port, owner, password
+
+
 def upgrade_before(site: Site, host: str, stack: str) -> dict:
     """What an upgrade of stack on host must keep, read before it, by the stack's check
     kinds: Home Assistant's config entries; a retained message left on a broker."""
@@ -440,12 +451,7 @@ def upgrade_before(site: Site, host: str, stack: str) -> dict:
     out: dict = {}
     with session(site):
         if "homeassistant" in kinds:
-            values = _values(site, host, stack)
-            api = site.catalog[stack].api or {}
-            port = int(values[api.get("port_setting", "port")])
-            owner = values.get(api.get("owner_user_setting", "owner_username"), "owner")
-            password = (site.secrets.get(host, {}).get(stack) or {}).get(
-                api.get("owner_secret", "owner_password"))
+            port, owner, password = _owner_login(site, host, stack)
             with endpoints(site, host, [port]) as ep:
                 out["homeassistant"] = verify.homeassistant_facts(*ep[port], owner, password)
         if "mqtt_broker" in kinds:
@@ -471,12 +477,7 @@ def upgrade_gate(site: Site, host: str, stack: str, before: dict, version: str,
     checks: list[verify.Check] = []
     with session(site):
         if "homeassistant" in kinds and "homeassistant" in before:
-            values = _values(site, host, stack)
-            api = site.catalog[stack].api or {}
-            port = int(values[api.get("port_setting", "port")])
-            owner = values.get(api.get("owner_user_setting", "owner_username"), "owner")
-            password = (site.secrets.get(host, {}).get(stack) or {}).get(
-                api.get("owner_secret", "owner_password"))
+            port, owner, password = _owner_login(site, host, stack)
             with endpoints(site, host, [port]) as ep:
                 checks += verify.homeassistant_gate(*ep[port], owner, password,
                                                     before["homeassistant"], version,

@@ -29,13 +29,12 @@ from the start of the stop run to the end of the restore run (its health checks 
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 from tui.core import backup, resolve
-from tui.core.atomic import write_atomic
+from tui.core.atomic import read_json, write_json
 from tui.core.errors import AbriError, Problem
 
 if TYPE_CHECKING:
@@ -50,19 +49,11 @@ def record_path(site: Site):
 
 
 def read_record(site: Site) -> dict[str, Any] | None:
-    path = record_path(site)
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        return None
+    return read_json(record_path(site))
 
 
 def _write(site: Site, record: dict[str, Any]) -> None:
-    path = record_path(site)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(record, indent=2) + "\n")
+    write_json(record_path(site), record)
 
 
 def transfer_access(site: Site, source: str, target: str) -> dict[str, Any]:
