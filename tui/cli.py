@@ -515,13 +515,19 @@ def cmd_run(args) -> int:
         return runner.verify_cli(site, limit=limit, as_json=args.json)
     mode = "plan" if args.command == "plan" else "apply"
     if mode == "apply":
-        from tui.core import upgrade
-
-        pending = upgrade.unfinished(site)
-        if pending:
-            raise AbriError(Problem("apply", "upgrade", pending))
+        _no_unfinished_upgrade(site, "apply")
     return runner.run_cli(site, mode, limit=limit,
                           verify=(mode == "apply" and not args.no_verify))
+
+
+def _no_unfinished_upgrade(site, command: str) -> None:
+    """A command that deploys waits for an interrupted upgrade to end (on the new release
+    or back on the old one): it would deploy the half-made state."""
+    from tui.core import upgrade
+
+    pending = upgrade.unfinished(site)
+    if pending:
+        raise AbriError(Problem(command, "upgrade", pending))
 
 
 def cmd_upgrade(args) -> int:
@@ -615,6 +621,7 @@ def cmd_restore(args) -> int:
     from tui.core.inventory import TARGET_KINDS
 
     site = _load(args)
+    _no_unfinished_upgrade(site, "restore")
     where = f"host '{args.host}'"
     host = site.hosts.get(args.host)
     if host is None:
@@ -644,7 +651,9 @@ def cmd_restore(args) -> int:
 def cmd_migrate(args) -> int:
     from tui.core import migrate
 
-    return migrate.run(_load(args), args.source, args.target)
+    site = _load(args)
+    _no_unfinished_upgrade(site, "migrate")
+    return migrate.run(site, args.source, args.target)
 
 
 def open_tui(site_dir: Path) -> int:

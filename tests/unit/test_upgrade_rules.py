@@ -140,15 +140,17 @@ def test_refused_before_anything_runs(tmp_path, abri_config_home, abri, args, fi
     assert fingerprint(site.path) == before
 
 
-def test_apply_refuses_while_an_upgrade_is_unfinished(tmp_path, abri_config_home, abri):
-    site = _site(tmp_path, hosts=("a",))
+def test_deploying_commands_refuse_while_an_upgrade_is_unfinished(tmp_path, abri_config_home,
+                                                                   abri):
+    site = _site(tmp_path, hosts=("a", "b"))
     record = site.path / ".abri" / upgrade.RECORD
     record.write_text(json.dumps({"phase": "switch", "move": {
         "host": "a", "stack": "mosquitto", "old": site.image_pins["mosquitto"],
         "new": site.image_pins["mosquitto"].rsplit(":", 1)[0] + ":2.0.22", "source": "kit"}}))
-    r = abri("apply", "--site", site.path)
-    assert r.code == 2, r.out + r.err
-    assert "the upgrade of mosquitto on a to 2.0.22 is unfinished" in r.err, r.err
-    assert "'abri upgrade'" in r.err
+    for command in (["apply"], ["restore", "a"], ["migrate", "a", "b"]):
+        r = abri(*command, "--site", site.path)
+        assert r.code == 2, r.out + r.err
+        assert "the upgrade of mosquitto on a to 2.0.22 is unfinished" in r.err, r.err
+        assert "'abri upgrade'" in r.err and "Traceback" not in r.err
     with pytest.raises(AbriError):
         upgrade.plan(site, ["a"], ["nosuchstack"])
