@@ -31,8 +31,10 @@ Timings are printed (run with -s); tests never assert on wall-clock time.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets as _random
+import signal
 import subprocess
 import time
 import urllib.error
@@ -106,6 +108,38 @@ def _run(site: Path, *args: str, timeout: float = 1800) -> tuple[subprocess.Comp
     seconds = time.monotonic() - start
     print(f"\n[test_backup] abri {' '.join(args)}: {seconds:.1f}s, rc={run.returncode}")
     return run, seconds
+
+
+def _killed_at(site: Path, record: str, phase: str, *args: str, delay: float = 2.0,
+               timeout: float = 900) -> subprocess.CompletedProcess:
+    """Start `abri ARGS` in a process group of its own and SIGKILL the whole group once the
+    JSON record it keeps in .abri/ (migration.json, upgrade.json) says phase, plus delay.
+    Returns what it printed until then (stdout and stderr together)."""
+    path = site / ".abri" / record
+    log = site.parent / f"killed-{record}-{phase}.log"
+    with open(log, "w+") as out:
+        proc = subprocess.Popen([_tool("abri"), *args, "--site", str(site)], env=_env(),
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    if json.loads(path.read_text()).get("phase") == phase:
+                        time.sleep(delay)
+                        break
+                except (OSError, ValueError):
+                    pass
+                time.sleep(0.5)
+            assert proc.poll() is None, (f"abri {' '.join(args)} ended before '{phase}' "
+                                         f"(rc {proc.returncode})")
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        out.seek(0)
+        text = out.read()
+    print(f"\n[fleet] killed abri {' '.join(args)} at '{phase}'")
+    return subprocess.CompletedProcess(args, -9, text, "")
 
 
 def _http(base: str, method: str, path: str, token: str | None = None,

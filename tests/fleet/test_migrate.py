@@ -14,7 +14,12 @@ abri CLI (two hosts prepared by abri's own engine step):
   the recorded state in a database that passes PRAGMA integrity_check; the broker's admin
   password is h1's; on h1: the containers exist, stopped, and the data is kept;
 * a second apply of the whole site changes nothing (changed=0 on both hosts) and does not
-  start h1's stacks; no secret appears in any output.
+  start h1's stacks;
+* back to h1 (an automation made on h2 meanwhile): `abri migrate h2 h1` SIGKILLed while
+  h2's stacks stop for the last copy; h2's data is intact; the same command again completes
+  the migration: both automations, the retained message and the owner's login on h1, h1
+  running and h2 stopped, and a third apply has changed=0;
+* no secret appears in any output.
 
 Timings are printed (run with -s); tests never assert on wall-clock time.
 """
@@ -30,6 +35,7 @@ import time
 import pytest
 from test_backup import (
     _http,
+    _killed_at,
     _owner_logs_in,
     _retained,
     _run,
@@ -192,6 +198,37 @@ def test_migrate_through_an_sftp_repository(fleet, fleet_registry, tmp_path):
         recap = _recap(second.stdout, name)
         assert recap["changed"] == 0, (name, recap, second.stdout.split("Recap:")[0][-3000:])
     assert all(_states(h1).get(c) == "exited" for c in CONTAINERS), _states(h1)
+
+    # ---- back to h1, killed once while h2's stacks stop and their last copy is made
+    automation2 = dict(automation, alias="Made on h2")
+    status, answer = _http(base2, "POST", f"/api/config/automation/config/{AUTOMATION_ID}_2",
+                           token, automation2)
+    assert status == 200 and answer == {"result": "ok"}, (status, answer)
+    killed = _killed_at(site, "migration.json", "final", "migrate", "h2", "h1", delay=3.0)
+    outputs.append(killed)
+    record = json.loads((site / ".abri" / "migration.json").read_text())
+    assert (record["source"], record["target"], record["phase"]) == ("h2", "h1", "final")
+    # h2's data is intact whatever the kill stopped: its database opens and checks clean
+    assert _wait_recorded(h2, timeout=1)["integrity"] == "ok"
+    back, seconds = _run(site, "migrate", "h2", "h1")
+    outputs.append(back)
+    assert back.returncode == 0, back.stdout[-10000:] + back.stderr[-3000:]
+    assert "completing the migration of" in back.stdout, back.stdout[-3000:]
+    print(f"[test_migrate] abri migrate h2 h1 (completing a killed one): {seconds:.1f}s")
+    assert not (site / ".abri" / "migration.json").exists()
+    for made_id, alias in ((AUTOMATION_ID, "Migration"), (f"{AUTOMATION_ID}_2", "Made on h2")):
+        status, config = _http(base1, "GET", f"/api/config/automation/config/{made_id}", token)
+        assert status == 200 and config["alias"] == alias, (made_id, status, config)
+    assert _retained(h1, admin, topic) == message
+    assert _owner_logs_in(base1, "owner", owner_pw)
+    assert all(_states(h1).get(c) == "running" for c in CONTAINERS), _states(h1)
+    assert all(_states(h2).get(c) == "exited" for c in CONTAINERS), _states(h2)
+    third, _ = _run(site, "apply")
+    outputs.append(third)
+    assert third.returncode == 0, third.stdout[-8000:] + third.stderr[-3000:]
+    for name in ("h1", "h2"):
+        recap = _recap(third.stdout, name)
+        assert recap["changed"] == 0, (name, recap, third.stdout.split("Recap:")[0][-3000:])
 
     # ---- no secret in any output
     values = [v for host in ("h1", "h2") for stack in _secrets(site, host).values()

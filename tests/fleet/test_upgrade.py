@@ -28,10 +28,8 @@ Timings are printed (run with -s); tests never assert on wall-clock time.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets as _random
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -39,7 +37,7 @@ from pathlib import Path
 import harness
 import pytest
 import yaml
-from test_backup import _http, _owner_logs_in, _run, _second_user, _users
+from test_backup import _http, _killed_at, _owner_logs_in, _run, _second_user, _users
 from test_deploy import _CONFIG_HOME, NESTED_ENGINE_OPTIONS, _abri, _env, _recap, _secrets, _tool
 
 pytestmark = pytest.mark.fleet
@@ -84,39 +82,6 @@ def _version(base: str, token: str) -> str:
 def _pins(site: Path) -> dict[str, str]:
     data = yaml.safe_load((site / "group_vars/all/abri.yml").read_text())
     return data["abri_images"]
-
-
-def _killed_at(site: Path, phase: str, *args: str, delay: float = 2.0,
-               timeout: float = 900) -> str:
-    """Start `abri upgrade ARGS` in a process group of its own, SIGKILL the group once its
-    record says phase (plus delay), and return what it printed until then."""
-    record = site / ".abri" / "upgrade.json"
-    out = open(site.parent / f"killed-{phase}.log", "w+")  # noqa: SIM115
-    proc = subprocess.Popen([_tool("abri"), "upgrade", *args, "--site", str(site)], env=_env(),
-                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                break
-            try:
-                if json.loads(record.read_text()).get("phase") == phase:
-                    time.sleep(delay)
-                    break
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.5)
-        assert proc.poll() is None, f"abri upgrade ended before '{phase}' (rc {proc.returncode})"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    out.seek(0)
-    text = out.read()
-    out.close()
-    print(f"\n[test_upgrade] killed abri upgrade {' '.join(args)} at '{phase}'")
-    return text
 
 
 def _state_is_there(host, base: str, token: str, owner: str, owner_pw: str, second_id: str,
@@ -197,8 +162,7 @@ def test_upgrade_then_a_release_that_never_gets_healthy_rolls_back(
     assert not (site / ".abri" / "upgrade.json").exists()
 
     # ---- the upgrade, killed while the new release is deployed, then completed
-    killed = _killed_at(site, "switch")
-    outputs.append(subprocess.CompletedProcess([], 0, killed, ""))
+    outputs.append(_killed_at(site, "upgrade.json", "switch", "upgrade"))
     refused = subprocess.run([_tool("abri"), "apply", "--site", str(site)], env=_env(),
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2, refused.stdout + refused.stderr
@@ -235,12 +199,14 @@ def test_upgrade_then_a_release_that_never_gets_healthy_rolls_back(
     # ---- a release that never becomes healthy: found, failed, rolled back (killed once)
     harness.push_image(broken_image.ref, registry, REPO, [BROKEN])
     try:
-        killed = _killed_at(site, "snapshot", "--patch", "--timeout", "60", delay=1.0)
-        outputs.append(subprocess.CompletedProcess([], 0, killed, ""))
-        killed = _killed_at(site, "rollback", "--patch", "--timeout", "60")
-        outputs.append(subprocess.CompletedProcess([], 0, killed, ""))
-        assert "completing the upgrade of homeassistant on h1" in killed, killed[-3000:]
-        assert f"{NEW}" in killed and BROKEN in killed, killed[-3000:]
+        outputs.append(_killed_at(site, "upgrade.json", "snapshot", "upgrade", "--patch",
+                                  "--timeout", "60", delay=1.0))
+        killed = _killed_at(site, "upgrade.json", "rollback", "upgrade", "--patch",
+                            "--timeout", "60")
+        outputs.append(killed)
+        assert "completing the upgrade of homeassistant on h1" in killed.stdout, \
+            killed.stdout[-3000:]
+        assert NEW in killed.stdout and BROKEN in killed.stdout, killed.stdout[-3000:]
         back, _ = _run(site, "upgrade", "--patch", "--timeout", "60")
         outputs.append(back)
     finally:
