@@ -726,6 +726,60 @@ def _count(path, how, key):
         return sum(1 for ln in lines if re.match(r"^[^\s#-][^:]*:", ln))
 
 
+def scratch_model(model, stack, project, network, copy_root):
+    """A stack's live Compose model (JSON of docker compose config) as a scratch project:
+    no published port, no container name, no devices, no restart, one network of its own
+    (named network); bind mounts of the user data (stack paths) point under copy_root, other
+    folders of the stack's directory are mounted read-only; named volumes are the project's
+    own, fresh ones; org.abri.* labels become org.abri.trial."""
+    root = os.path.normpath(stack["dir"])
+    user = {os.path.join(root, rel): os.path.join(copy_root, rel) for rel in stack["paths"]}
+    services = {}
+    for name, svc in (model.get("services") or {}).items():
+        svc = {k: v for k, v in svc.items() if k not in (
+            "ports", "container_name", "devices", "networks", "links", "external_links",
+            "mac_address", "restart")}
+        if not str(svc.get("network_mode", "")).startswith("service:"):
+            svc.pop("network_mode", None)
+            svc["networks"] = {"trial": {}}
+        svc["restart"] = "no"
+        labels = svc.get("labels") or {}
+        if isinstance(labels, list):
+            labels = dict(item.partition("=")[::2] for item in labels)
+        svc["labels"] = {**{k: v for k, v in labels.items() if not k.startswith("org.abri.")},
+                         "org.abri.trial": stack["name"]}
+        mounts = []
+        for vol in svc.get("volumes") or []:
+            vol = dict(vol)
+            if vol.get("type") == "bind":
+                src = os.path.normpath(vol.get("source", ""))
+                mapped = next((copy + src[len(orig):] for orig, copy in user.items()
+                               if src == orig or src.startswith(orig + "/")), None)
+                if mapped is not None:
+                    vol["source"] = mapped
+                elif src == root or src.startswith(root + "/"):
+                    vol["read_only"] = True  # the live stack's own, never written
+            mounts.append(vol)
+        if mounts:
+            svc["volumes"] = mounts
+        services[name] = svc
+    out = {"name": project, "services": services, "networks": {"trial": {"name": network}}}
+    volumes = {k: {} for k in (model.get("volumes") or {})}  # fresh, the project's own
+    if volumes:
+        out["volumes"] = volumes
+    for key in ("secrets", "configs"):
+        if model.get(key):
+            out[key] = model[key]
+    return out
+
+
+def _one_line(text):
+    """restic's several lines as one (its closing count of errors left out)."""
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()
+             and not re.match(r"^Fatal: There were \d+ errors$", ln.strip())]
+    return "; ".join(lines)
+
+
 class Trial:
     """One stack's trial restore: a scratch copy of its user data and a scratch Compose
     project on it, checked, then removed (always)."""
@@ -753,9 +807,9 @@ class Trial:
             self.start()
             self.check_service()
         except Failed as exc:
-            reason = str(exc)
-        except (OSError, subprocess.SubprocessError) as exc:
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = _one_line(exc)
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            reason = f"{type(exc).__name__}: {_one_line(exc)}"
         finally:
             try:
                 self.remove()
@@ -781,8 +835,12 @@ class Trial:
                 self.b.restic("restore", "--no-cache", f"{self.snap['id']}:{source}",
                               "--target", target, "--verify", "-q")
             except Failed as exc:
+                said = _one_line(exc)
+                hint = (" (the repository's data is damaged; 'restic check --read-data' "
+                        "names the pack files)" if "ciphertext verification failed" in said
+                        else "")
                 raise Failed(f"the restore of snapshot {self.snap['short_id']} ({rel}/) "
-                             f"failed: {exc}") from None
+                             f"failed{hint}: {said[:900]}") from None
         self.checks.append(f"restored snapshot {self.snap['short_id']}")
 
     def copy_path(self, rel):
@@ -821,7 +879,7 @@ class Trial:
 
     # the scratch project ---------------------------------------------------------
     def compose(self):
-        """The live project's Compose model, made a scratch one (see the documentation)."""
+        """The live project's Compose model (docker compose config), made a scratch one."""
         live = os.path.join(self.st["dir"], "compose.yml")
         if not os.path.isfile(live):
             raise Failed(f"{live} is missing (the stack is not deployed?)")
@@ -831,47 +889,8 @@ class Trial:
         if proc.returncode != 0:
             raise Failed(f"docker compose config of {live} failed: "
                          f"{proc.stderr.strip()[-500:]}")
-        model = json.loads(proc.stdout)
-        root = os.path.normpath(self.st["dir"])
-        user = {os.path.join(root, rel): self.copy_path(rel) for rel in self.st["paths"]}
-        services = {}
-        for name, svc in (model.get("services") or {}).items():
-            svc = {k: v for k, v in svc.items() if k not in (
-                "ports", "container_name", "devices", "networks", "links", "external_links",
-                "mac_address", "restart")}
-            if not str(svc.get("network_mode", "")).startswith("service:"):
-                svc.pop("network_mode", None)
-                svc["networks"] = {"trial": {}}
-            svc["restart"] = "no"
-            labels = svc.get("labels") or {}
-            if isinstance(labels, list):
-                labels = dict(item.partition("=")[::2] for item in labels)
-            svc["labels"] = {**{k: v for k, v in labels.items() if not k.startswith(
-                "org.abri.")}, "org.abri.trial": self.name}
-            mounts = []
-            for vol in svc.get("volumes") or []:
-                vol = dict(vol)
-                if vol.get("type") == "bind":
-                    src = os.path.normpath(vol.get("source", ""))
-                    mapped = next((copy + src[len(orig):] for orig, copy in user.items()
-                                   if src == orig or src.startswith(orig + "/")), None)
-                    if mapped is not None:
-                        vol["source"] = mapped
-                    elif src == root or src.startswith(root + "/"):
-                        vol["read_only"] = True  # the live stack's own, never written
-                mounts.append(vol)
-            if mounts:
-                svc["volumes"] = mounts
-            services[name] = svc
-        volumes = {k: {} for k in (model.get("volumes") or {})}  # fresh, the project's own
-        out = {"name": self.project, "services": services,
-               "networks": {"trial": {"name": self.network}}}
-        if volumes:
-            out["volumes"] = volumes
-        for key in ("secrets", "configs"):
-            if model.get(key):
-                out[key] = model[key]
-        return out
+        return scratch_model(json.loads(proc.stdout), self.st, self.project, self.network,
+                             os.path.join(self.scratch, "data"))
 
     def start(self):
         model = self.compose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,107 @@ def test_verify_refusals_run_nothing(abri, site_dir):
     # no backup yet: said, exit 1, nothing run
     r = abri("backup", "--verify", "--site", site_dir)
     assert r.code == 1 and "h1: no backup yet, nothing to verify" in r.err, r.out + r.err
+
+
+def _module():
+    """playbooks/library/abri_backup.py, its module_utils reachable as on a host."""
+    import importlib.util
+
+    import ansible.module_utils
+
+    utils = str(paths.kit_dir() / "playbooks" / "module_utils")
+    if utils not in ansible.module_utils.__path__:
+        ansible.module_utils.__path__.append(utils)
+    spec = importlib.util.spec_from_file_location(
+        "abri_backup_under_test", paths.kit_dir() / "playbooks" / "library" / "abri_backup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: docker compose config --format json of two live stacks, as Compose 2.26 gives it
+LIVE_HOST_NETWORK = {
+    "name": "abri-homeassistant",
+    "services": {"homeassistant": {
+        "image": "mirror:5000/homeassistant/home-assistant:2026.11.0",
+        "network_mode": "host", "restart": "unless-stopped",
+        "environment": {"TZ": "Europe/Berlin"},
+        "labels": {"org.abri.stack": "homeassistant"},
+        "devices": [{"source": "/dev/ttyUSB0", "target": "/dev/ttyUSB0",
+                     "permissions": "rwm"}],
+        "volumes": [
+            {"type": "bind", "source": "/opt/abri/homeassistant/config", "target": "/config",
+             "bind": {"create_host_path": True}},
+            {"type": "bind", "source": "/etc/localtime", "target": "/etc/localtime",
+             "read_only": True, "bind": {"create_host_path": True}}]}}}
+LIVE_PUBLISHED = {
+    "name": "abri-mosquitto",
+    "services": {"mosquitto": {
+        "image": "mirror:5000/library/eclipse-mosquitto:2.0.21", "container_name": "broker",
+        "ports": [{"mode": "ingress", "host_ip": "0.0.0.0", "target": 1883,
+                   "published": "1883", "protocol": "tcp"}],
+        "networks": {"default": None}, "restart": "unless-stopped",
+        "labels": {"org.abri.stack": "mosquitto", "keep": "me"},
+        "volumes": [
+            {"type": "bind", "source": "/opt/abri/mosquitto/config",
+             "target": "/mosquitto/config"},
+            {"type": "bind", "source": "/opt/abri/mosquitto/data/", "target": "/mosquitto/data"},
+            {"type": "volume", "source": "cache", "target": "/cache"}]}},
+    "networks": {"default": {"name": "abri-mosquitto_default"}},
+    "volumes": {"cache": {"name": "abri-mosquitto_cache", "external": True}}}
+
+
+def test_the_scratch_project_publishes_nothing_and_writes_nothing_of_the_live_stack():
+    m = _module()
+    ha = m.scratch_model(LIVE_HOST_NETWORK, {"name": "homeassistant", "paths": ["config"],
+                                             "dir": "/opt/abri/homeassistant"},
+                         "abri-trial-homeassistant", "abri-trial-homeassistant_trial",
+                         "/var/lib/abri/trial/homeassistant/data")
+    svc = ha["services"]["homeassistant"]
+    assert ha["name"] == "abri-trial-homeassistant"
+    assert ha["networks"] == {"trial": {"name": "abri-trial-homeassistant_trial"}}
+    assert "network_mode" not in svc and svc["networks"] == {"trial": {}}
+    assert "devices" not in svc and svc["restart"] == "no"
+    assert svc["labels"] == {"org.abri.trial": "homeassistant"}
+    assert svc["volumes"][0]["source"] == "/var/lib/abri/trial/homeassistant/data/config"
+    assert svc["volumes"][1]["source"] == "/etc/localtime"  # outside the stack: as it is
+    mq = m.scratch_model(LIVE_PUBLISHED, {"name": "mosquitto", "paths": ["data"],
+                                          "dir": "/opt/abri/mosquitto"},
+                         "abri-trial-mosquitto", "abri-trial-mosquitto_trial", "/scratch")
+    svc = mq["services"]["mosquitto"]
+    assert "ports" not in svc and "container_name" not in svc
+    assert svc["networks"] == {"trial": {}} and list(mq["networks"]) == ["trial"]
+    assert svc["labels"] == {"keep": "me", "org.abri.trial": "mosquitto"}
+    config, data, cache = svc["volumes"]
+    assert config["source"] == "/opt/abri/mosquitto/config" and config["read_only"]
+    assert data["source"] == "/scratch/data" and not data.get("read_only")
+    assert cache["source"] == "cache" and mq["volumes"] == {"cache": {}}  # fresh, not shared
+
+
+def test_trial_counts_read_yaml_and_json(tmp_path):
+    m = _module()
+    automations = tmp_path / "automations.yaml"
+    automations.write_text("- id: 'a'\n  alias: A\n  triggers: []\n- id: b\n  alias: !secret x\n")
+    assert m._count(str(automations), "yaml_items", None) == 2
+    automations.write_text("[]\n")
+    assert m._count(str(automations), "yaml_items", None) == 0
+    registry = tmp_path / "core.entity_registry"
+    registry.write_text(json.dumps({"version": 1, "data": {"entities": [{}, {}, {}]}}))
+    assert m._count(str(registry), "json_items", "data.entities") == 3
+    with pytest.raises(m.Failed, match=r"has no data\.devices"):
+        m._count(str(registry), "json_items", "data.devices")
+    with pytest.raises(m.Failed, match="is missing"):
+        m._count(str(tmp_path / "absent.yaml"), "yaml_items", None)
+    assert m._one_line("a\nb\nFatal: There were 2 errors\n") == "a; b"
+
+
+def test_trial_counts_without_pyyaml_on_the_host(tmp_path, monkeypatch):
+    m = _module()
+    monkeypatch.setitem(sys.modules, "yaml", None)  # a host whose python3 has no PyYAML
+    automations = tmp_path / "automations.yaml"
+    automations.write_text("# mine\n- id: 'a'\n  alias: A\n- id: b\n  actions:\n  - delay: 1\n")
+    assert m._count(str(automations), "yaml_items", None) == 2
+    automations.write_text("[]\n")
+    assert m._count(str(automations), "yaml_items", None) == 0
+    automations.write_text("a: 1\nb:\n  c: 2\n")
+    assert m._count(str(automations), "yaml_items", None) == 2
