@@ -42,19 +42,19 @@ description:
     repository; I(action=backup) writes into it (a migration's transfer repository).
   - I(live=true) reads every stack while it runs, whatever its rule (the first copy of a
     migration, which the second, made with the stacks stopped, completes).
-  - I(action=trial) proves the newest backup (C(kind=backup)) of each stack can be put back
-    and used, without touching the live stack: its user data is restored (C(--no-cache
+  - I(action=trial) proves that the newest backup (C(kind=backup)) of each stack can be put
+    back and used, without touching the live stack. Its user data is restored (C(--no-cache
     --verify), so the repository's own bytes are read) into C(/var/lib/abri/trial/STACK/),
     and a scratch Compose project C(abri-trial-STACK) derived from the live one
-    (C(docker compose config)) is started on it: no published port, a network of its own,
-    no container name, no devices, no restart; bind mounts of the user data point at the
-    scratch copy, other folders of the stack are mounted read-only. Then the stack's health
-    check runs against the scratch container's address, and what the manifest declares in
-    C(backup.trial): SQLite files that must pass C(PRAGMA integrity_check), item counts that
-    must match the live files', log lines that must not appear. The project (containers,
-    network, volumes) and the scratch folder are removed afterwards, whatever the outcome.
-    The result lists per stack passed or failed with the reason; the module fails when one
-    failed.
+    (C(docker compose config)) is started on it, with no published port, a network of its
+    own, no container name, no devices and no restart policy; bind mounts of the user data
+    point at the scratch copy, other folders of the stack are mounted read-only. Then the
+    stack's health check runs against the scratch container's address, and what the
+    manifest declares in C(backup.trial) is checked (SQLite files that must pass C(PRAGMA
+    integrity_check), item counts that must match the live files', log lines that must not
+    appear). The project (containers, network, volumes) and the scratch folder are removed
+    afterwards, whatever the outcome. The result lists per stack passed or failed with the
+    reason; the module fails when one failed.
   - I(action=stop) stops the stacks; nothing is deleted. I(keep_stopped=true) makes a
     backup stop every stack first and leave them stopped (a migration's last copy).
   - Works while holding the host's abri lock (C(/run/lock/abri.lock)), as the other kit

@@ -154,7 +154,8 @@ def test_trial_restore_proves_the_backup_and_touches_nothing(fleet, fleet_regist
     assert failed, broken.stderr
     for stack, reason in failed:
         assert stack in ("homeassistant", "mosquitto"), failed
-        assert "restore" in reason and "failed" in reason, reason
+        assert "the restore of snapshot" in reason and "failed" in reason, reason
+        assert "ciphertext verification failed" in reason, reason
         assert re.search(rf"^  h1 +{stack} +FAILED ", broken.stdout, re.M), broken.stdout
     assert "Traceback" not in broken.stdout + broken.stderr
     assert _live_ids(host) == before
