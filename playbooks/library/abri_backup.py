@@ -46,8 +46,9 @@ description:
     back and used, without touching the live stack. Its user data is restored (C(--no-cache
     --verify), so the repository's own bytes are read) into C(/var/lib/abri/trial/STACK/),
     and a scratch Compose project C(abri-trial-STACK) derived from the live one
-    (C(docker compose config)) is started on it, with no published port, a network of its
-    own, no container name, no devices and no restart policy; bind mounts of the user data
+    (C(docker compose config)) is started on it, with no published port, an internal network
+    of its own, no container name, no devices and no restart policy, the environment that
+    wires it to other stacks (manifest env C(wire:*)) emptied; bind mounts of the user data
     point at the scratch copy, other folders of the stack are mounted read-only. Then the
     stack's health check runs against the scratch container's address, and what the
     manifest declares in C(backup.trial) is checked (SQLite files that must pass C(PRAGMA
@@ -728,10 +729,11 @@ def _count(path, how, key):
 
 def scratch_model(model, stack, project, network, copy_root):
     """A stack's live Compose model (JSON of docker compose config) as a scratch project:
-    no published port, no container name, no devices, no restart, one network of its own
-    (named network); bind mounts of the user data (stack paths) point under copy_root, other
-    folders of the stack's directory are mounted read-only; named volumes are the project's
-    own, fresh ones; org.abri.* labels become org.abri.trial."""
+    no published port, no container name, no devices, no restart, one internal network of
+    its own (named network), no host-gateway alias, the wiring to other stacks emptied (the
+    variables in stack.trial.unwired); bind mounts of the user data (stack paths) point
+    under copy_root, other folders of the stack's directory are mounted read-only; named
+    volumes are the project's own, fresh ones; org.abri.* labels become org.abri.trial."""
     root = os.path.normpath(stack["dir"])
     user = {os.path.join(root, rel): os.path.join(copy_root, rel) for rel in stack["paths"]}
     services = {}
@@ -743,6 +745,18 @@ def scratch_model(model, stack, project, network, copy_root):
             svc.pop("network_mode", None)
             svc["networks"] = {"trial": {}}
         svc["restart"] = "no"
+        unwired = (stack.get("trial") or {}).get("unwired") or []
+        env = svc.get("environment")
+        if isinstance(env, dict):
+            svc["environment"] = {k: ("" if k in unwired else v) for k, v in env.items()}
+        elif isinstance(env, list):
+            svc["environment"] = [f"{item.partition('=')[0]}=" if item.partition("=")[0]
+                                  in unwired else item for item in env]
+        hosts = svc.get("extra_hosts")
+        if isinstance(hosts, dict):
+            svc["extra_hosts"] = {k: v for k, v in hosts.items() if v != "host-gateway"}
+        elif isinstance(hosts, list):
+            svc["extra_hosts"] = [h for h in hosts if not re.search(r"[:=]host-gateway$", h)]
         labels = svc.get("labels") or {}
         if isinstance(labels, list):
             labels = dict(item.partition("=")[::2] for item in labels)
@@ -763,7 +777,9 @@ def scratch_model(model, stack, project, network, copy_root):
         if mounts:
             svc["volumes"] = mounts
         services[name] = svc
-    out = {"name": project, "services": services, "networks": {"trial": {"name": network}}}
+    # internal: no way out to the LAN, the internet or other projects' published ports
+    out = {"name": project, "services": services,
+           "networks": {"trial": {"name": network, "internal": True}}}
     volumes = {k: {} for k in (model.get("volumes") or {})}  # fresh, the project's own
     if volumes:
         out["volumes"] = volumes

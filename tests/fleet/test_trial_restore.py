@@ -1,12 +1,14 @@
 """Trial restores (`abri backup --verify`) on one Debian 13 fleet host, through the abri CLI:
 
-* Mosquitto + Home Assistant deployed (from a host prepared by abri's own engine step), an
-  automation made through Home Assistant's config API, then `abri backup`;
+* Mosquitto, Home Assistant and Node-RED deployed (from a host prepared by abri's own engine
+  step), an automation made through Home Assistant's config API, then `abri backup`;
 * `abri backup --verify` restores the newest backup of each stack into a scratch Compose
   project next to the live one and passes for both: Home Assistant answers its health check
   at the scratch container's address, its recorder database passes PRAGMA integrity_check,
   its automations and entities are as many as the live instance's; Mosquitto answers a
   CONNECT as abri's admin user on the restored persistence and logs no persistence error;
+  Node-RED (no backup.trial block) answers its health check; cut off from the live stacks
+  (its wiring emptied, an internal network), it never logs in at the live broker;
 * the live stacks are untouched (the same container ids before and after), and nothing of
   the trial is left: no container, network or volume named abri-trial*, no scratch folder;
 * `abri backups` shows when each stack's restore was last proven (table and --json);
@@ -29,7 +31,7 @@ from test_deploy import NESTED_ENGINE_OPTIONS, _abri, _secrets
 
 pytestmark = pytest.mark.fleet
 
-LIVE = ("abri-mosquitto", "abri-homeassistant")
+LIVE = ("abri-mosquitto", "abri-homeassistant", "abri-nodered")
 
 
 def _live_ids(host) -> dict[str, str]:
@@ -71,7 +73,7 @@ def test_trial_restore_proves_the_backup_and_touches_nothing(fleet, fleet_regist
     _abri("init", "--site", str(site))
     _abri("host", "add", "--site", str(site), "--kind", "ssh", "--address", host.address,
           "--user", host.ssh_user, "--key", str(host.key_path), "h1")
-    for stack in ("mosquitto", "homeassistant"):
+    for stack in ("mosquitto", "homeassistant", "nodered"):
         _abri("stack", "add", "--site", str(site), "h1", stack)
     _abri("site", "set", "--site", str(site), f"registry_mirror={fleet_registry.address}",
           "registry_insecure=true", "backup_repository=/srv/abri-backup")
@@ -106,7 +108,8 @@ def test_trial_restore_proves_the_backup_and_touches_nothing(fleet, fleet_regist
 
     # ---- the trial passes for both stacks, next to the untouched live ones
     before = _live_ids(host)
-    assert len(before) == 2, before
+    assert len(before) == 3, before
+    since = host.exec("date -u +%Y-%m-%dT%H:%M:%SZ").stdout.strip()
     trial, trial_seconds = _run(site, "backup", "--verify")
     outputs.append(trial)
     print(trial.stdout.split("Trial restores:")[-1])
@@ -124,6 +127,16 @@ def test_trial_restore_proves_the_backup_and_touches_nothing(fleet, fleet_regist
     assert re.search(r"health HTTP 200 at \d+\.\d+\.\d+\.\d+", ha.group(0)), ha.group(0)
     assert re.search(r"health CONNACK return code 0 at \d+\.", mq.group(0)), mq.group(0)
     assert "log clean" in mq.group(0) and "log clean" in ha.group(0)
+    # a stack without a trial block: its health check alone, at the scratch address
+    nr = re.search(r"^  h1 +nodered +passed +snapshot [0-9a-f]{8} .*health HTTP 200 at "
+                   r"\d+\.\d+\.\d+\.\d+$", trial.stdout, re.M)
+    assert nr, trial.stdout[-4000:]
+    # the scratch Node-RED, its wiring emptied on an internal network, never logged in at
+    # the live broker (a login with the live one's client id would have thrown it out)
+    logins = host.exec(f"docker logs --since {since} abri-mosquitto-mosquitto-1 2>&1 | "
+                       "grep -c \"u'nodered'\" || true").stdout.strip()
+    assert logins == "0", host.exec(f"docker logs --since {since} "
+                                    "abri-mosquitto-mosquitto-1 2>&1").stdout[-3000:]
     assert _live_ids(host) == before
     assert _left_behind(host) == NOTHING
 
@@ -132,6 +145,7 @@ def test_trial_restore_proves_the_backup_and_touches_nothing(fleet, fleet_regist
     assert listed.returncode == 0, listed.stdout + listed.stderr
     rows = json.loads(listed.stdout)
     proven = {r["stack"]: r["last_proven_restore"] for r in rows}
+    assert set(proven) == {"homeassistant", "mosquitto", "nodered"}, proven
     assert proven["homeassistant"]["short_id"] == ha.group(1), proven
     assert proven["mosquitto"]["short_id"] == mq.group(1), proven
     table, _ = _run(site, "backups")
@@ -153,7 +167,7 @@ def test_trial_restore_proves_the_backup_and_touches_nothing(fleet, fleet_regist
     failed = re.findall(r"^abri: trial restore failed: h1 (\w+): (.+)$", broken.stderr, re.M)
     assert failed, broken.stderr
     for stack, reason in failed:
-        assert stack in ("homeassistant", "mosquitto"), failed
+        assert stack in ("homeassistant", "mosquitto", "nodered"), failed
         assert "the restore of snapshot" in reason and "failed" in reason, reason
         assert "ciphertext verification failed" in reason, reason
         assert re.search(rf"^  h1 +{stack} +FAILED ", broken.stdout, re.M), broken.stdout

@@ -102,6 +102,13 @@ def _site(tmp_path: Path) -> Site:
 
 def test_the_backup_state_carries_the_trial_checks(tmp_path):
     site = _site(tmp_path)
+    site.add_stack("h1", "nodered", {})
+    site.save()
+    nodered = next(s for s in resolve.resolve_host(site, "h1")["backup"]["stacks"]
+                   if s["name"] == "nodered")
+    assert nodered["trial"]["unwired"] == ["HOMEASSISTANT_TOKEN", "HOMEASSISTANT_URL",
+                                           "MQTT_HOST", "MQTT_PASSWORD", "MQTT_PORT",
+                                           "MQTT_USER"]
     stacks = {s["name"]: s for s in resolve.resolve_host(site, "h1")["backup"]["stacks"]}
     ha = stacks["homeassistant"]["trial"]
     assert ha["sqlite"] == ["config/home-assistant_v2.db"]
@@ -109,6 +116,7 @@ def test_the_backup_state_carries_the_trial_checks(tmp_path):
                                "count": "json_items", "key": "data.entities",
                                "what": "entities"}
     assert stacks["mosquitto"]["trial"]["sqlite"] == []
+    assert stacks["homeassistant"]["trial"]["unwired"] == []
     assert stacks["mosquitto"]["health"]["kind"] == "mqtt"  # probed at the scratch address
 
 
@@ -193,6 +201,8 @@ LIVE_PUBLISHED = {
                    "published": "1883", "protocol": "tcp"}],
         "networks": {"default": None}, "restart": "unless-stopped",
         "labels": {"org.abri.stack": "mosquitto", "keep": "me"},
+        "environment": {"MQTT_HOST": "host.docker.internal", "TZ": "Europe/Lisbon"},
+        "extra_hosts": ["host.docker.internal:host-gateway", "nas:192.0.2.5"],
         "volumes": [
             {"type": "bind", "source": "/opt/abri/mosquitto/config",
              "target": "/mosquitto/config"},
@@ -210,19 +220,24 @@ def test_the_scratch_project_publishes_nothing_and_writes_nothing_of_the_live_st
                          "/var/lib/abri/trial/homeassistant/data")
     svc = ha["services"]["homeassistant"]
     assert ha["name"] == "abri-trial-homeassistant"
-    assert ha["networks"] == {"trial": {"name": "abri-trial-homeassistant_trial"}}
+    assert ha["networks"] == {"trial": {"name": "abri-trial-homeassistant_trial",
+                                        "internal": True}}
     assert "network_mode" not in svc and svc["networks"] == {"trial": {}}
     assert "devices" not in svc and svc["restart"] == "no"
     assert svc["labels"] == {"org.abri.trial": "homeassistant"}
     assert svc["volumes"][0]["source"] == "/var/lib/abri/trial/homeassistant/data/config"
     assert svc["volumes"][1]["source"] == "/etc/localtime"  # outside the stack: as it is
     mq = m.scratch_model(LIVE_PUBLISHED, {"name": "mosquitto", "paths": ["data"],
-                                          "dir": "/opt/abri/mosquitto"},
+                                          "dir": "/opt/abri/mosquitto",
+                                          "trial": {"unwired": ["MQTT_HOST"]}},
                          "abri-trial-mosquitto", "abri-trial-mosquitto_trial", "/scratch")
     svc = mq["services"]["mosquitto"]
     assert "ports" not in svc and "container_name" not in svc
     assert svc["networks"] == {"trial": {}} and list(mq["networks"]) == ["trial"]
     assert svc["labels"] == {"keep": "me", "org.abri.trial": "mosquitto"}
+    # cut off from the live stacks it is wired to
+    assert svc["environment"] == {"MQTT_HOST": "", "TZ": "Europe/Lisbon"}
+    assert svc["extra_hosts"] == ["nas:192.0.2.5"]
     config, data, cache = svc["volumes"]
     assert config["source"] == "/opt/abri/mosquitto/config" and config["read_only"]
     assert data["source"] == "/scratch/data" and not data.get("read_only")

@@ -439,7 +439,12 @@ def _backup_state(site: Site, host: Host, stacks: list[dict[str, Any]]) -> dict[
                               "counts": [dict(c) for c in
                                          manifest.backup_trial.get("counts", ())],
                               "log_errors": list(manifest.backup_trial.get("log_errors",
-                                                                           ()))}})
+                                                                           ())),
+                              # the environment that wires the stack to other stacks
+                              # (manifest env wire:*): emptied in the scratch copy, which
+                              # must not talk to the live broker or hub
+                              "unwired": sorted(k for k, v in manifest.env.items()
+                                                if v.startswith("wire:"))}})
     own = repository_of(site, host.name)
     state = {"repository": own["repository"], "password_ref": own["password_ref"],
              "keep": {"daily": s.backup_keep_daily, "weekly": s.backup_keep_weekly,
