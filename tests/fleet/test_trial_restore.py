@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 from test_backup import AUTOMATION_ID, _http, _own_config_home, _run  # noqa: F401
@@ -61,6 +62,27 @@ def _left_behind(host) -> dict[str, list[str]]:
                               "'{{.Names}}'").stdout.split(),
         "scratch": host.exec("ls -A /var/lib/abri/trial 2>/dev/null || true").stdout.split(),
     }
+
+
+def _nodered_logins(host, since: str = "") -> int:
+    """Logins of Node-RED's account at the live broker (its log; since a time)."""
+    flag = f"--since {since} " if since else ""
+    return int(host.exec(f"docker logs {flag}abri-mosquitto-mosquitto-1 2>&1 | "
+                         "grep -c \"u'nodered'\" || true").stdout.strip() or 0)
+
+
+def _settled(host, quiet: float = 15, timeout: float = 120) -> None:
+    """Until the live Node-RED, restarted by the backup, has logged in again and no new
+    login came for `quiet` seconds."""
+    deadline = time.monotonic() + timeout
+    last, since = _nodered_logins(host), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(3)
+        now = _nodered_logins(host)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
 
 
 NOTHING = {"containers": [], "networks": [], "volumes": [], "labelled": [], "scratch": []}
@@ -109,6 +131,7 @@ def test_trial_restore_proves_the_backup_and_touches_nothing(fleet, fleet_regist
     # ---- the trial passes for both stacks, next to the untouched live ones
     before = _live_ids(host)
     assert len(before) == 3, before
+    _settled(host)
     since = host.exec("date -u +%Y-%m-%dT%H:%M:%SZ").stdout.strip()
     trial, trial_seconds = _run(site, "backup", "--verify")
     outputs.append(trial)
@@ -133,10 +156,8 @@ def test_trial_restore_proves_the_backup_and_touches_nothing(fleet, fleet_regist
     assert nr, trial.stdout[-4000:]
     # the scratch Node-RED, its wiring emptied on an internal network, never logged in at
     # the live broker (a login with the live one's client id would have thrown it out)
-    logins = host.exec(f"docker logs --since {since} abri-mosquitto-mosquitto-1 2>&1 | "
-                       "grep -c \"u'nodered'\" || true").stdout.strip()
-    assert logins == "0", host.exec(f"docker logs --since {since} "
-                                    "abri-mosquitto-mosquitto-1 2>&1").stdout[-3000:]
+    assert _nodered_logins(host, since) == 0, host.exec(
+        f"docker logs --since {since} abri-mosquitto-mosquitto-1 2>&1").stdout[-3000:]
     assert _live_ids(host) == before
     assert _left_behind(host) == NOTHING
 
