@@ -190,8 +190,8 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
                    "(site settings backup_keep_daily, _weekly, _monthly)")
     q.add_argument("--verify", action="store_true", help="make no backup: restore the newest "
                    "backup of each stack on trial into a scratch copy next to the live one "
-                   "(no published port, a network of its own, removed afterwards), start "
-                   "it and check it (health check, and what its manifest declares in "
+                   "(no published port, an internal network of its own, removed afterwards), "
+                   "start it and check it (health check, and what its manifest declares in "
                    "backup.trial); exit 1 naming each stack that failed")
     q = sub.add_parser("backups", help="list the snapshots per host and stack")
     _site_option(q)
