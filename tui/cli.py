@@ -190,6 +190,11 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     q.add_argument("--limit", metavar="HOST", help="only this host (or Ansible pattern)")
     q.add_argument("--prune", action="store_true", help="then apply the retention "
                    "(site settings backup_keep_daily, _weekly, _monthly)")
+    q.add_argument("--verify", action="store_true", help="make no backup: restore the newest "
+                   "backup of each stack on trial into a scratch copy next to the live one "
+                   "(no published port, an internal network of its own, removed afterwards), "
+                   "start it and check it (health check, and what its manifest declares in "
+                   "backup.trial); exit 1 naming each stack that failed")
     q = sub.add_parser("backups", help="list the snapshots per host and stack")
     _site_option(q)
     q.add_argument("--limit", metavar="HOST", help="only this host (or Ansible pattern)")
@@ -575,8 +580,14 @@ def cmd_backup(args) -> int:
     site = _load(args)
     targets = _backup_targets(site, args.limit)
     if not targets:
-        return _nothing(args, "nothing to back up: no host" + (f" matching {args.limit}"
+        verb = "verify" if args.verify else "back up"
+        return _nothing(args, f"nothing to {verb}: no host" + (f" matching {args.limit}"
                         if args.limit else "") + " has a stack with user data")
+    if args.verify:
+        if args.prune:
+            raise AbriError(Problem("backup", "--verify", "makes no backup; give --prune "
+                                    "without it"))
+        return _backup_verify(site, targets)
     backup.prepare(site, targets)
     result = runner.run_site(site, "backup", limit=",".join(targets),
                              on_progress=runner.TerminalProgress(),
@@ -587,6 +598,38 @@ def cmd_backup(args) -> int:
         print("\nSnapshots made:")
         print(backup.format_made(made))
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _backup_verify(site, targets: list[str]) -> int:
+    """abri backup --verify: a trial restore of every stack with user data on targets."""
+    from tui.core import backup, runner
+
+    never = [n for n in targets if not backup.has_password(site, n)]
+    for name in never:
+        print(f"{name}: no backup yet, nothing to verify ('abri backup --limit {name}' makes "
+              "one)", file=sys.stderr)
+    targets = [n for n in targets if n not in never]
+    rows: list[dict] = []
+    ok = not never
+    if targets:
+        backup.prepare(site, targets)
+        result = runner.run_site(site, "backup", limit=",".join(targets),
+                                 on_progress=runner.TerminalProgress(),
+                                 extra_vars={"abri_backup_action": "trial"})
+        rows = backup.trial_rows(result)
+        backup.record_trials(site, rows)
+        tried = {r["host"] for r in rows}
+        if any(n not in tried for n in targets):  # failed before any trial: say why
+            runner.print_recap(result)
+        ok = ok and result.ok and all(r["ok"] for r in rows) and tried >= set(targets)
+    if rows:
+        print("\nTrial restores:")
+        print(backup.format_trials(rows))
+    for r in rows:
+        if not r["ok"]:
+            print(f"abri: trial restore failed: {r['host']} {r['stack']}: {r['reason']}",
+                  file=sys.stderr)
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def cmd_backups(args) -> int:
@@ -608,11 +651,13 @@ def cmd_backups(args) -> int:
         if not result.ok:
             runner.print_recap(result, stream=sys.stderr)
             return EXIT_FAILED
-        rows = backup.snapshot_rows(result)
+        rows = backup.with_proven(site, backup.snapshot_rows(result))
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         print(backup.format_snapshots(rows))
+        if targets:
+            print("\n" + backup.format_proven(site, targets))
     return EXIT_OK
 
 

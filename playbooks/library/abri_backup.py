@@ -42,6 +42,20 @@ description:
     repository; I(action=backup) writes into it (a migration's transfer repository).
   - I(live=true) reads every stack while it runs, whatever its rule (the first copy of a
     migration, which the second, made with the stacks stopped, completes).
+  - I(action=trial) proves that the newest backup (C(kind=backup)) of each stack can be put
+    back and used, without touching the live stack. Its user data is restored (C(--no-cache
+    --verify), so the repository's own bytes are read) into C(/var/lib/abri/trial/STACK/),
+    and a scratch Compose project C(abri-trial-STACK) derived from the live one
+    (C(docker compose config)) is started on it, with no published port, an internal network
+    of its own, no container name, no devices and no restart policy, the environment that
+    wires it to other stacks (manifest env C(wire:*)) emptied; bind mounts of the user data
+    point at the scratch copy, other folders of the stack are mounted read-only. Then the
+    stack's health check runs against the scratch container's address, and what the
+    manifest declares in C(backup.trial) is checked (SQLite files that must pass C(PRAGMA
+    integrity_check), item counts that must match the live files', log lines that must not
+    appear). The project (containers, network, volumes) and the scratch folder are removed
+    afterwards, whatever the outcome. The result lists per stack passed or failed with the
+    reason; the module fails when one failed.
   - I(action=stop) stops the stacks; nothing is deleted. I(keep_stopped=true) makes a
     backup stop every stack first and leave them stopped (a migration's last copy).
   - Works while holding the host's abri lock (C(/run/lock/abri.lock)), as the other kit
@@ -68,7 +82,7 @@ options:
     description: What to do.
     type: str
     default: backup
-    choices: [backup, snapshots, restore, prune, stop]
+    choices: [backup, snapshots, restore, prune, stop, trial]
   snapshot:
     description: For restore, a snapshot id (or its prefix); its backup run is restored.
     type: str
@@ -130,6 +144,11 @@ restored:
   description: For restore, per stack the snapshot put back.
   type: list
   returned: when action is restore
+trials:
+  description: For trial, per stack (stack, ok, reason, snapshot id, short_id and time,
+    seconds, checks passed).
+  type: list
+  returned: when action is trial
 """
 
 import json
@@ -140,7 +159,7 @@ import subprocess
 import time
 from datetime import datetime
 
-from ansible.module_utils.abri_health import wait_healthy
+from ansible.module_utils.abri_health import probe, wait_healthy
 from ansible.module_utils.abri_lock import host_lock
 from ansible.module_utils.basic import AnsibleModule
 
@@ -152,6 +171,10 @@ WRONG_PASSWORD = 12
 STOPPED_DIR = "/var/lib/abri/backup-stopped"
 #: where the host keeps what reaches an SFTP repository (root only)
 SSH_DIR = "/etc/abri/backup"
+#: the scratch folders of trial restores (one per stack, removed after its trial)
+TRIAL_DIR = "/var/lib/abri/trial"
+#: the Compose project (and prefix of its network and volumes) of a stack's trial
+TRIAL_PREFIX = "abri-trial-"
 
 
 #: what ssh or restic's sftp backend says when the server is not there (down, sshd stopped)
@@ -581,6 +604,31 @@ class Backup:
                                 f"{snap['time'][:19]}Z")
         return restored
 
+    # ------------------------------------------------------------------ trial restore
+    def trial(self):
+        """Restore the newest backup of every stack into a scratch project, start it, check
+        it, remove it (see the module's documentation)."""
+        self.repository(create=False)
+        newest = {}
+        for snap in self.snapshots():  # by time: the last of a stack is its newest
+            if snap["kind"] == "backup":
+                newest[snap["stack"]] = snap
+        trials = []
+        for st in self.spec["stacks"]:
+            snap = newest.get(st["name"])
+            if snap is None:
+                trials.append({"stack": st["name"], "ok": False, "checks": [],
+                               "reason": "no backup of it in the repository yet ('abri "
+                                         "backup' makes one)"})
+                continue
+            trials.append(Trial(self, st, snap).run())
+        for t in trials:
+            self.changes.append(f"{t['stack']}: trial restore of snapshot "
+                                f"{t.get('short_id', '-')} "
+                                + ("passed (" + ", ".join(t["checks"]) + ")" if t["ok"]
+                                   else f"FAILED: {t['reason']}"))
+        return {"trials": trials}
+
     def stop_all(self):
         """Stop every stack with user data (a migration's source); data and containers
         stay."""
@@ -618,6 +666,344 @@ class Backup:
         return {"removed": removed}
 
 
+def _docker(*args, check=True, timeout=600, what=None):
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise Failed(f"{what or 'docker ' + args[0]} failed: "
+                     f"{(proc.stderr or proc.stdout).strip()[-600:]}")
+    return proc
+
+
+def _count(path, how, key):
+    """The number of items in a file by a manifest's count rule; raises Failed."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise Failed(f"{path} is missing") from None
+    except (OSError, UnicodeError) as exc:
+        raise Failed(f"{path} cannot be read: {exc}") from None
+    if how == "json_items":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise Failed(f"{path} is not valid JSON: {exc}") from None
+        for part in (key.split(".") if key else []):
+            if not isinstance(data, dict) or part not in data:
+                raise Failed(f"{path} has no {key}")
+            data = data[part]
+        if not isinstance(data, (list, dict)):
+            raise Failed(f"{key or 'the document'} in {path} is not a list or an object")
+        return len(data)
+    try:  # yaml_items: PyYAML when the host has it (any tag read as plain data) ...
+        import yaml
+
+        class _Loader(yaml.SafeLoader):
+            pass
+
+        def _any(loader, suffix, node):
+            if isinstance(node, yaml.MappingNode):
+                return loader.construct_mapping(node)
+            if isinstance(node, yaml.SequenceNode):
+                return loader.construct_sequence(node)
+            return loader.construct_scalar(node)
+
+        _Loader.add_multi_constructor("!", _any)
+        try:
+            data = yaml.load(text, Loader=_Loader)
+        except yaml.YAMLError as exc:
+            raise Failed(f"{path} is not valid YAML: {str(exc)[:300]}") from None
+        if data is None:
+            return 0
+        if not isinstance(data, (list, dict)):
+            raise Failed(f"{path} is not a YAML list or mapping")
+        return len(data)
+    except ImportError:  # ... else the entries at the top level of its text
+        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+        if not lines or lines[0].strip() in ("[]", "{}"):
+            return 0
+        if lines[0].startswith("- ") or lines[0] == "-":
+            return sum(1 for ln in lines if ln.startswith("- ") or ln == "-")
+        return sum(1 for ln in lines if re.match(r"^[^\s#-][^:]*:", ln))
+
+
+def scratch_model(model, stack, project, network, copy_root):
+    """A stack's live Compose model (JSON of docker compose config) as a scratch project:
+    no published port, no container name, no devices, no restart, one internal network of
+    its own (named network), no host-gateway alias, the wiring to other stacks emptied (the
+    variables in stack.trial.unwired); bind mounts of the user data (stack paths) point
+    under copy_root, other folders of the stack's directory are mounted read-only; named
+    volumes are the project's own, fresh ones; org.abri.* labels become org.abri.trial."""
+    root = os.path.normpath(stack["dir"])
+    user = {os.path.join(root, rel): os.path.join(copy_root, rel) for rel in stack["paths"]}
+    services = {}
+    for name, svc in (model.get("services") or {}).items():
+        svc = {k: v for k, v in svc.items() if k not in (
+            "ports", "container_name", "devices", "networks", "links", "external_links",
+            "mac_address", "restart")}
+        if not str(svc.get("network_mode", "")).startswith("service:"):
+            svc.pop("network_mode", None)
+            svc["networks"] = {"trial": {}}
+        svc["restart"] = "no"
+        unwired = (stack.get("trial") or {}).get("unwired") or []
+        env = svc.get("environment")
+        if isinstance(env, dict):
+            svc["environment"] = {k: ("" if k in unwired else v) for k, v in env.items()}
+        elif isinstance(env, list):
+            svc["environment"] = [f"{item.partition('=')[0]}=" if item.partition("=")[0]
+                                  in unwired else item for item in env]
+        hosts = svc.get("extra_hosts")
+        if isinstance(hosts, dict):
+            svc["extra_hosts"] = {k: v for k, v in hosts.items() if v != "host-gateway"}
+        elif isinstance(hosts, list):
+            svc["extra_hosts"] = [h for h in hosts if not re.search(r"[:=]host-gateway$", h)]
+        labels = svc.get("labels") or {}
+        if isinstance(labels, list):
+            labels = dict(item.partition("=")[::2] for item in labels)
+        svc["labels"] = {**{k: v for k, v in labels.items() if not k.startswith("org.abri.")},
+                         "org.abri.trial": stack["name"]}
+        mounts = []
+        for vol in svc.get("volumes") or []:
+            vol = dict(vol)
+            if vol.get("type") == "bind":
+                src = os.path.normpath(vol.get("source", ""))
+                mapped = next((copy + src[len(orig):] for orig, copy in user.items()
+                               if src == orig or src.startswith(orig + "/")), None)
+                if mapped is not None:
+                    vol["source"] = mapped
+                elif src == root or src.startswith(root + "/"):
+                    vol["read_only"] = True  # the live stack's own, never written
+            mounts.append(vol)
+        if mounts:
+            svc["volumes"] = mounts
+        services[name] = svc
+    # internal: no way out to the LAN, the internet or other projects' published ports
+    out = {"name": project, "services": services,
+           "networks": {"trial": {"name": network, "internal": True}}}
+    volumes = {k: {} for k in (model.get("volumes") or {})}  # fresh, the project's own
+    if volumes:
+        out["volumes"] = volumes
+    for key in ("secrets", "configs"):
+        if model.get(key):
+            out[key] = model[key]
+    return out
+
+
+def _one_line(text):
+    """restic's several lines as one (its closing count of errors left out)."""
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()
+             and not re.match(r"^Fatal: There were \d+ errors$", ln.strip())]
+    return "; ".join(lines)
+
+
+class Trial:
+    """One stack's trial restore: a scratch copy of its user data and a scratch Compose
+    project on it, checked, then removed (always)."""
+
+    def __init__(self, backup, stack, snap):
+        self.b = backup
+        self.st = stack
+        self.snap = snap
+        self.name = stack["name"]
+        self.project = TRIAL_PREFIX + self.name
+        self.network = f"{self.project}_trial"
+        self.scratch = os.path.join(TRIAL_DIR, self.name)
+        self.file = os.path.join(self.scratch, "compose.json")
+        self.checks = []
+
+    def run(self):
+        start = time.monotonic()
+        out = {"stack": self.name, "id": self.snap["id"], "short_id": self.snap["short_id"],
+               "time": self.snap["time"], "run": self.snap.get("run", "")}
+        reason = None
+        try:
+            self.remove()  # what an interrupted trial may have left
+            self.restore()
+            self.check_files()
+            self.start()
+            self.check_service()
+        except Failed as exc:
+            reason = _one_line(exc)
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            reason = f"{type(exc).__name__}: {_one_line(exc)}"
+        finally:
+            try:
+                self.remove()
+            except (Failed, OSError, subprocess.SubprocessError) as exc:
+                left = f"the scratch project {self.project} could not be removed: {exc}"
+                reason = f"{reason}; {left}" if reason else left
+        out.update(ok=reason is None, reason=reason or "", checks=self.checks,
+                   seconds=round(time.monotonic() - start, 1))
+        return out
+
+    # the scratch copy -----------------------------------------------------------
+    def restore(self):
+        os.makedirs(TRIAL_DIR, mode=0o700, exist_ok=True)
+        os.makedirs(self.scratch, mode=0o700)
+        for rel in self.st["paths"]:
+            source = next((p for p in self.snap["paths"]
+                           if os.path.basename(p.rstrip("/")) == rel), None)
+            if source is None:
+                raise Failed(f"{rel}/ is not in snapshot {self.snap['short_id']}")
+            target = os.path.join(self.scratch, "data", rel)
+            os.makedirs(target)
+            try:  # the repository's own bytes (no cache), the files read back (verify)
+                self.b.restic("restore", "--no-cache", f"{self.snap['id']}:{source}",
+                              "--target", target, "--verify", "-q")
+            except Failed as exc:
+                said = _one_line(exc)
+                hint = (" (the repository's data is damaged; 'restic check --read-data' "
+                        "names the pack files)" if "ciphertext verification failed" in said
+                        else "")
+                raise Failed(f"the restore of snapshot {self.snap['short_id']} ({rel}/) "
+                             f"failed{hint}: {said[:900]}") from None
+        self.checks.append(f"restored snapshot {self.snap['short_id']}")
+
+    def copy_path(self, rel):
+        """A path of the stack's directory (manifest) in the scratch copy."""
+        return os.path.join(self.scratch, "data", rel)
+
+    def check_files(self):
+        import sqlite3
+
+        trial = self.st.get("trial") or {}
+        for rel in trial.get("sqlite") or []:
+            path = self.copy_path(rel)
+            if not os.path.isfile(path):
+                raise Failed(f"{rel} is not in the restored data")
+            try:
+                db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                try:
+                    rows = db.execute("PRAGMA integrity_check").fetchall()
+                finally:
+                    db.close()
+            except sqlite3.Error as exc:
+                raise Failed(f"{rel} as restored cannot be read by SQLite: {exc}") from None
+            said = "; ".join(str(r[0]) for r in rows[:5])
+            if said != "ok":
+                raise Failed(f"{rel} as restored fails PRAGMA integrity_check: {said[:400]}")
+            self.checks.append(f"{os.path.basename(rel)} integrity ok")
+        for rule in trial.get("counts") or []:
+            restored = _count(self.copy_path(rule["file"]), rule["count"], rule.get("key"))
+            live = _count(os.path.join(self.st["dir"], rule["file"]), rule["count"],
+                          rule.get("key"))
+            if restored != live:
+                raise Failed(f"the restored {rule['file']} holds {restored} {rule['what']}, "
+                             f"the live one {live} (changed since the backup of "
+                             f"{self.snap['time'][:19]}Z? 'abri backup' then try again)")
+            self.checks.append(f"{restored} {rule['what']} as live")
+
+    # the scratch project ---------------------------------------------------------
+    def compose(self):
+        """The live project's Compose model (docker compose config), made a scratch one."""
+        live = os.path.join(self.st["dir"], "compose.yml")
+        if not os.path.isfile(live):
+            raise Failed(f"{live} is missing (the stack is not deployed?)")
+        proc = subprocess.run(["docker", "compose", "-p", self.st["project"], "-f", live,
+                               "config", "--format", "json"], capture_output=True, text=True,
+                              cwd=self.st["dir"], timeout=120)
+        if proc.returncode != 0:
+            raise Failed(f"docker compose config of {live} failed: "
+                         f"{proc.stderr.strip()[-500:]}")
+        return scratch_model(json.loads(proc.stdout), self.st, self.project, self.network,
+                             os.path.join(self.scratch, "data"))
+
+    def start(self):
+        model = self.compose()
+        fd = os.open(self.file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:  # may hold the stack's .env values
+            json.dump(model, fh)
+        self.compose_cmd("up", "-d", "--no-build", "--quiet-pull", what="starting the "
+                         "scratch project")
+        self.checks.append("started")
+
+    def compose_cmd(self, *args, check=True, what=None):
+        proc = subprocess.run(["docker", "compose", "-p", self.project, "-f", self.file,
+                               *args], capture_output=True, text=True, cwd=self.scratch,
+                              timeout=900)
+        if check and proc.returncode != 0:
+            raise Failed(f"{what or 'docker compose ' + args[0]} failed: "
+                         f"{(proc.stderr or proc.stdout).strip()[-600:]}")
+        return proc
+
+    def container(self):
+        """The container the health check probes: the stack's one service, else the
+        service named after the stack, else the first."""
+        with open(self.file, encoding="utf-8") as fh:
+            names = list(json.load(fh)["services"])
+        service = self.name if self.name in names else names[0]
+        cid = self.compose_cmd("ps", "-a", "-q", service).stdout.strip().split()
+        if not cid:
+            raise Failed(f"the scratch container of {service} was not created")
+        return cid[0]
+
+    def address(self, cid):
+        proc = _docker("inspect", "--format", "{{json .NetworkSettings.Networks}} "
+                       "{{.State.Status}} {{.State.ExitCode}}", cid)
+        nets, _, state = proc.stdout.strip().partition(" ")
+        status, _, code = state.partition(" ")
+        if status not in ("running", "restarting"):
+            raise Failed(f"the scratch container stopped (exit {code}): "
+                         f"{self.log_tail()}")
+        ip = ((json.loads(nets) or {}).get(self.network) or {}).get("IPAddress")
+        if not ip:
+            raise Failed(f"the scratch container has no address on {self.network}")
+        return ip
+
+    def log_tail(self):
+        proc = self.compose_cmd("logs", "--no-color", "--tail", "5", check=False)
+        return " | ".join(ln.strip() for ln in proc.stdout.splitlines()[-5:])[-600:] or \
+            "(no log)"
+
+    def check_service(self):
+        cid = self.container()
+        health = dict(self.st.get("health") or {})
+        if health.get("kind"):
+            health["address"] = self.address(cid)
+            deadline = time.monotonic() + int(health.get("timeout", 60))
+            while True:
+                ok, last = probe(health, self.b.secret)
+                if ok:
+                    break
+                if time.monotonic() > deadline:
+                    raise Failed(f"the health check ({health['kind']}) of the scratch "
+                                 f"container at {health['address']} did not pass within "
+                                 f"{health.get('timeout', 60)}s: {last}; its log: "
+                                 f"{self.log_tail()}")
+                self.address(cid)  # stopped: the reason now, not at the timeout
+                time.sleep(1)
+            self.checks.append(f"health {last} at {health['address']}")
+        patterns = [re.compile(p) for p in (self.st.get("trial") or {}).get("log_errors")
+                    or []]
+        if patterns:
+            logs = self.compose_cmd("logs", "--no-color", "--no-log-prefix").stdout
+            for line in logs.splitlines():
+                if any(p.search(line) for p in patterns):
+                    raise Failed(f"the scratch container's log says: {line.strip()[:400]}")
+            self.checks.append("log clean")
+
+    def remove(self):
+        """The scratch project and folder gone: containers, network, volumes (those of a
+        trial killed before it removed them too)."""
+        if os.path.exists(self.file):
+            self.compose_cmd("down", "-v", "--remove-orphans", "-t", "20", check=False)
+        label = f"label=com.docker.compose.project={self.project}"
+        left = _docker("ps", "-a", "-q", "--filter", label).stdout.split()
+        if left:
+            _docker("rm", "-f", "-v", *left, what="removing the scratch containers")
+        for kind in ("network", "volume"):
+            names = _docker(kind, "ls", "-q", "--filter", label).stdout.split()
+            if names:
+                _docker(kind, "rm", *names, what=f"removing the scratch {kind}s")
+        if os.path.lexists(self.scratch):
+            shutil.rmtree(self.scratch)
+        for kind in ("container", "network", "volume"):
+            flag = ["-a"] if kind == "container" else []
+            listed = _docker(kind, "ls", *flag, "-q", "--filter", label).stdout.split()
+            if listed:
+                raise Failed(f"{len(listed)} scratch {kind}(s) of {self.project} remain")
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -625,7 +1011,8 @@ def main():
             "host": {"type": "str", "required": True},
             "secrets": {"type": "dict", "default": {}, "no_log": True},
             "action": {"type": "str", "default": "backup",
-                       "choices": ["backup", "snapshots", "restore", "prune", "stop"]},
+                       "choices": ["backup", "snapshots", "restore", "prune", "stop",
+                                   "trial"]},
             "snapshot": {"type": "str", "default": ""},
             "source": {"type": "dict", "default": {}},
             "host_keys": {"type": "dict", "default": {}},
@@ -657,6 +1044,14 @@ def main():
                                                    if action == "restore" else [])))
     except Failed as exc:
         module.fail_json(msg=str(exc), changes=changes)
+    if action == "trial":  # the live stacks are untouched: changed only by an install
+        failed = [t for t in result["trials"] if not t["ok"]]
+        installed = any(c.startswith("install ") for c in changes)
+        if failed:
+            module.fail_json(msg="trial restore failed: " + "; ".join(
+                f"{t['stack']}: {t['reason']}" for t in failed), changes=changes,
+                changed=installed, **result)
+        module.exit_json(changed=installed, changes=changes, **result)
     if action == "snapshots":
         changed = bool(changes)  # restic installed
     elif action == "prune":

@@ -2,7 +2,8 @@
 
 Shared by the kit modules that start a stack (abri_stack after a deploy, abri_backup after
 the brief stop of a backup or a restore): HTTP 200 on a path, an MQTT CONNACK 0 as the
-broker's admin user, or a TCP accept.
+broker's admin user, or a TCP accept. A check with an ``address`` probes that address
+instead of the loopback (a trial restore's scratch container, on its own network).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def _mqtt_string(text):
     return struct.pack("!H", len(data)) + data
 
 
-def mqtt_connack(port, user, password, timeout=5):
+def mqtt_connack(port, user, password, timeout=5, address="127.0.0.1"):
     """MQTT 3.1.1 CONNECT with user and password; (accepted, what the broker said)."""
     client = "abri-health-" + base64.b16encode(os.urandom(4)).decode().lower()
     payload = _mqtt_string(client) + _mqtt_string(user) + _mqtt_string(password)
@@ -36,7 +37,7 @@ def mqtt_connack(port, user, password, timeout=5):
         length += bytes([byte | (0x80 if n else 0)])
         if not n:
             break
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+    with socket.create_connection((address, port), timeout=timeout) as sock:
         sock.sendall(bytes([0x10]) + length + body)
         answer = b""
         while len(answer) < 4:
@@ -56,14 +57,16 @@ def probe(hc, secret):
     gives a secret's value. Returns (ok, what was seen)."""
     kind = hc.get("kind")
     port = int(hc["port"])
+    address = hc.get("address") or "127.0.0.1"
     try:
         if kind == "http":
-            url = f"http://127.0.0.1:{port}{hc.get('path', '/')}"
+            url = f"http://{address}:{port}{hc.get('path', '/')}"
             with urllib.request.urlopen(url, timeout=5) as resp:
                 return resp.status == 200, f"HTTP {resp.status}"
         if kind == "mqtt":
-            return mqtt_connack(port, hc["user"], secret(hc["password_ref"]))
-        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            return mqtt_connack(port, hc["user"], secret(hc["password_ref"]),
+                                address=address)
+        socket.create_connection((address, port), timeout=5).close()
         return True, "accepts"
     except urllib.error.HTTPError as exc:
         return False, f"HTTP {exc.code}"

@@ -7,15 +7,24 @@ on the host or on a disk mounted there). A backup makes one snapshot per stack w
 and a restore puts back one run. The repository password is generated per host on the first
 backup and kept in the host's vault (``_backup/repository_password``), never printed. Nothing
 here names a service.
+
+``abri backup --verify`` restores the newest backup of each stack on trial, next to the live
+one (the kit module's action ``trial``: a scratch Compose project started on a scratch copy,
+checked by the manifest's health check and its ``backup.trial`` block, then removed). When a
+stack's trial passed is kept per host and stack in the site's ``.abri/restores-proven.json``
+(the machine's record, not committed), which ``abri backups`` shows.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 from tui.core import resolve
 from tui.core import secrets as vault
+from tui.core.atomic import write_atomic
 from tui.core.errors import AbriError, Problem
 
 if TYPE_CHECKING:
@@ -116,11 +125,14 @@ def check_snapshot_id(value: str) -> str:
     return value
 
 
-def module_results(result: RunResult) -> dict[str, list[dict[str, Any]]]:
-    """host -> the results of the run's abri_backup calls that ran (not skipped)."""
+def module_results(result: RunResult, failed: bool = False
+                   ) -> dict[str, list[dict[str, Any]]]:
+    """host -> the results of the run's abri_backup calls that ran (not skipped); with
+    failed, those that failed too."""
     out: dict[str, list[dict[str, Any]]] = {}
+    wanted = ("runner_on_ok", "runner_on_failed") if failed else ("runner_on_ok",)
     for event in result.events:
-        if event.get("event") != "runner_on_ok":
+        if event.get("event") not in wanted:
             continue
         data = event.get("event_data") or {}
         if data.get("task_action") not in ("abri_backup", "ansible.legacy.abri_backup"):
@@ -176,4 +188,88 @@ def format_snapshots(rows: list[dict[str, Any]]) -> str:
         date = str(r["time"] or "")[:19].replace("T", " ")
         lines.append(f"{r['host']:<14} {r['stack'] or '-':<16} {date:<20} {r['short_id']:<9} "
                      f"{human_size(r['size']):>10} {human_size(r['added']):>10}  {r['kind']}")
+    return "\n".join(lines)
+
+
+#: where the controller keeps when each host's stacks were last restored on trial
+PROVEN = "restores-proven.json"
+
+
+def _proven_file(site: Site):
+    return site.path / ".abri" / PROVEN
+
+
+def proven(site: Site) -> dict[str, dict[str, dict[str, Any]]]:
+    """host -> stack -> the last trial restore that passed (time, snapshot, its time)."""
+    try:
+        data = json.loads(_proven_file(site).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(h): {str(s): dict(v) for s, v in stacks.items() if isinstance(v, dict)}
+            for h, stacks in data.items() if isinstance(stacks, dict)}
+
+
+def trial_rows(result: RunResult) -> list[dict[str, Any]]:
+    """Every stack a trial run tried, one row per host and stack (passed or failed)."""
+    rows = []
+    for host, results in sorted(module_results(result, failed=True).items()):
+        for res in results:
+            for t in res.get("trials") or []:
+                rows.append({"host": host, **{k: t.get(k) for k in (
+                    "stack", "ok", "reason", "id", "short_id", "time", "seconds", "checks")}})
+    return rows
+
+
+def record_trials(site: Site, rows: list[dict[str, Any]]) -> None:
+    """Keep the trials that passed as the hosts' stacks' last proven restores."""
+    passed = [r for r in rows if r["ok"]]
+    if not passed:
+        return
+    data = proven(site)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for r in passed:
+        data.setdefault(r["host"], {})[r["stack"]] = {
+            "time": now, "snapshot": r["id"], "short_id": r["short_id"],
+            "snapshot_time": r["time"], "seconds": r["seconds"]}
+    file = _proven_file(site)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(file, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def format_trials(rows: list[dict[str, Any]]) -> str:
+    lines = []
+    for r in rows:
+        snap = f"snapshot {r['short_id']}" if r.get("short_id") else "no snapshot"
+        if r["ok"]:
+            said = f"passed  {snap} of {str(r['time'] or '')[:19].replace('T', ' ')} UTC, " \
+                   f"{float(r['seconds'] or 0):.0f}s: {', '.join(r['checks'] or [])}"
+        else:
+            said = f"FAILED  {snap}: {r['reason']}"
+        lines.append(f"  {r['host']:<12} {r['stack']:<16} {said}")
+    return "\n".join(lines)
+
+
+def with_proven(site: Site, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The snapshot rows, each with its host and stack's last proven restore (or None)."""
+    known = proven(site)
+    return [{**r, "last_proven_restore": known.get(r["host"], {}).get(r["stack"] or "")}
+            for r in rows]
+
+
+def format_proven(site: Site, hosts: list[str]) -> str:
+    """A line per host and stack with user data: when a restore of it was last proven."""
+    known = proven(site)
+    lines = ["Last proven restore ('abri backup --verify'):"]
+    for host in hosts:
+        for stack in site.catalog.ordered(list(site.hosts[host].stacks)):
+            if not site.catalog[stack].user_data:
+                continue
+            p = known.get(host, {}).get(stack)
+            when = (f"{str(p.get('time', ''))[:19].replace('T', ' ')} UTC, snapshot "
+                    f"{p.get('short_id', '?')} of "
+                    f"{str(p.get('snapshot_time', ''))[:19].replace('T', ' ')} UTC"
+                    if p else "never")
+            lines.append(f"  {host:<12} {stack:<16} {when}")
     return "\n".join(lines)

@@ -26,6 +26,16 @@ _NAME = r"^[a-z][a-z0-9_]{0,31}$"
 #: how a backup reads a stack's user data (manifest: backup.consistency)
 BACKUP_CONSISTENCY = ("stop", "copy")
 
+#: how a trial restore counts the items of a file (manifest: backup.trial.counts[].count):
+#: yaml_items, the entries of the YAML file's top-level list or mapping; json_items, the
+#: entries of the JSON list or object at `key` (a dotted path; the whole document without)
+TRIAL_COUNTS = ("yaml_items", "json_items")
+
+#: a file of the stack's directory: relative, no '..' (checked again in load_stack)
+_REL_FILE = r"^[A-Za-z0-9_.][A-Za-z0-9_./-]*$"
+#: a dotted path into a JSON document (data.entities)
+_DOTTED = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -233,6 +243,43 @@ SCHEMA: dict[str, Any] = {
             "properties": {
                 "consistency": {"enum": list(BACKUP_CONSISTENCY)},
                 "why": {"type": "string", "minLength": 1},
+                # what 'abri backup --verify' proves on a trial restore of the newest backup
+                # (a scratch copy of the stack started next to the live one, which it never
+                # touches), besides the health check against the scratch container:
+                "trial": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "minProperties": 1,
+                    "properties": {
+                        # SQLite databases (paths in the stack's directory, in a user-data
+                        # volume) that must pass PRAGMA integrity_check as restored
+                        "sqlite": {"type": "array", "minItems": 1, "uniqueItems": True,
+                                   "items": {"type": "string", "pattern": _REL_FILE}},
+                        # items of a file counted in the restored copy and the live one;
+                        # the two counts must match
+                        "counts": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["file", "count", "what"],
+                                "properties": {
+                                    "file": {"type": "string", "pattern": _REL_FILE},
+                                    "count": {"enum": list(TRIAL_COUNTS)},
+                                    "key": {"type": "string", "pattern": _DOTTED},
+                                    # what is counted, in the plural (messages say it)
+                                    "what": {"type": "string",
+                                             "pattern": r"^[a-z][a-z ]{0,39}$"},
+                                },
+                            },
+                        },
+                        # regular expressions: a line of the scratch container's log that
+                        # matches one fails the trial (the service refused its data)
+                        "log_errors": {"type": "array", "minItems": 1,
+                                       "items": {"type": "string", "minLength": 1}},
+                    },
+                },
             },
         },
         # the end-to-end checks 'abri verify' runs for this stack; http: GET the health
@@ -397,6 +444,8 @@ class Stack:
     certificates: tuple[dict[str, Any], ...] = ()
     #: how a backup reads the user-data volumes (stop or copy)
     backup_consistency: str = "stop"
+    #: what a trial restore checks besides the health check (manifest: backup.trial)
+    backup_trial: dict[str, Any] = field(default_factory=dict)
     path: Path = field(default=Path("."), compare=False)
 
     @property
@@ -577,6 +626,7 @@ def load_stack(file: Path) -> Stack:
     if heartbeat and heartbeat["capability"] not in data.get("uses", ()):
         problems.append(Problem(where, "heartbeat.capability",
                                 f"{heartbeat['capability']!r} is not in uses"))
+    problems += _trial_problems(where, data)
     if problems:
         raise AbriError(problems)
     return Stack(
@@ -592,8 +642,46 @@ def load_stack(file: Path) -> Stack:
         checks=tuple(checks), heartbeat=dict(heartbeat) if heartbeat else None,
         certificates=tuple(dict(c) for c in data.get("certificates", ())),
         backup_consistency=(data.get("backup") or {}).get("consistency", "stop"),
+        backup_trial=dict((data.get("backup") or {}).get("trial") or {}),
         path=file.parent,
     )
+
+
+def _trial_problems(where: str, data: dict[str, Any]) -> list[Problem]:
+    """backup.trial names files of the restored user data, and regular expressions."""
+    trial = (data.get("backup") or {}).get("trial") or {}
+    user = {v["name"] for v in data["volumes"] if v["user_data"]}
+    problems = []
+    if trial and not user:
+        problems.append(Problem(where, "backup.trial", "the stack has no user-data volume, "
+                                "so a backup holds nothing to restore on trial"))
+        return problems
+
+    def in_user_data(field: str, path: str) -> None:
+        parts = path.split("/")
+        if ".." in parts or "" in parts:
+            problems.append(Problem(where, field, f"{path!r} must be a plain path in the "
+                                    "stack's directory (no '..', no empty part)"))
+        elif parts[0] not in user or len(parts) < 2:
+            problems.append(Problem(where, field, f"{path!r} is not a file in a user-data "
+                                    f"volume ({', '.join(sorted(user))}/...): only those are "
+                                    "restored on trial"))
+
+    for i, path in enumerate(trial.get("sqlite", ())):
+        in_user_data(f"backup.trial.sqlite[{i}]", path)
+    for i, rule in enumerate(trial.get("counts", ())):
+        in_user_data(f"backup.trial.counts[{i}].file", rule["file"])
+        if "key" in rule and rule["count"] != "json_items":
+            problems.append(Problem(where, f"backup.trial.counts[{i}].key", "only a "
+                                    "json_items count reads a key; a yaml_items count counts "
+                                    "the top level"))
+    for i, pattern in enumerate(trial.get("log_errors", ())):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            problems.append(Problem(where, f"backup.trial.log_errors[{i}]",
+                                    f"is not a regular expression: {exc}"))
+    return problems
 
 
 class Catalog:

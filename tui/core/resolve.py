@@ -421,8 +421,9 @@ def repository_of(site: Site, owner: str, server: dict[str, Any] | None = None
 
 
 def _backup_state(site: Site, host: Host, stacks: list[dict[str, Any]]) -> dict[str, Any]:
-    """What a backup of the host reads: per stack with user data, its volumes' folders and
-    the rule its manifest declares (stop or copy), with the repository and the retention."""
+    """What a backup of the host reads: per stack with user data, its volumes' folders, the
+    rule its manifest declares (stop or copy), its health check and what a trial restore of
+    it checks (manifest: backup.trial), with the repository and the retention."""
     s = site.settings
     out = []
     for state in stacks:
@@ -432,7 +433,18 @@ def _backup_state(site: Site, host: Host, stacks: list[dict[str, Any]]) -> dict[
         out.append({"name": state["name"], "project": state["project"], "dir": state["dir"],
                     "paths": [v.name for v in manifest.user_data],
                     "consistency": manifest.backup_consistency,
-                    "health": dict(state["health"])})
+                    "health": dict(state["health"]),
+                    # what a trial restore checks besides the health (backup --verify)
+                    "trial": {"sqlite": list(manifest.backup_trial.get("sqlite", ())),
+                              "counts": [dict(c) for c in
+                                         manifest.backup_trial.get("counts", ())],
+                              "log_errors": list(manifest.backup_trial.get("log_errors",
+                                                                           ())),
+                              # the environment that wires the stack to other stacks
+                              # (manifest env wire:*): emptied in the scratch copy, which
+                              # must not talk to the live broker or hub
+                              "unwired": sorted(k for k, v in manifest.env.items()
+                                                if v.startswith("wire:"))}})
     own = repository_of(site, host.name)
     state = {"repository": own["repository"], "password_ref": own["password_ref"],
              "keep": {"daily": s.backup_keep_daily, "weekly": s.backup_keep_weekly,
