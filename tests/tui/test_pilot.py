@@ -1065,3 +1065,45 @@ async def test_upgrade_screen_shows_releases_and_refuses_a_stack_that_does_not_a
     assert not upgrade.record_path(site).exists()
     assert yaml.safe_load((site_dir / "group_vars/all/abri.yml").read_text())[
         "abri_images"]["homeassistant"] == old
+
+
+async def test_backups_screen_shows_proven_restores_and_runs_a_trial(tmp_path, new_app,
+                                                                      runner):
+    """The snapshot a trial restore proved carries the date in the Proven column; t runs a
+    trial restore of the selected host (the backup playbook's trial action) and reads the
+    list again; a run that tried no stack is reported as failed and changes no record."""
+    from tui.app.screens.backups import BackupsScreen
+    from tui.core import backup
+
+    site_dir = tmp_path / "site"
+    site = make_site(site_dir, host="h1")
+    backup.ensure_passwords(site, ["h1"])
+    runner.by_mode.update({"backup:snapshots": "backups.json", "backup:trial": "backup-ok.json"})
+    listed = backup.snapshot_rows(runner(site, "backup", limit="h1",
+                                         extra_vars={"abri_backup_action": "snapshots"}))
+    proved = next(r for r in listed if r["stack"] == "homeassistant")
+    backup.record_trials(site, [{"host": "h1", "stack": "homeassistant", "ok": True,
+                                 "id": proved["id"], "short_id": proved["short_id"],
+                                 "time": proved["time"], "seconds": 12.0, "checks": []}])
+    record = backup.proven(site)
+    runner.runs.clear()
+    app = new_app(site_dir)
+    async with app.run_test(size=(110, 30)) as pilot:
+        await opened(pilot)
+        await pilot.press("b")
+        await settle(pilot)
+        assert isinstance(app.screen, BackupsScreen)
+        table = app.screen.query_one("#backups-table", DataTable)
+        rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+        shown = {r[3]: r[7] for r in rows}
+        when = record["h1"]["homeassistant"]["time"][:16].replace("T", " ")
+        assert shown[proved["short_id"]] == when, rows
+        assert sum(1 for r in rows if r[7]) == 1, rows  # only the proven snapshot
+
+        await pilot.press("t")
+        await settle(pilot)
+        await settle(pilot)
+        assert ("backup:trial", "h1", {"abri_backup_action": "trial"}) in runner.runs
+        assert runner.runs[-1][0] == "backup:snapshots"  # read again after the trial
+        assert isinstance(app.screen, BackupsScreen)
+    assert backup.proven(site) == record

@@ -17,14 +17,13 @@ stack's trial passed is kept per host and stack in the site's ``.abri/restores-p
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from typing import TYPE_CHECKING, Any
 
 from tui.core import resolve
 from tui.core import secrets as vault
-from tui.core.atomic import write_atomic
+from tui.core.atomic import read_json, write_json
 from tui.core.errors import AbriError, Problem
 
 if TYPE_CHECKING:
@@ -201,10 +200,7 @@ def _proven_file(site: Site):
 
 def proven(site: Site) -> dict[str, dict[str, dict[str, Any]]]:
     """host -> stack -> the last trial restore that passed (time, snapshot, its time)."""
-    try:
-        data = json.loads(_proven_file(site).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    data = read_json(_proven_file(site))
     if not isinstance(data, dict):
         return {}
     return {str(h): {str(s): dict(v) for s, v in stacks.items() if isinstance(v, dict)}
@@ -233,9 +229,7 @@ def record_trials(site: Site, rows: list[dict[str, Any]]) -> None:
         data.setdefault(r["host"], {})[r["stack"]] = {
             "time": now, "snapshot": r["id"], "short_id": r["short_id"],
             "snapshot_time": r["time"], "seconds": r["seconds"]}
-    file = _proven_file(site)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(file, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    write_json(_proven_file(site), data)
 
 
 def format_trials(rows: list[dict[str, Any]]) -> str:

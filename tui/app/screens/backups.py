@@ -1,6 +1,7 @@
-"""The backups: snapshots per host and stack (what `abri backups` lists), with backup and
-restore of the selected host. The runs go through the engine (tui.core.backup and the
-runner) in workers that only post messages; the list is read again after each run."""
+"""The backups: snapshots per host and stack (what `abri backups` lists) with when a restore
+of each was last proven, and backup, restore and trial restore of the selected host. The
+runs go through the engine (tui.core.backup and the runner) in workers that only post
+messages; the list is read again after each run."""
 
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ from tui.app.widgets import KeyBar, TitleBar
 from tui.core.site import Site
 
 COLUMNS = (("host", "Host"), ("stack", "Stack"), ("date", "Date (UTC)"), ("id", "ID"),
-           ("size", "Size"), ("added", "Added"), ("kind", "Kind"))
+           ("size", "Size"), ("added", "Added"), ("kind", "Kind"), ("proven", "Proven"))
 
 
 class BackupsScreen(WorkerScreen):
     BINDINGS = [Binding("b", "backup", "Back up"),
                 Binding("r", "restore", "Restore"),
+                Binding("t", "trial", "Trial restore"),
                 Binding("l", "reload", "Reload"),
                 Binding("escape", "close", "Back")]
 
@@ -89,10 +91,10 @@ class BackupsScreen(WorkerScreen):
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("backup", "restore", "reload"):
+        if action in ("backup", "restore", "reload", "trial"):
             if self.busy:
                 return None
-            if action == "restore":
+            if action in ("restore", "trial"):
                 return self.selected() is not None or None
         return True
 
@@ -129,17 +131,23 @@ class BackupsScreen(WorkerScreen):
         table = self.query_one("#backups-table", DataTable)
         table.clear()
         self.rows = {}
-        rows = backup.snapshot_rows(result)
+        rows = backup.with_proven(self.app.site, backup.snapshot_rows(result))
         for r in rows:
             key = f"{r['host']}/{r['id']}"
             self.rows[key] = r
-            style = "dim" if r["kind"] == "safety" else ""
+            style = "dim" if r["kind"] != "backup" else ""
+            # the proven restore shows on the snapshot it was proven with
+            proof = r["last_proven_restore"] or {}
+            proven = (str(proof.get("time", ""))[:16].replace("T", " ")
+                      if proof.get("snapshot") == r["id"] else "")
             table.add_row(r["host"], r["stack"] or "-",
                           str(r["time"] or "")[:19].replace("T", " "), r["short_id"],
                           backup.human_size(r["size"]), backup.human_size(r["added"]),
-                          Text(str(r["kind"]), style=style), key=key)
+                          Text(str(r["kind"]), style=style), Text(proven, style="green"),
+                          key=key)
         self.status(f"{len(rows)} snapshot(s). b backs up the selected host (all when none), "
-                    "r restores the selected snapshot's backup run."
+                    "r restores the selected snapshot's backup run, t proves the selected "
+                    "host's newest backups in a trial restore."
                     if rows else "No snapshots yet: press b to make one.")
         self.refresh_bindings()
 
@@ -189,9 +197,23 @@ class BackupsScreen(WorkerScreen):
             "the host is saved first in a safety snapshot, then the backup is put back and "
             "the stacks are deployed again.", yes="Restore", no="Cancel"), confirmed)
 
+    def action_trial(self) -> None:
+        row = self.selected()
+        if row is None:
+            return
+        if self.app.dirty:
+            self.notify("Save the site first (ctrl+s): a trial restore uses the site as saved.",
+                        severity="warning")
+            return
+        self.status(f"Trial restore of {row['host']}'s newest backups into a scratch copy…")
+        self.set_busy(True)
+        self.run_backup(self.app.site.copy(), "trial", row["host"],
+                        {"abri_backup_action": "trial"})
+
     @work(thread=True, exclusive=True, exit_on_error=False, group="backups")
     def run_backup(self, site: Site, mode: str, limit: str, extra: dict | None) -> None:
-        result = self.app.runner(site, mode, limit=limit, extra_vars=extra,
+        result = self.app.runner(site, "backup" if mode == "trial" else mode, limit=limit,
+                                 extra_vars=extra,
                                  on_progress=lambda p: self.post_message(RunProgress(p)))
         self.post_message(self.Done(mode, limit, result))
 
@@ -207,6 +229,20 @@ class BackupsScreen(WorkerScreen):
         self.set_busy(False)
         self.query_one("#backups-bar", ProgressBar).update(progress=0)
         result = message.result
+        if message.what == "trial":
+            trials = backup.trial_rows(result)
+            backup.record_trials(self.app.site, trials)
+            failed = [t for t in trials if not t["ok"]]
+            if trials and not failed and result.ok:
+                self.notify(f"Trial restore of {message.host} passed: "
+                            + ", ".join(t["stack"] for t in trials) + ".")
+            else:
+                said = "; ".join(f"{t['stack']}: {t['reason']}" for t in failed) or "; ".join(
+                    f.message for f in result.progress.failures) or "no stack was tried"
+                self.notify(f"Trial restore of {message.host} failed: {said[:300]}",
+                            severity="error", timeout=15)
+            self.action_reload()
+            return
         what = "Backup" if message.what == "backup" else "Restore"
         if result.ok:
             made = backup.made_rows(result)
