@@ -174,6 +174,7 @@ def test_upgrade_then_a_release_that_never_gets_healthy_rolls_back(
     assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-3000:]
     assert "completing the upgrade of homeassistant on h1" in done.stdout, done.stdout[-3000:]
     assert f"Upgraded homeassistant on h1 to {NEW}" in done.stdout, done.stdout[-3000:]
+    print("[test_upgrade] " + re.search(r"^Upgraded .*$", done.stdout, re.M).group(0))
     assert _version(base, token) == NEW
     after = _state_is_there(host, base, token, "owner", owner_pw, second_id, second_pw)
     # 2026.2.3 and 2026.11.0 share the recorder schema (53): the version is recorded, the
