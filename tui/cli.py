@@ -80,9 +80,9 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     _json_option(q)
     q = ssub.add_parser("set", help="set site settings: registry_mirror, registry_insecure, "
                         "stacks_root, backup_repository, backup_keep_daily, "
-                        "backup_keep_weekly, backup_keep_monthly, upgrade_timer (a systemd "
-                        "calendar such as 'Sun 04:00' for unattended patch upgrades; empty: "
-                        "off)")
+                        "backup_keep_weekly, backup_keep_monthly, upgrade_timer and "
+                        "verify_timer (systemd calendars such as 'Sun 04:00' for unattended "
+                        "patch upgrades and trial restores; empty: off)")
     _site_option(q)
     q.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
 
@@ -302,15 +302,15 @@ def cmd_site(args) -> int:
             except ValueError as exc:
                 raise AbriError(Problem("site", key, str(exc))) from None
         site.save()
-        if "upgrade_timer" in sets:
-            from tui.core import timers
+        from tui.core import timers
 
+        for key in (k for k in sets if k in timers.SETTINGS):
             try:
-                for line in timers.apply(site):
+                for line in timers.apply(site, [key]):
                     print(f"abri: {line}", file=sys.stderr)
             except (ValueError, OSError) as exc:
-                raise AbriError(Problem("site", "upgrade_timer", f"the setting is saved, "
-                                        f"but the timer could not be written: {exc}")) from None
+                raise AbriError(Problem("site", key, "the setting is saved, but the timer "
+                                        f"could not be written: {exc}")) from None
     data = {k: getattr(site.settings, k) for k in site.settings.FIELDS}
     if getattr(args, "json", False):
         print(json.dumps(data, indent=2))

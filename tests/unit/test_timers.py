@@ -1,7 +1,7 @@
-"""The patch-upgrade timer: `abri site set upgrade_timer=...` writes a systemd service and
-timer that systemd's own parser accepts (systemd-analyze verify), running `abri upgrade
---patch` for the site; a calendar expression systemd refuses is refused with the field
-named and nothing written; empty removes the units."""
+"""The site's timers: `abri site set upgrade_timer=...` (or verify_timer) writes a systemd
+service and timer that systemd's own parser accepts (systemd-analyze verify), running `abri
+upgrade --patch` (or `abri backup --verify`) for the site; a calendar expression systemd
+refuses is refused with the field named and nothing written; empty removes the units."""
 
 from __future__ import annotations
 
@@ -24,30 +24,36 @@ def units(tmp_path, monkeypatch):
     return directory
 
 
-def test_the_timer_is_written_verified_and_removed(abri, site_dir, units):
-    r = abri("site", "set", "upgrade_timer=Sun 04:00", "--site", site_dir)
+@pytest.mark.parametrize(("setting", "name", "command"), [
+    ("upgrade_timer", "upgrade", "upgrade --patch"),
+    ("verify_timer", "verify", "backup --verify"),
+])
+def test_the_timer_is_written_verified_and_removed(abri, site_dir, units, setting, name,
+                                                   command):
+    r = abri("site", "set", f"{setting}=Sun 04:00", "--site", site_dir)
     assert r.code == 0, r.err
     site_id = yaml.safe_load((site_dir / "group_vars/all/abri.yml").read_text())["abri_site_id"]
-    name = f"abri-upgrade-{site_id}"
+    name = f"abri-{name}-{site_id}"
     service, timer = units / f"{name}.service", units / f"{name}.timer"
     assert service.is_file() and timer.is_file(), r.err
+    assert sorted(p.name for p in units.iterdir()) == [service.name, timer.name]  # this one
     assert "OnCalendar=Sun 04:00" in timer.read_text()
     text = service.read_text()
-    assert '/abri" upgrade --patch --site' in text and str(site_dir.resolve()) in text
+    assert f'/abri" {command} --site' in text and str(site_dir.resolve()) in text
     assert "ABRI_VAULT_PASSWORD_FILE=" in text
     assert "systemd does not run on this machine" in r.err or "timer runs" in r.err
     assert yaml.safe_load((site_dir / "group_vars/all/abri.yml").read_text())[
-        "abri_upgrade_timer"] == "Sun 04:00"
+        f"abri_{setting}"] == "Sun 04:00"
     # systemd's own unit parser: the python it names exists, the timer's calendar parses
     proc = subprocess.run(["systemd-analyze", "verify", "--man=no", str(service), str(timer)],
                           capture_output=True, text=True, timeout=60)
     problems = [line for line in proc.stderr.splitlines()
                 if "abri-upgrade" in line and "not found" not in line]
     assert not problems, proc.stderr
-    again = abri("site", "set", "upgrade_timer=Sun 04:00", "--site", site_dir)
+    again = abri("site", "set", f"{setting}=Sun 04:00", "--site", site_dir)
     assert again.code == 0 and "wrote" not in again.err  # unchanged: not rewritten
 
-    off = abri("site", "set", "upgrade_timer=", "--site", site_dir)
+    off = abri("site", "set", f"{setting}=", "--site", site_dir)
     assert off.code == 0, off.err
     assert not service.exists() and not timer.exists()
     assert "timer is off" in off.err

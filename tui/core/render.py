@@ -109,7 +109,7 @@ def site_vars(site: Site) -> str:
         "abri_backup_repository": site.settings.backup_repository,
         **{f"abri_{k}": getattr(site.settings, k) for k in
            ("backup_keep_daily", "backup_keep_weekly", "backup_keep_monthly",
-            "upgrade_timer")},
+            "upgrade_timer", "verify_timer")},
         "abri_images": dict(sorted(site.image_pins.items())),
     }
     note = ("# Managed by abri: site settings ('abri site set KEY=VALUE') and the image each "

@@ -53,9 +53,11 @@ class SiteSettings:
     #: when this machine runs 'abri upgrade --patch' for the site (a systemd calendar
     #: expression such as 'Sun 04:00'); empty: never (tui.core.timers)
     upgrade_timer: str = ""
+    #: when this machine runs 'abri backup --verify' (trial restores) for the site
+    verify_timer: str = ""
 
     FIELDS = ("registry_mirror", "registry_insecure", "stacks_root", "backup_repository",
-              *KEEP_FIELDS, "upgrade_timer")
+              *KEEP_FIELDS, "upgrade_timer", "verify_timer")
 
     def set(self, key: str, raw: Any) -> None:
         """Set one site setting from user input; ValueError says what would be valid."""
@@ -76,10 +78,10 @@ class SiteSettings:
                 raise ValueError(f"{raw!r} is not a whole number of backups from 0 to 1000 "
                                  "(0 keeps none by this rule)")
             setattr(self, key, int(text))
-        elif key == "upgrade_timer":
+        elif key in ("upgrade_timer", "verify_timer"):
             from tui.core import timers
 
-            self.upgrade_timer = timers.check_calendar(str(raw))
+            setattr(self, key, timers.check_calendar(str(raw)))
         else:
             raise KeyError(key)
 

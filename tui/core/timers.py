@@ -1,14 +1,17 @@
-"""Unattended patch upgrades: a systemd timer on this machine (the controller, which holds the
-site and its vault password) that runs ``abri upgrade --patch`` for the site, through the
-same snapshot, health gate and rollback as by hand.
+"""The site's timers: systemd timers on this machine (the controller, which holds the site
+and its vault password) that run an abri command for the site unattended:
 
-The site setting ``upgrade_timer`` switches it on with a systemd calendar expression (``Sun
-04:00``, ``daily``); empty switches it off. ``abri site set`` then writes (or removes) the
-units ``abri-upgrade-<site id>.service`` and ``.timer``: for root in /etc/systemd/system,
-otherwise in the user's ``~/.config/systemd/user`` (``ABRI_SYSTEMD_DIR`` overrides, for tests),
-and enables them with systemctl when systemd runs here. The units are this machine's (they
-name its paths), not the site's: a second controller of the same site sets the timer there
-by running the same ``abri site set``.
+* ``upgrade_timer``: ``abri upgrade --patch``, through the same snapshot, health gate and
+  rollback as by hand (a rolled-back run, exit 3, is a finished job);
+* ``verify_timer``: ``abri backup --verify``, the trial restores that prove the backups.
+
+Each site setting holds a systemd calendar expression (``Sun 04:00``, ``weekly``); empty
+switches the timer off. ``abri site set`` then writes (or removes) the units
+``abri-<name>-<site id>.service`` and ``.timer``: for root in /etc/systemd/system, otherwise in
+the user's ``~/.config/systemd/user`` (``ABRI_SYSTEMD_DIR`` overrides, for tests), and enables
+them with systemctl when systemd runs here. The units are this machine's (they name its
+paths), not the site's: a second controller of the same site sets the timer there by running
+the same ``abri site set``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +32,22 @@ if TYPE_CHECKING:
     from tui.core.site import Site
 
 _CALENDAR = re.compile(r"^[A-Za-z0-9 :*,./~-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Timer:
+    setting: str  # the site setting that holds its calendar
+    name: str  # abri-<name>-<site id>
+    command: tuple[str, ...]  # abri's arguments
+    what: str
+    success: tuple[int, ...] = ()  # exit codes besides 0 that end the job as done
+
+
+TIMERS = (
+    Timer("upgrade_timer", "upgrade", ("upgrade", "--patch"), "patch upgrades", (3,)),
+    Timer("verify_timer", "verify", ("backup", "--verify"), "trial restores of the backups"),
+)
+SETTINGS = tuple(t.setting for t in TIMERS)
 
 
 def check_calendar(value: str) -> str:
@@ -50,8 +70,8 @@ def check_calendar(value: str) -> str:
     return value
 
 
-def unit_name(site: Site) -> str:
-    return f"abri-upgrade-{site.site_id}"
+def unit_name(site: Site, timer: Timer) -> str:
+    return f"abri-{timer.name}-{site.site_id}"
 
 
 def unit_dir() -> Path:
@@ -78,39 +98,36 @@ def _abri() -> str:
     return str(script) if script.exists() else shutil.which("abri") or "abri"
 
 
-def render(site: Site) -> dict[str, str]:
-    """File name -> content of the service and the timer."""
+def render(site: Site, timer: Timer) -> dict[str, str]:
+    """File name -> content of the timer's service and timer units."""
     from tui.core import secrets as vault
 
-    name = unit_name(site)
+    name = unit_name(site, timer)
     where = str(site.path.resolve())
     password = vault.vault_password_file(site.site_id)
+    note = f"# Written by abri ('abri site set {timer.setting}=...'); it rewrites this file.\n"
+    title = f"Description=abri: {timer.what} of the smart-home site in {where}\n"
     service = (
-        "# Written by abri ('abri site set upgrade_timer=...'); it rewrites this file.\n"
-        "[Unit]\n"
-        f"Description=abri: patch upgrades of the smart-home site in {where}\n"
+        note + "[Unit]\n" + title +
         "Wants=network-online.target\n"
         "After=network-online.target\n\n"
         "[Service]\n"
         "Type=oneshot\n"
         f"Environment={_quoted('ABRI_VAULT_PASSWORD_FILE=' + str(password))}\n"
         f"Environment={_quoted('ABRI_CONFIG_HOME=' + str(paths.config_home()))}\n"
-        f"ExecStart={_quoted(_abri())} upgrade --patch --site {_quoted(where)}\n"
-        # 0 upgraded, 3 rolled back (the old release serves): both are a finished job
-        "SuccessExitStatus=3\n"
+        f"ExecStart={_quoted(_abri())} {' '.join(timer.command)} --site {_quoted(where)}\n"
+        + (f"SuccessExitStatus={' '.join(map(str, timer.success))}\n" if timer.success else "")
     )
-    timer = (
-        "# Written by abri ('abri site set upgrade_timer=...'); it rewrites this file.\n"
-        "[Unit]\n"
-        f"Description=abri: patch upgrades of the smart-home site in {where}\n\n"
+    unit = (
+        note + "[Unit]\n" + title + "\n"
         "[Timer]\n"
-        f"OnCalendar={site.settings.upgrade_timer}\n"
+        f"OnCalendar={getattr(site.settings, timer.setting)}\n"
         "Persistent=true\n"
         "RandomizedDelaySec=15min\n\n"
         "[Install]\n"
         "WantedBy=timers.target\n"
     )
-    return {f"{name}.service": service, f"{name}.timer": timer}
+    return {f"{name}.service": service, f"{name}.timer": unit}
 
 
 def _systemctl(*args: str) -> subprocess.CompletedProcess | None:
@@ -121,13 +138,23 @@ def _systemctl(*args: str) -> subprocess.CompletedProcess | None:
     return subprocess.run([tool, *user, *args], capture_output=True, text=True, timeout=60)
 
 
-def apply(site: Site) -> list[str]:
-    """Write and enable the units when the site's upgrade_timer is set, disable and remove
-    them when it is empty. Returns what was done, a line each."""
-    directory = unit_dir()
-    name = unit_name(site)
+def apply(site: Site, settings: list[str] | tuple[str, ...] = SETTINGS) -> list[str]:
+    """For each timer whose setting is named: write and enable its units when the site's
+    setting holds a calendar, disable and remove them when it is empty. Returns what was
+    done, a line each."""
     said: list[str] = []
-    if not site.settings.upgrade_timer:
+    for timer in TIMERS:
+        if timer.setting in settings:
+            said += _apply(site, timer)
+    return said
+
+
+def _apply(site: Site, timer: Timer) -> list[str]:
+    directory = unit_dir()
+    name = unit_name(site, timer)
+    calendar = getattr(site.settings, timer.setting)
+    said: list[str] = []
+    if not calendar:
         present = [directory / f"{name}.{kind}" for kind in ("timer", "service")
                    if (directory / f"{name}.{kind}").exists()]
         if not present:
@@ -136,9 +163,9 @@ def apply(site: Site) -> list[str]:
         for path in present:
             path.unlink()
         _systemctl("daemon-reload")
-        return [f"the patch-upgrade timer is off: removed {', '.join(map(str, present))}"]
+        return [f"the {timer.what} timer is off: removed {', '.join(map(str, present))}"]
     directory.mkdir(parents=True, exist_ok=True)
-    for file, text in render(site).items():
+    for file, text in render(site, timer).items():
         path = directory / file
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             write_atomic(path, text)
@@ -153,6 +180,6 @@ def apply(site: Site) -> list[str]:
         said.append(f"systemctl could not enable {name}.timer: "
                     f"{(enabled.stderr.strip().splitlines() or ['no reason given'])[-1]}")
     else:
-        said.append(f"the patch-upgrade timer runs '{site.settings.upgrade_timer}': "
-                    f"{name}.timer ('abri upgrade --patch', rolled back by itself on failure)")
+        said.append(f"the {timer.what} timer runs '{calendar}': {name}.timer "
+                    f"('abri {' '.join(timer.command)}')")
     return said
