@@ -399,3 +399,51 @@ def test_prepare_config_finds_the_owner_and_checks_the_password(tmp_path):
     assert ha_import.owner_password_fits(config, "jan", "owners-pass") is True
     assert ha_import.owner_password_fits(config, "jan", "nope") is False
     assert ha_import.owner_password_fits(config, "nobody", "nope") is None
+
+
+def _plain_backup(tmp: Path, members: list[tarfile.TarInfo], payload: bytes = b"x") -> Path:
+    """An unencrypted backup whose homeassistant.tar.gz holds exactly members."""
+    inner = io.BytesIO()
+    with tarfile.open(fileobj=inner, mode="w:gz") as tar:
+        for m in members:
+            if m.isfile():
+                m.size = len(payload)
+                tar.addfile(m, io.BytesIO(payload))
+            else:
+                tar.addfile(m)
+    path = tmp / "crafted.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, raw in (("backup.json", json.dumps({
+                "slug": "c", "protected": False,
+                "homeassistant": {"version": "2026.2.3"}}).encode()),
+                ("homeassistant.tar.gz", inner.getvalue())):
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    return path
+
+
+def test_hard_links_inside_data_are_kept(tmp_path):
+    f = tarfile.TarInfo("data/configuration.yaml")
+    link = tarfile.TarInfo("data/copy.yaml")
+    link.type, link.linkname = tarfile.LNKTYPE, "data/configuration.yaml"
+    b = ha_backup.read(_plain_backup(tmp_path, [f, link]))
+    out = tmp_path / "out"
+    assert ha_backup.extract_config(b, None, out) == ["configuration.yaml", "copy.yaml"]
+    assert (out / "copy.yaml").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("name,kind,linkname", [
+    ("data/../../escaped.txt", tarfile.REGTYPE, ""),
+    ("data/evil", tarfile.SYMTYPE, "/etc/passwd"),
+    ("data/evil", tarfile.SYMTYPE, "../../../etc"),
+])
+def test_members_leaving_the_folder_are_refused(tmp_path, name, kind, linkname):
+    m = tarfile.TarInfo(name)
+    m.type, m.linkname = kind, linkname
+    b = ha_backup.read(_plain_backup(tmp_path, [m]))
+    out = tmp_path / "deep" / "out"
+    with pytest.raises(AbriError, match="cannot be unpacked"):
+        ha_backup.extract_config(b, None, out)
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "deep" /
+                                                            "escaped.txt").exists()

@@ -288,6 +288,8 @@ def extract_config(backup: HaBackup, password: str | None, dest: Path,
                         if not database and rel.split("/")[0].startswith(DATABASE):
                             continue
                         m.name = rel
+                        if m.islnk():  # a hard link names its target from the archive's root
+                            m.linkname = m.linkname.removeprefix("./").removeprefix("data/")
                         inner.extract(m, dest, filter="data")
                         written.append(rel)
         except (securetar.SecureTarError, tarfile.TarError, EOFError) as exc:

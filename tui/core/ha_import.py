@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
@@ -347,10 +348,11 @@ def run(site: Site, checked: Checked, host: str, keep_database: bool = True) -> 
         if not result.ok:
             return 1
         made = backups.made_rows(result)
+        undo = (f"'abri restore {host} --snapshot {made[0]['short_id']}' puts back what "
+                f"{host} held before the import") if made else ""
         if made:
             print(backups.format_made(made))
-            print(f"  (undo the import with 'abri restore {host} --snapshot "
-                  f"{made[0]['short_id']}')")
+            print(f"  ({undo})")
         print(f"\n[4/5] Putting the backup's configuration in place on {host}")
         result = runner.run_site(site, "import", limit=host, on_progress=progress,
                                  extra_vars={"abri_import_stack": stack.name,
@@ -358,6 +360,8 @@ def run(site: Site, checked: Checked, host: str, keep_database: bool = True) -> 
                                              "abri_import_archive": str(archive)})
     runner.print_recap(result)
     if not result.ok:
+        if undo:
+            print(f"abri: the import did not complete; {undo}", file=sys.stderr)
         return 1
     for note in prepared.notes:
         print(f"  {note}")
@@ -372,4 +376,8 @@ def run(site: Site, checked: Checked, host: str, keep_database: bool = True) -> 
     print(f"  owner account kept: {prepared.owner or '(none found)'}; abri logs in with the "
           "password you gave (kept in the site's vault)")
     print(f"\n[5/5] Applying {host} and checking it")
-    return runner.run_cli(site, "apply", limit=host, verify=True)
+    code = runner.run_cli(site, "apply", limit=host, verify=True)
+    if code != 0 and undo:
+        print(f"abri: the imported Home Assistant did not pass; fix what is said above and "
+              f"run 'abri apply --limit {host}', or {undo}", file=sys.stderr)
+    return code
