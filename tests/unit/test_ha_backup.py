@@ -447,3 +447,23 @@ def test_members_leaving_the_folder_are_refused(tmp_path, name, kind, linkname):
         ha_backup.extract_config(b, None, out)
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "deep" /
                                                             "escaped.txt").exists()
+
+
+def test_addons_and_folders_are_said_to_stay_in_the_backup(tmp_path):
+    from tui.core import ha_import
+
+    b = ha_backup.read(make_backup(tmp_path, version=None, meta={
+        "addons": [{"slug": "core_mosquitto", "name": "Mosquitto broker"}],
+        "folders": ["share"]}))
+    assert ha_import.left_out(b) == [
+        "add-on Mosquitto broker (core_mosquitto): not imported (no import for add-ons yet); "
+        "its data stays in the backup",
+        "folder share: not imported; it stays in the backup"]
+
+
+def test_cli_dry_run_lists_what_stays_in_the_backup(abri, ha_site, tmp_path):
+    path = make_backup(tmp_path, version=None, meta={
+        "addons": [{"slug": "a0d7b954_nodered", "name": "Node-RED", "version": "19.0.0"}]})
+    r = abri("import-ha-backup", path, "--host", "pi", "--dry-run", "--site", ha_site)
+    assert r.code == 0, r.err
+    assert "add-on Node-RED (a0d7b954_nodered): not imported" in r.out

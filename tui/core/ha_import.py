@@ -234,6 +234,15 @@ def prepare_config(config: Path, remove: set[str], mqtt: dict[str, Any] | None) 
     return Prepared(owner=owner_of(config), notes=notes)
 
 
+def left_out(backup: ha_backup.HaBackup) -> list[str]:
+    """What the backup holds that an import does not bring (add-ons, Supervisor's folders):
+    it stays in the archive."""
+    out = [f"add-on {a.get('name') or a.get('slug')} ({a.get('slug')}): not imported (no "
+           "import for add-ons yet); its data stays in the backup" for a in backup.addons]
+    out += [f"folder {f}: not imported; it stays in the backup" for f in backup.folders]
+    return out
+
+
 # ---------------------------------------------------------------- the import
 @dataclass
 class Checked:
@@ -365,6 +374,8 @@ def run(site: Site, checked: Checked, host: str, keep_database: bool = True) -> 
         return 1
     for note in prepared.notes:
         print(f"  {note}")
+    for line in left_out(checked.backup):
+        print(f"  {line}")
     if sets:
         site.set_stack(host, stack.name, sets)
     secrets = site.secrets.setdefault(host, {}).setdefault(stack.name, {})
