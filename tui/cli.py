@@ -223,6 +223,32 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     _site_option(q)
     q.add_argument("source")
     q.add_argument("target")
+    q = sub.add_parser("import-ha-backup", help="bring a Home Assistant backup (from Home "
+                       "Assistant OS, a Raspberry Pi, another install) into HOST's Home "
+                       "Assistant",
+                       description="Read a backup downloaded from Home Assistant (Settings > "
+                       "System > Backups), show what it holds and check it (the archive, the "
+                       "password, the Home Assistant version). Then, unless --dry-run: "
+                       "deploy HOST, take a safety snapshot of its Home Assistant data, put "
+                       "the backup's configuration and database in place (with abri's rules: "
+                       "no cloud integrations, MQTT on the site's broker), keep the backup's "
+                       "owner account, apply and verify. A refused backup exits 2 and "
+                       "changes nothing.")
+    _site_option(q)
+    _password_options(q)
+    q.add_argument("file", type=Path, metavar="FILE", help="the backup (.tar)")
+    q.add_argument("--host", required=True, metavar="HOST", help="the host whose Home "
+                   "Assistant receives it")
+    q.add_argument("--password-file", type=Path, metavar="F", help="a file holding the "
+                   "backup's password (its encryption key), for a protected backup")
+    q.add_argument("--owner-password-file", type=Path, metavar="F", help="a file holding "
+                   "the password of the backup's owner account (abri logs in with it; kept "
+                   "in the site's vault)")
+    q.add_argument("--no-database", action="store_true", help="leave the recorder's "
+                   "history (home-assistant_v2.db) out")
+    q.add_argument("--dry-run", action="store_true", help="show what the backup holds, "
+                   "check it, and change nothing")
+    _json_option(q)
     return parser
 
 
@@ -701,6 +727,27 @@ def cmd_migrate(args) -> int:
     return migrate.run(site, args.source, args.target)
 
 
+def cmd_import_ha_backup(args) -> int:
+    from tui.core import ha_backup, ha_import
+
+    site = _load(args)
+    password = ha_backup.read_password_file(args.password_file)
+    owner = ha_backup.read_password_file(args.owner_password_file, "--owner-password-file")
+    checked = ha_import.check(site, args.file.expanduser(), args.host, password, owner,
+                              dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps(checked.backup.summary(), indent=2))
+    else:
+        print(ha_backup.format_summary(checked.backup))
+        for line in ha_import.left_out(checked.backup):
+            print(f"  {line}")
+    if args.dry_run:
+        print(f"\nThe backup can be imported into {checked.stack} on {args.host} (dry run: "
+              "nothing changed)", file=sys.stderr if args.json else sys.stdout)
+        return EXIT_OK
+    return ha_import.run(site, checked, args.host, keep_database=not args.no_database)
+
+
 def open_tui(site_dir: Path) -> int:
     from tui.app.app import make_app
 
@@ -712,7 +759,8 @@ def open_tui(site_dir: Path) -> int:
 COMMANDS = {"init": cmd_init, "site": cmd_site, "host": cmd_host, "stack": cmd_stack,
             "plan": cmd_run, "apply": cmd_run, "verify": cmd_run, "upgrade": cmd_upgrade,
             "secrets": cmd_secrets, "backup": cmd_backup, "backups": cmd_backups,
-            "restore": cmd_restore, "migrate": cmd_migrate}
+            "restore": cmd_restore, "migrate": cmd_migrate,
+            "import-ha-backup": cmd_import_ha_backup}
 
 
 def _stdout_gone() -> int:

@@ -16,7 +16,7 @@ def test_help_on_every_command(abri):
                  ["host", "remove"], ["stack", "show"], ["site", "show"],
                  ["stack", "list"], ["stack", "add"], ["stack", "remove"], ["plan"],
                  ["apply"], ["verify"], ["site", "set"], ["backup"], ["backups"],
-                 ["restore"]):
+                 ["restore"], ["import-ha-backup"]):
         result = abri(*args, "--help")
         assert result.code == 0, args
         assert "usage: abri" in result.out

@@ -54,7 +54,8 @@ def _password_file(site: Path) -> str:
 
 @pytest.mark.parametrize("playbook", ["site.yml", str(PLAYBOOKS / "deploy.yml"),
                                       str(PLAYBOOKS / "backup.yml"),
-                                      str(PLAYBOOKS / "restore.yml")])
+                                      str(PLAYBOOKS / "restore.yml"),
+                                      str(PLAYBOOKS / "import.yml")])
 def test_syntax_check(abri, tmp_path, playbook):
     site = _site(abri, tmp_path)
     run = subprocess.run(

@@ -108,7 +108,7 @@ def _guarded_path(private: Path, path: str) -> str:
 
 #: the playbook of each mode that is not the site's own site.yml (kit playbooks, reached
 #: through the site's .abri/kit link; they run with plain ansible-playbook too)
-KIT_PLAYBOOKS = {"backup": "backup.yml", "restore": "restore.yml"}
+KIT_PLAYBOOKS = {"backup": "backup.yml", "restore": "restore.yml", "import": "import.yml"}
 
 
 def run_site(site: Site, mode: str = "apply", limit: str | None = None,

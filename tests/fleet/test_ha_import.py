@@ -1,0 +1,220 @@
+"""Import a REAL Home Assistant backup through `abri import-ha-backup`, on one Debian 13 fleet
+host:
+
+* site A deploys Mosquitto + Home Assistant 2026.2.3 (the last release on Debian 13's
+  Python; its backups are SecureTar v2), and state is made through the real APIs: an
+  automation, a second user with a login, a state the recorder writes to its database;
+* Home Assistant makes a password-protected backup with its own websocket API
+  (backup/generate to backup.local, the database included), which the test copies out of
+  config/backups/;
+* bad input is refused with exit 2 and nothing changed: a wrong password, no owner password;
+* the host is wiped (containers, /opt/abri), and site B, a fresh site with other
+  credentials, imports the backup onto it: the import deploys B's stacks, takes a safety
+  snapshot, puts the configuration and database in place, points the MQTT entry at B's
+  broker with B's account, keeps the backup's owner (logging in with the password given),
+  applies and verifies;
+* on B: the automation, the second user (listed, logs in), the recorded state in a database
+  that passes integrity_check, configuration.yaml still including abri's part, verify green,
+  and a second apply changes nothing.
+
+Timings are printed (run with -s); tests never assert on wall-clock time.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets as _random
+import tarfile
+import time
+from pathlib import Path
+
+import harness
+import pytest
+import yaml
+from test_backup import _http, _owner_logs_in, _run, _second_user, _users, _ws
+from test_deploy import _CONFIG_HOME, NESTED_ENGINE_OPTIONS, _abri, _recap, _secrets
+
+pytestmark = pytest.mark.fleet
+
+OLD = "2026.2.3"
+REPO = "homeassistant/home-assistant"
+HA_CONFIG = "/opt/abri/homeassistant/config"
+SENSOR = "sensor.abri_import_probe"
+AUTOMATION_ID = "abri_import_probe"
+BACKUP_PASSWORD = "import-" + "probe-" * 3
+
+DB_CHECK = r"""
+import json, sqlite3, sys
+db = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True)
+integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+rows = db.execute("SELECT s.state FROM states s JOIN states_meta m ON s.metadata_id = "
+                  "m.metadata_id WHERE m.entity_id = ?", (sys.argv[2],)).fetchall()
+print(json.dumps({"integrity": integrity, "states": [r[0] for r in rows]}))
+"""
+
+
+@pytest.fixture(autouse=True)
+def _own_config_home(tmp_path):
+    _CONFIG_HOME["ABRI_CONFIG_HOME"] = str(tmp_path / "abri-config")
+    yield
+    _CONFIG_HOME.clear()
+
+
+def _database(host) -> dict:
+    return json.loads(host.exec(f"python3 - {HA_CONFIG}/home-assistant_v2.db {SENSOR}",
+                                input=DB_CHECK).stdout)
+
+
+def _site(tmp_path: Path, name: str, host, registry: str) -> Path:
+    site = tmp_path / name
+    _abri("init", "--site", str(site))
+    _abri("host", "add", "--site", str(site), "--kind", "ssh", "--address", host.address,
+          "--user", host.ssh_user, "--key", str(host.key_path), "h1")
+    for stack in ("mosquitto", "homeassistant"):
+        _abri("stack", "add", "--site", str(site), "h1", stack)
+    _abri("site", "set", "--site", str(site), f"registry_mirror={registry}",
+          "registry_insecure=true", f"backup_repository=/srv/abri-backup-{name}")
+    (site / "group_vars" / "all" / "local.yml").write_text(
+        "---\n# this machine's LAN overlaps Docker's default ranges\n"
+        f"docker_engine_daemon_options: {json.dumps(NESTED_ENGINE_OPTIONS)}\n")
+    site_vars = site / "group_vars" / "all" / "abri.yml"
+    site_vars.write_text(site_vars.read_text().replace(f"{REPO}:{harness.HA_VERSION}",
+                                                       f"{REPO}:{OLD}"))
+    pins = yaml.safe_load(site_vars.read_text())["abri_images"]
+    assert pins["homeassistant"] == f"docker.io/{REPO}:{OLD}"
+    return site
+
+
+def _make_backup(base: str, token: str, host, tmp_path: Path) -> Path:
+    """A protected backup made by Home Assistant itself; copied out of the host."""
+    before = set(host.exec(f"ls {HA_CONFIG}/backups 2>/dev/null || true").stdout.split())
+    started, = _ws(base, token, {"type": "backup/generate", "agent_ids": ["backup.local"],
+                                 "password": BACKUP_PASSWORD, "name": "abri import probe",
+                                 "include_homeassistant": True, "include_database": True})
+    assert started["success"], started
+    deadline = time.monotonic() + 300
+    new: set[str] = set()
+    while time.monotonic() < deadline:
+        info, = _ws(base, token, {"type": "backup/info"})
+        assert info["success"], info
+        new = set(host.exec(f"ls {HA_CONFIG}/backups 2>/dev/null || true").stdout.split()
+                  ) - before
+        if info["result"].get("backups") and new:  # listed once the file is complete
+            break
+        time.sleep(3)
+    assert new, "Home Assistant made no backup file"
+    name, = new
+    local = tmp_path / name
+    harness.docker("cp", f"{host.name}:{HA_CONFIG}/backups/{name}", str(local))
+    return local
+
+
+def test_import_a_real_home_assistant_backup(fleet, fleet_registry, tmp_path):
+    registry = fleet_registry.address
+    old_image = harness.build_homeassistant_image(version=OLD)
+    harness.push_image(old_image.ref, registry, REPO, [OLD])
+    host = fleet(1, image="prepared")[0]
+    host.exec("mkdir -p /srv")
+
+    # ---- site A: Home Assistant 2026.2.3 with state
+    a = _site(tmp_path, "a", host, registry)
+    first, _ = _run(a, "apply")
+    assert first.returncode == 0, first.stdout[-8000:] + first.stderr[-3000:]
+    secrets_a = _secrets(a, "h1")
+    token = secrets_a["homeassistant"]["token"]
+    owner_pw = secrets_a["homeassistant"]["owner_password"]
+    base = f"http://{host.address}:8123"
+    automation = {"alias": "Import probe", "description": "made by test_ha_import",
+                  "triggers": [{"trigger": "time", "at": "05:45:00"}],
+                  "conditions": [], "actions": [{"delay": {"seconds": 1}}], "mode": "single"}
+    status, answer = _http(base, "POST", f"/api/config/automation/config/{AUTOMATION_ID}",
+                           token, automation)
+    assert status == 200 and answer == {"result": "ok"}, (status, answer)
+    second_pw = _random.token_urlsafe(12)
+    second_id = _second_user(base, token, second_pw)
+    status, _ = _http(base, "POST", f"/api/states/{SENSOR}", token,
+                      {"state": "19.5", "attributes": {"unit_of_measurement": "°C"}})
+    assert status in (200, 201), status
+    deadline = time.monotonic() + 60
+    while "19.5" not in _database(host)["states"] and time.monotonic() < deadline:
+        time.sleep(2)
+    assert "19.5" in _database(host)["states"]
+    entries_a = json.loads(host.exec(f"cat {HA_CONFIG}/.storage/core.config_entries").stdout)
+    mqtt_a, = [e for e in entries_a["data"]["entries"] if e["domain"] == "mqtt"]
+
+    start = time.monotonic()
+    backup = _make_backup(base, token, host, tmp_path)
+    print(f"\n[test_ha_import] Home Assistant made {backup.name} "
+          f"({backup.stat().st_size} bytes) in {time.monotonic() - start:.1f}s")
+    with tarfile.open(backup) as tar:
+        meta = json.load(tar.extractfile(next(m for m in tar.getmembers()
+                                              if m.name.endswith("backup.json"))))
+        inner = next(m for m in tar.getmembers() if m.name.endswith("homeassistant.tar.gz"))
+        head = tar.extractfile(inner).read(10)
+    assert meta["protected"] is True and meta["homeassistant"]["version"] == OLD, meta
+    assert head[:9] == b"SecureTar" and head[9] == 2, head  # Home Assistant 2026.2: v2
+
+    # ---- site B on the same host, wiped first
+    host.exec("docker ps -aq --filter label=org.abri.stack | xargs -r docker rm -f",
+              timeout=180)
+    host.exec("rm -rf /opt/abri /var/lib/abri/backup-stopped")
+    b = _site(tmp_path, "b", host, registry)
+    pw = tmp_path / "backup-password"
+    pw.write_text(BACKUP_PASSWORD + "\n")
+    owner_file = tmp_path / "owner-password"
+    owner_file.write_text(owner_pw + "\n")
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password\n")
+
+    dry, _ = _run(b, "import-ha-backup", str(backup), "--host", "h1", "--password-file",
+                  str(pw), "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert f"Home Assistant {OLD}" in dry.stdout and "SecureTar v2" in dry.stdout, dry.stdout
+    assert "Database       included" in dry.stdout, dry.stdout
+    refused, _ = _run(b, "import-ha-backup", str(backup), "--host", "h1", "--password-file",
+                      str(wrong), "--owner-password-file", str(owner_file))
+    assert refused.returncode == 2 and "password: is wrong" in refused.stderr, refused.stderr
+    refused, _ = _run(b, "import-ha-backup", str(backup), "--host", "h1", "--password-file",
+                      str(pw))
+    assert refused.returncode == 2 and "--owner-password-file: is needed" in refused.stderr
+    assert host.exec("test -e /opt/abri", check=False).returncode != 0  # nothing ran
+
+    done, seconds = _run(b, "import-ha-backup", str(backup), "--host", "h1",
+                         "--password-file", str(pw), "--owner-password-file",
+                         str(owner_file))
+    print(done.stdout[-6000:])
+    assert done.returncode == 0, done.stdout[-10000:] + done.stderr[-3000:]
+    print(f"[test_ha_import] import: {seconds:.1f}s")
+    assert "Safety snapshot" in done.stdout and "snapshot" in done.stdout
+    assert "owner account kept: owner" in done.stdout, done.stdout
+    for secret in (BACKUP_PASSWORD, owner_pw, second_pw):
+        assert secret not in done.stdout + done.stderr
+
+    # ---- site B holds site A's Home Assistant
+    secrets_b = _secrets(b, "h1")
+    token_b = secrets_b["homeassistant"]["token"]
+    assert secrets_b["homeassistant"]["owner_password"] == owner_pw
+    status, auto = _http(base, "GET", f"/api/config/automation/config/{AUTOMATION_ID}",
+                         token_b)
+    assert status == 200 and auto["alias"] == "Import probe", (status, auto)
+    assert second_id in _users(base, token_b)
+    assert _owner_logs_in(base, "second", second_pw)
+    assert _owner_logs_in(base, "owner", owner_pw)
+    db = _database(host)
+    assert db["integrity"] == "ok" and "19.5" in db["states"], db
+    conf = host.exec(f"cat {HA_CONFIG}/configuration.yaml").stdout
+    assert "homeassistant: !include abri/core.yaml" in conf, conf
+    entries_b = json.loads(host.exec(f"cat {HA_CONFIG}/.storage/core.config_entries").stdout)
+    mqtt_b, = [e for e in entries_b["data"]["entries"] if e["domain"] == "mqtt"]
+    assert mqtt_b["entry_id"] == mqtt_a["entry_id"]  # the same entry, its devices kept
+    assert mqtt_b["data"]["password"] == secrets_b["homeassistant"]["mqtt_password"]
+    assert mqtt_b["data"]["password"] != mqtt_a["data"]["password"]
+    status, states = _http(base, "GET", "/api/states", token_b)
+    assert status == 200
+    assert not [s for s in states if s["entity_id"].startswith("binary_sensor.remote_ui")]
+
+    checked, _ = _run(b, "verify")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    again, _ = _run(b, "apply")
+    assert again.returncode == 0, again.stdout[-6000:] + again.stderr[-3000:]
+    assert _recap(again.stdout, "h1")["changed"] == 0, again.stdout[-6000:]

@@ -1,0 +1,469 @@
+"""Reading and checking Home Assistant's own backups (tui/core/ha_backup.py), on real archives
+written by the securetar library itself (the code Home Assistant writes its backups with),
+in Home Assistant Core's layout: a plain tar holding backup.json and homeassistant.tar.gz,
+whose data/ folder is the configuration."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+import securetar
+
+from tui.core import ha_backup
+from tui.core.errors import AbriError
+
+PASSWORD = "hunter2-correct-horse"
+
+CONFIG = {
+    "configuration.yaml": "default_config:\n\nautomation: !include automations.yaml\n",
+    "automations.yaml": "- id: '1'\n  alias: Porch light\n  triggers: []\n  actions: []\n",
+    ".storage/core.config_entries": json.dumps({"version": 1, "minor_version": 5, "key":
+                                                "core.config_entries", "data": {"entries": []}}),
+    "home-assistant_v2.db": "not really sqlite, but bytes all the same\n" * 50,
+}
+
+
+def make_backup(tmp: Path, version: int | None = 2, password: str | None = PASSWORD,
+                ha_version: str = "2026.2.3", files: dict[str, str] | None = None,
+                meta: dict | None = None, name: str = "backup.tar",
+                exclude_database: bool = False) -> Path:
+    """A backup as Home Assistant Core writes one (backup/util.py): the outer tar by
+    securetar's SecureTarArchive, backup.json as ./backup.json, and Home Assistant's member
+    made with create_tar + atomic_contents_add(arcname='data')."""
+    src = tmp / f"config-src-{name}"
+    for rel, text in (files if files is not None else CONFIG).items():
+        p = src / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    src.mkdir(exist_ok=True)
+    protected = version is not None
+    data = {"compressed": True, "date": "2026-11-30T10:00:00.000000+00:00",
+            "extra": {"instance_id": "abc", "with_automatic_settings": False},
+            "homeassistant": {"exclude_database": exclude_database, "version": ha_version},
+            "name": "Automatic backup 2026.2.3", "protected": protected,
+            "slug": "5f3a9c1e", "type": "partial", "version": 2,
+            "folders": [], "addons": []}
+    data.update(meta or {})
+    path = tmp / name
+    kwargs = {"password": password, "create_version": version} if protected else {}
+    with securetar.SecureTarArchive(path, "w", **kwargs) as archive:
+        raw = json.dumps(data).encode()
+        info = tarfile.TarInfo("./backup.json")
+        info.size = len(raw)
+        archive.tar.addfile(info, io.BytesIO(raw))
+        with archive.create_tar("./homeassistant.tar.gz") as inner:
+            securetar.atomic_contents_add(tar_file=inner, origin_path=src,
+                                          file_filter=lambda _: False, arcname="data")
+    return path
+
+
+@pytest.mark.parametrize("version", [2, 3, None])
+def test_reads_and_unpacks_real_archives(tmp_path, version):
+    path = make_backup(tmp_path, version=version,
+                       password=PASSWORD if version else None)
+    b = ha_backup.read(path)
+    assert (b.ha_version, b.slug, b.protected, b.securetar) == (
+        "2026.2.3", "5f3a9c1e", version is not None, version)
+    assert b.database is True and b.size == path.stat().st_size
+    summary = ha_backup.format_summary(b)
+    assert "2026.2.3" in summary and "Database       included" in summary
+    assert PASSWORD not in summary
+    ha_backup.check_password(b, PASSWORD if version else None)
+    out = tmp_path / "out"
+    written = ha_backup.extract_config(b, PASSWORD if version else None, out)
+    assert "automations.yaml" in written and ".storage/core.config_entries" in written
+    assert (out / "automations.yaml").read_text() == CONFIG["automations.yaml"]
+    assert (out / "home-assistant_v2.db").read_text() == CONFIG["home-assistant_v2.db"]
+
+
+def test_database_left_out_when_asked(tmp_path):
+    b = ha_backup.read(make_backup(tmp_path, version=3))
+    written = ha_backup.extract_config(b, PASSWORD, tmp_path / "out", database=False)
+    assert "home-assistant_v2.db" not in written and "configuration.yaml" in written
+
+
+def test_exclude_database_shown(tmp_path):
+    b = ha_backup.read(make_backup(tmp_path, version=None, exclude_database=True))
+    assert b.database is False
+    assert "Database       not included" in ha_backup.format_summary(b)
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_wrong_password_refused(tmp_path, version):
+    b = ha_backup.read(make_backup(tmp_path, version=version))
+    with pytest.raises(AbriError) as exc:
+        ha_backup.check_password(b, "not-the-password")
+    text = str(exc.value)
+    assert "password: is wrong" in text and str(b.path) in text
+    assert "not-the-password" not in text and PASSWORD not in text
+    if version == 3:
+        assert "validation key" in text
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_missing_password_refused(tmp_path, version):
+    b = ha_backup.read(make_backup(tmp_path, version=version))
+    with pytest.raises(AbriError, match=f"is needed: the backup is protected .SecureTar "
+                       f"v{version}.; give it with --password-file"):
+        ha_backup.check_password(b, None)
+
+
+def test_not_a_tar(tmp_path):
+    path = tmp_path / "photo.tar"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 2000)
+    with pytest.raises(AbriError, match="is not a tar archive"):
+        ha_backup.read(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(AbriError, match="does not exist or is not a file"):
+        ha_backup.read(tmp_path / "nope.tar")
+
+
+def test_truncated(tmp_path):
+    path = make_backup(tmp_path, version=2)
+    with tarfile.open(path) as tar:
+        m = next(m for m in tar.getmembers() if m.name.endswith("homeassistant.tar.gz"))
+    raw = path.read_bytes()
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(raw[: m.offset_data + m.size // 2])  # a download that stopped midway
+    with pytest.raises(AbriError, match="is truncated"):
+        ha_backup.read(cut)
+    cut.write_bytes(raw[:700])  # inside backup.json's header block and data
+    with pytest.raises(AbriError, match="truncated"):
+        ha_backup.read(cut)
+
+
+def test_corrupt_inner_member_v3(tmp_path):
+    path = make_backup(tmp_path, version=3)
+    b = ha_backup.read(path)
+    with tarfile.open(path) as tar:
+        m = next(m for m in tar.getmembers() if m.name.endswith("homeassistant.tar.gz"))
+        start = m.offset_data
+    raw = bytearray(path.read_bytes())
+    for i in range(start + 200, start + 260):  # past the header, in the ciphertext
+        raw[i] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(AbriError, match="is corrupt"):
+        ha_backup.check_password(b, PASSWORD)
+
+
+def test_tar_without_backup_json(tmp_path):
+    path = tmp_path / "other.tar"
+    with tarfile.open(path, "w") as tar:
+        raw = b"hello"
+        info = tarfile.TarInfo("readme.txt")
+        info.size = len(raw)
+        tar.addfile(info, io.BytesIO(raw))
+    with pytest.raises(AbriError, match=r"backup\.json: is missing: this is not a Home "
+                       r"Assistant backup"):
+        ha_backup.read(path)
+
+
+def test_backup_json_not_json(tmp_path):
+    path = tmp_path / "bad.tar"
+    with tarfile.open(path, "w") as tar:
+        raw = b"{not json"
+        info = tarfile.TarInfo("backup.json")
+        info.size = len(raw)
+        tar.addfile(info, io.BytesIO(raw))
+    with pytest.raises(AbriError, match=r"backup\.json: is not valid JSON"):
+        ha_backup.read(path)
+
+
+def test_addons_only_backup_refused(tmp_path):
+    path = make_backup(tmp_path, version=None, meta={"homeassistant": None,
+                                                     "addons": [{"slug": "core_mosquitto"}]})
+    with pytest.raises(AbriError, match="names no Home Assistant version"):
+        ha_backup.read(path)
+
+
+def test_no_homeassistant_member(tmp_path):
+    path = tmp_path / "meta-only.tar"
+    with tarfile.open(path, "w") as tar:
+        raw = json.dumps({"slug": "x", "homeassistant": {"version": "2026.2.3"}}).encode()
+        info = tarfile.TarInfo("./backup.json")
+        info.size = len(raw)
+        tar.addfile(info, io.BytesIO(raw))
+    with pytest.raises(AbriError, match=r"homeassistant\.tar\.gz: is missing"):
+        ha_backup.read(path)
+
+
+def test_supervisor_addons_listed(tmp_path):
+    addons = [{"slug": "core_mosquitto", "name": "Mosquitto broker", "version": "6.5.1",
+               "size": 0.01}]
+    b = ha_backup.read(make_backup(tmp_path, version=2, meta={"addons": addons,
+                                                              "folders": ["share", "ssl"]}))
+    summary = ha_backup.format_summary(b)
+    assert "Mosquitto broker (core_mosquitto, 6.5.1)" in summary
+    assert "share, ssl" in summary
+
+
+@pytest.mark.parametrize("backup_version,pinned,refused", [
+    ("2026.11.0", "2026.2.3", True),
+    ("2026.2.3", "2026.2.3", False),
+    ("2026.2.3", "2026.11.0", False),
+    ("2026.3.0b1", "2026.2.3", True),
+    ("2026.3.0b1", "2026.3.0", False),
+    ("2026.2.3", "latest", False),  # not a version: Home Assistant's own check decides
+])
+def test_newer_backup_refused(tmp_path, backup_version, pinned, refused):
+    b = ha_backup.read(make_backup(tmp_path, version=None, ha_version=backup_version))
+    if not refused:
+        ha_backup.check_version(b, pinned, "pi")
+        return
+    with pytest.raises(AbriError) as exc:
+        ha_backup.check_version(b, pinned, "pi")
+    text = str(exc.value)
+    assert f"abri upgrade homeassistant --limit pi --to {backup_version}" in text
+    assert pinned in text
+
+
+def test_password_file(tmp_path):
+    f = tmp_path / "pw"
+    f.write_text(PASSWORD + "\n")
+    assert ha_backup.read_password_file(f) == PASSWORD
+    f.write_text("\n")
+    with pytest.raises(AbriError, match="is empty"):
+        ha_backup.read_password_file(f)
+    with pytest.raises(AbriError, match="cannot be read"):
+        ha_backup.read_password_file(tmp_path / "missing")
+
+
+# ---------------------------------------------------------------- the CLI (read and refuse)
+@pytest.fixture
+def ha_site(abri, site_dir, ssh_key):
+    assert abri("host", "add", "pi", "--kind", "ssh", "--address", "192.168.1.20",
+                "--key", ssh_key, "--site", site_dir).code == 0
+    assert abri("stack", "add", "pi", "mosquitto", "--site", site_dir).code == 0
+    assert abri("stack", "add", "pi", "homeassistant", "--site", site_dir).code == 0
+    return site_dir
+
+
+def _pw(tmp: Path, value: str = PASSWORD, name: str = "pw") -> Path:
+    f = tmp / name
+    f.write_text(value + "\n")
+    return f
+
+
+@pytest.mark.parametrize("version", [2, 3, None])
+def test_cli_dry_run_shows_the_backup(abri, ha_site, tmp_path, version):
+    from tests.conftest import fingerprint
+
+    path = make_backup(tmp_path, version=version, password=PASSWORD if version else None)
+    before = fingerprint(ha_site)
+    args = ["import-ha-backup", path, "--host", "pi", "--dry-run", "--site", ha_site]
+    if version:
+        args += ["--password-file", _pw(tmp_path)]
+    r = abri(*args)
+    assert r.code == 0, r.err
+    assert "Home Assistant 2026.2.3" in r.out and "Database       included" in r.out
+    assert (f"SecureTar v{version}" if version else "Encryption     none") in r.out
+    assert "nothing changed" in r.out and PASSWORD not in r.out + r.err
+    assert fingerprint(ha_site) == before
+    r = abri(*args, "--json")
+    assert r.code == 0 and json.loads(r.out)["homeassistant"] == "2026.2.3"
+
+
+@pytest.mark.parametrize("case,message", [
+    ("wrong", "password: is wrong"),
+    ("missing", "password: is needed"),
+    ("not-tar", "is not a tar archive"),
+    ("truncated", "is truncated"),
+    ("not-backup", "backup.json: is missing"),
+    ("newer", "abri upgrade homeassistant --limit pi --to 2099.1.0"),
+    ("no-owner-password", "--owner-password-file: is needed"),
+    ("unknown-host", "host 'nas': --host: is not in this site"),
+])
+def test_cli_refusals_exit_2_and_change_nothing(abri, ha_site, tmp_path, case, message):
+    from tests.conftest import fingerprint
+
+    path = make_backup(tmp_path, version=2, ha_version="2099.1.0" if case == "newer"
+                       else "2026.2.3")
+    pw = _pw(tmp_path, "wrong-one" if case == "wrong" else PASSWORD)
+    args = ["--password-file", pw, "--dry-run"]
+    host = "nas" if case == "unknown-host" else "pi"
+    if case == "missing":
+        args = ["--dry-run"]
+    elif case == "not-tar":
+        path.write_bytes(b"PK\x03\x04 a zip file, not a tar" * 40)
+    elif case == "truncated":
+        with tarfile.open(path) as tar:
+            m = next(m for m in tar.getmembers() if m.name.endswith("homeassistant.tar.gz"))
+        path.write_bytes(path.read_bytes()[: m.offset_data + m.size // 3])
+    elif case == "not-backup":
+        path.unlink()
+        with tarfile.open(path, "w") as tar:
+            tar.add(pw, arcname="notes.txt")
+    elif case == "no-owner-password":
+        args = ["--password-file", pw]  # a real import, refused before anything runs
+    before = fingerprint(ha_site)
+    r = abri("import-ha-backup", path, "--host", host, *args, "--site", ha_site)
+    assert r.code == 2, (r.out, r.err)
+    assert message in r.err, r.err
+    assert "Traceback" not in r.err and PASSWORD not in r.out + r.err
+    assert fingerprint(ha_site) == before
+
+
+def test_cli_host_without_homeassistant(abri, site_dir, ssh_key, tmp_path):
+    abri("host", "add", "box", "--kind", "ssh", "--address", "10.0.0.2", "--key", ssh_key,
+         "--site", site_dir)
+    r = abri("import-ha-backup", make_backup(tmp_path, version=None), "--host", "box",
+             "--dry-run", "--site", site_dir)
+    assert r.code == 2 and "abri stack add box homeassistant" in r.err
+
+
+# ---------------------------------------------------------------- abri's rules on the config
+def test_configuration_gets_abri_include_and_loses_cloud():
+    from tui.core import ha_import
+
+    text = ("# Loads default set of integrations. Do not remove.\n"
+            "default_config:\n\n"
+            "frontend:\n  themes: !include_dir_merge_named themes\n\n"
+            "cloud:\n  alexa: {}\n"
+            "automation: !include automations.yaml\n"
+            "sensor:\n  - platform: template\n    sensors: {}\n")
+    new, notes = ha_import.fix_configuration(text)
+    assert new.startswith("# abri's part")
+    assert "\nhomeassistant: !include abri/core.yaml\n" in new
+    assert "\n# default_config:\n" in new and "\n# cloud:\n#   alexa: {}\n" in new
+    assert "\nfrontend:\n  themes: !include_dir_merge_named themes\n" in new
+    assert "\nsensor:\n  - platform: template\n    sensors: {}\n" in new
+    assert "\nautomation: !include automations.yaml\n" in new
+    assert any("default_config" in n for n in notes) and any("cloud" in n for n in notes)
+    again, more = ha_import.fix_configuration(new)
+    assert again == new and more == []  # a second pass changes nothing
+
+
+def test_configuration_with_own_homeassistant_block():
+    from tui.core import ha_import
+
+    new, notes = ha_import.fix_configuration(
+        "homeassistant:\n  customize: !include customize.yaml\nlight:\n  - platform: x\n")
+    assert "# homeassistant:\n#   customize: !include customize.yaml\n" in new
+    assert new.count("homeassistant: !include abri/core.yaml") == 1
+    assert "\nlight:\n  - platform: x\n" in new
+    assert any("homeassistant: block" in n for n in notes)
+
+
+def test_entries_cloud_removed_and_mqtt_moved():
+    from tui.core import ha_import
+
+    store = {"version": 1, "data": {"entries": [
+        {"entry_id": "a", "domain": "mqtt", "title": "Mosquitto broker",
+         "data": {"broker": "core-mosquitto", "port": 8883, "username": "addons",
+                  "password": "old-secret", "certificate": "auto", "discovery": True}},
+        {"entry_id": "b", "domain": "cloud", "title": "Home Assistant Cloud", "data": {}},
+        {"entry_id": "c", "domain": "met", "title": "Forecast", "data": {}},
+        {"entry_id": "d", "domain": "hue", "title": "Hue", "data": {"host": "10.0.0.9"}},
+    ]}}
+    mqtt = {"broker": "127.0.0.1", "port": 1883, "username": "homeassistant",
+            "password": "site-secret"}
+    notes = ha_import.fix_entries(store, {"cloud", "met"}, mqtt)
+    entries = {e["entry_id"]: e for e in store["data"]["entries"]}
+    assert set(entries) == {"a", "d"}
+    assert entries["a"]["data"] == {**mqtt, "discovery": True}
+    assert not any("secret" in n for n in notes)
+    assert any("core-mosquitto:8883" in n and "127.0.0.1:1883" in n for n in notes)
+
+
+def test_prepare_config_finds_the_owner_and_checks_the_password(tmp_path):
+    import base64
+
+    import bcrypt
+
+    from tui.core import ha_import
+
+    config = tmp_path / "config"
+    (config / ".storage").mkdir(parents=True)
+    (config / "configuration.yaml").write_text("default_config:\n")
+    (config / ".storage/cloud").write_text("{}")
+    (config / ".storage/auth").write_text(json.dumps({"data": {
+        "users": [{"id": "u1", "is_owner": True, "name": "Jan"},
+                  {"id": "u2", "is_owner": False, "name": "Kid"}],
+        "credentials": [
+            {"id": "c2", "user_id": "u2", "auth_provider_type": "homeassistant",
+             "data": {"username": "kid"}},
+            {"id": "c1", "user_id": "u1", "auth_provider_type": "homeassistant",
+             "data": {"username": "jan"}}]}}))
+    hashed = base64.b64encode(bcrypt.hashpw(b"owners-pass", bcrypt.gensalt(4))).decode()
+    (config / ".storage/auth_provider.homeassistant").write_text(json.dumps({"data": {
+        "users": [{"username": "jan", "password": hashed}]}}))
+    prepared = ha_import.prepare_config(config, {"cloud"}, None)
+    assert prepared.owner == "jan"
+    assert not (config / ".storage/cloud").exists()
+    assert ha_import.owner_password_fits(config, "jan", "owners-pass") is True
+    assert ha_import.owner_password_fits(config, "jan", "nope") is False
+    assert ha_import.owner_password_fits(config, "nobody", "nope") is None
+
+
+def _plain_backup(tmp: Path, members: list[tarfile.TarInfo], payload: bytes = b"x") -> Path:
+    """An unencrypted backup whose homeassistant.tar.gz holds exactly members."""
+    inner = io.BytesIO()
+    with tarfile.open(fileobj=inner, mode="w:gz") as tar:
+        for m in members:
+            if m.isfile():
+                m.size = len(payload)
+                tar.addfile(m, io.BytesIO(payload))
+            else:
+                tar.addfile(m)
+    path = tmp / "crafted.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, raw in (("backup.json", json.dumps({
+                "slug": "c", "protected": False,
+                "homeassistant": {"version": "2026.2.3"}}).encode()),
+                ("homeassistant.tar.gz", inner.getvalue())):
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    return path
+
+
+def test_hard_links_inside_data_are_kept(tmp_path):
+    f = tarfile.TarInfo("data/configuration.yaml")
+    link = tarfile.TarInfo("data/copy.yaml")
+    link.type, link.linkname = tarfile.LNKTYPE, "data/configuration.yaml"
+    b = ha_backup.read(_plain_backup(tmp_path, [f, link]))
+    out = tmp_path / "out"
+    assert ha_backup.extract_config(b, None, out) == ["configuration.yaml", "copy.yaml"]
+    assert (out / "copy.yaml").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("name,kind,linkname", [
+    ("data/../../escaped.txt", tarfile.REGTYPE, ""),
+    ("data/evil", tarfile.SYMTYPE, "/etc/passwd"),
+    ("data/evil", tarfile.SYMTYPE, "../../../etc"),
+])
+def test_members_leaving_the_folder_are_refused(tmp_path, name, kind, linkname):
+    m = tarfile.TarInfo(name)
+    m.type, m.linkname = kind, linkname
+    b = ha_backup.read(_plain_backup(tmp_path, [m]))
+    out = tmp_path / "deep" / "out"
+    with pytest.raises(AbriError, match="cannot be unpacked"):
+        ha_backup.extract_config(b, None, out)
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "deep" /
+                                                            "escaped.txt").exists()
+
+
+def test_addons_and_folders_are_said_to_stay_in_the_backup(tmp_path):
+    from tui.core import ha_import
+
+    b = ha_backup.read(make_backup(tmp_path, version=None, meta={
+        "addons": [{"slug": "core_mosquitto", "name": "Mosquitto broker"}],
+        "folders": ["share"]}))
+    assert ha_import.left_out(b) == [
+        "add-on Mosquitto broker (core_mosquitto): not imported (no import for add-ons yet); "
+        "its data stays in the backup",
+        "folder share: not imported; it stays in the backup"]
+
+
+def test_cli_dry_run_lists_what_stays_in_the_backup(abri, ha_site, tmp_path):
+    path = make_backup(tmp_path, version=None, meta={
+        "addons": [{"slug": "a0d7b954_nodered", "name": "Node-RED", "version": "19.0.0"}]})
+    r = abri("import-ha-backup", path, "--host", "pi", "--dry-run", "--site", ha_site)
+    assert r.code == 0, r.err
+    assert "add-on Node-RED (a0d7b954_nodered): not imported" in r.out
