@@ -30,28 +30,25 @@ from pathlib import Path
 
 import harness
 import pytest
-import yaml
-from test_backup import _http, _owner_logs_in, _run, _second_user, _users, _ws
-from test_deploy import _CONFIG_HOME, NESTED_ENGINE_OPTIONS, _abri, _recap, _secrets
+from test_backup import (
+    DB_CHECK,
+    _http,
+    _owner_logs_in,
+    _run,
+    _second_user,
+    _users,
+    _ws,
+)
+from test_deploy import _CONFIG_HOME, _recap, _secrets
+from test_upgrade import OLD, old_ha_site
 
 pytestmark = pytest.mark.fleet
 
-OLD = "2026.2.3"
 REPO = "homeassistant/home-assistant"
 HA_CONFIG = "/opt/abri/homeassistant/config"
 SENSOR = "sensor.abri_import_probe"
 AUTOMATION_ID = "abri_import_probe"
 BACKUP_PASSWORD = "import-" + "probe-" * 3
-
-DB_CHECK = r"""
-import json, sqlite3, sys
-db = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True)
-integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
-rows = db.execute("SELECT s.state FROM states s JOIN states_meta m ON s.metadata_id = "
-                  "m.metadata_id WHERE m.entity_id = ?", (sys.argv[2],)).fetchall()
-print(json.dumps({"integrity": integrity, "states": [r[0] for r in rows]}))
-"""
-
 
 @pytest.fixture(autouse=True)
 def _own_config_home(tmp_path):
@@ -66,23 +63,7 @@ def _database(host) -> dict:
 
 
 def _site(tmp_path: Path, name: str, host, registry: str) -> Path:
-    site = tmp_path / name
-    _abri("init", "--site", str(site))
-    _abri("host", "add", "--site", str(site), "--kind", "ssh", "--address", host.address,
-          "--user", host.ssh_user, "--key", str(host.key_path), "h1")
-    for stack in ("mosquitto", "homeassistant"):
-        _abri("stack", "add", "--site", str(site), "h1", stack)
-    _abri("site", "set", "--site", str(site), f"registry_mirror={registry}",
-          "registry_insecure=true", f"backup_repository=/srv/abri-backup-{name}")
-    (site / "group_vars" / "all" / "local.yml").write_text(
-        "---\n# this machine's LAN overlaps Docker's default ranges\n"
-        f"docker_engine_daemon_options: {json.dumps(NESTED_ENGINE_OPTIONS)}\n")
-    site_vars = site / "group_vars" / "all" / "abri.yml"
-    site_vars.write_text(site_vars.read_text().replace(f"{REPO}:{harness.HA_VERSION}",
-                                                       f"{REPO}:{OLD}"))
-    pins = yaml.safe_load(site_vars.read_text())["abri_images"]
-    assert pins["homeassistant"] == f"docker.io/{REPO}:{OLD}"
-    return site
+    return old_ha_site(tmp_path, name, host, registry, f"/srv/abri-backup-{name}")
 
 
 def _make_backup(base: str, token: str, host, tmp_path: Path) -> Path:

@@ -84,6 +84,27 @@ def _pins(site: Path) -> dict[str, str]:
     return data["abri_images"]
 
 
+def old_ha_site(tmp_path: Path, name: str, host, registry: str, repository: str) -> Path:
+    """A site as an older abri made it: Mosquitto and Home Assistant on host (as h1), Home
+    Assistant pinned at 2026.2.3, the test registry as mirror, the nested engine's address
+    ranges, the backup repository given."""
+    site = tmp_path / name
+    _abri("init", "--site", str(site))
+    _abri("host", "add", "--site", str(site), "--kind", "ssh", "--address", host.address,
+          "--user", host.ssh_user, "--key", str(host.key_path), "h1")
+    for stack in ("mosquitto", "homeassistant"):
+        _abri("stack", "add", "--site", str(site), "h1", stack)
+    _abri("site", "set", "--site", str(site), f"registry_mirror={registry}",
+          "registry_insecure=true", f"backup_repository={repository}")
+    (site / "group_vars" / "all" / "local.yml").write_text(
+        "---\n# this machine's LAN overlaps Docker's default ranges\n"
+        f"docker_engine_daemon_options: {json.dumps(NESTED_ENGINE_OPTIONS)}\n")
+    site_vars = site / "group_vars" / "all" / "abri.yml"
+    site_vars.write_text(site_vars.read_text().replace(f"{REPO}:{NEW}", f"{REPO}:{OLD}"))
+    assert _pins(site)["homeassistant"] == f"docker.io/{REPO}:{OLD}"
+    return site
+
+
 def _state_is_there(host, base: str, token: str, owner: str, owner_pw: str, second_id: str,
                     second_pw: str) -> dict:
     status, auto = _http(base, "GET", f"/api/config/automation/config/{AUTOMATION_ID}", token)
@@ -105,21 +126,8 @@ def test_upgrade_then_a_release_that_never_gets_healthy_rolls_back(
     harness.push_image(old_image.ref, registry, REPO, [OLD])
     harness.registry_delete(registry, REPO, BROKEN)  # left by an earlier run
     host = fleet(1, image="prepared")[0]
-    site = tmp_path / "site"
-    _abri("init", "--site", str(site))
-    _abri("host", "add", "--site", str(site), "--kind", "ssh", "--address", host.address,
-          "--user", host.ssh_user, "--key", str(host.key_path), "h1")
-    for stack in ("mosquitto", "homeassistant"):
-        _abri("stack", "add", "--site", str(site), "h1", stack)
-    _abri("site", "set", "--site", str(site), f"registry_mirror={registry}",
-          "registry_insecure=true", "backup_repository=/srv/abri-backup")
-    (site / "group_vars" / "all" / "local.yml").write_text(
-        "---\n# this machine's LAN overlaps Docker's default ranges\n"
-        f"docker_engine_daemon_options: {json.dumps(NESTED_ENGINE_OPTIONS)}\n")
     # a site an older abri made: Home Assistant pinned at 2026.2.3
-    site_vars = site / "group_vars" / "all" / "abri.yml"
-    site_vars.write_text(site_vars.read_text().replace(f"{REPO}:{NEW}", f"{REPO}:{OLD}"))
-    assert _pins(site)["homeassistant"] == f"docker.io/{REPO}:{OLD}"
+    site = old_ha_site(tmp_path, "site", host, registry, "/srv/abri-backup")
     host.exec("mkdir -p /srv")
 
     first, _ = _run(site, "apply")
