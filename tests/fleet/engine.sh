@@ -86,14 +86,18 @@ start() {
         say "dockerd pid $pid exists but does not answer yet; waiting"
     else
         say "starting dockerd (log: $LOG)"
-        # setsid: keep dockerd out of the caller's process group / session
-        setsid dockerd --insecure-registry 172.16.0.0/12 >>"$LOG" 2>&1 </dev/null &
-        echo $! >"$PIDFILE"
+        rm -f "$PIDFILE"
+        # setsid -f: dockerd runs in a session of its own, out of the caller's process group,
+        # whatever the caller's job control. dockerd writes its pid file itself, so the pid in
+        # it is dockerd's, never a shell's that has not yet exec'd it (CI once read it too early).
+        setsid -f dockerd --pidfile "$PIDFILE" --insecure-registry 172.16.0.0/12 \
+            >>"$LOG" 2>&1 </dev/null
     fi
     local i
     for ((i = 0; i < WAIT_SECONDS; i++)); do
         if engine_answers; then say "docker engine is up"; return 0; fi
-        if ! our_pid >/dev/null; then
+        # dockerd writes its pid file within a moment of starting; give it 10 s to do so
+        if ! our_pid >/dev/null && [ "$i" -ge 10 ]; then
             say "dockerd exited; last lines of $LOG:"; tail -n 20 "$LOG" >&2 || true
             rm -f "$PIDFILE"
             die "dockerd failed to start"
