@@ -58,6 +58,8 @@ HA_RELEASES: dict[str, tuple[str, str]] = {
     "2026.2.3": ("trixie", "2026-02-23T00:00:00Z"),
     "2026.11.0": ("forky", "2026-11-06T00:00:00Z"),
 }
+#: the release abri upgrade's and the import's fleet tests start from (sites an older abri made)
+UPGRADE_FROM = "2026.2.3"
 #: what Debian 13 ships; the kit's stack manifest pins the same upstream tag
 MOSQUITTO_VERSION = "2.0.21"
 #: Node-RED from the npm registry; it needs Node.js >= 22.9, newer than Debian 13's nodejs
@@ -1197,8 +1199,13 @@ if __name__ == "__main__":  # pragma: no cover - manual use
     parser.add_argument("-n", type=int, default=1)
     args = parser.parse_args()
     if args.command == "images":
+        # every image the run uses, so that test workers running side by side only ever find
+        # them cached (never two builds of one image), and the registry with the catalog's
         imgs = build_images()
-        for r in imgs.all():
+        extra = [build_homeassistant_image(version=UPGRADE_FROM),
+                 build_homeassistant_broken_image(base=imgs.homeassistant)]
+        ensure_registry(imgs)
+        for r in [*imgs.all(), *extra]:
             print(f"{r.name:15} {r.ref:55} {'built' if r.built else 'reused'} {r.seconds:.0f}s")
     elif args.command == "registry":
         reg = ensure_registry()

@@ -120,6 +120,16 @@ def test_import_a_real_home_assistant_backup(fleet, fleet_registry, tmp_path):
     while "19.5" not in _database(host)["states"] and time.monotonic() < deadline:
         time.sleep(2)
     assert "19.5" in _database(host)["states"]
+    # Home Assistant writes its user store a moment after a change (a delayed save) and its
+    # backup takes the files as they are on disk: wait until the second user is written there,
+    # as a user would have seen it saved before making a backup (under load the save came
+    # after a backup taken a second or two later)
+    deadline = time.monotonic() + 60
+    while (host.exec(f"grep -q {second_id} {HA_CONFIG}/.storage/auth", check=False).returncode
+           and time.monotonic() < deadline):
+        time.sleep(1)
+    assert host.exec(f"grep -q {second_id} {HA_CONFIG}/.storage/auth", check=False
+                     ).returncode == 0, "Home Assistant never wrote the second user to disk"
     entries_a = json.loads(host.exec(f"cat {HA_CONFIG}/.storage/core.config_entries").stdout)
     mqtt_a, = [e for e in entries_a["data"]["entries"] if e["domain"] == "mqtt"]
 

@@ -42,7 +42,7 @@ from test_deploy import _CONFIG_HOME, NESTED_ENGINE_OPTIONS, _abri, _env, _recap
 
 pytestmark = pytest.mark.fleet
 
-OLD, NEW, BROKEN = "2026.2.3", harness.HA_VERSION, "2026.11.1"
+OLD, NEW, BROKEN = harness.UPGRADE_FROM, harness.HA_VERSION, "2026.11.1"
 REPO = "homeassistant/home-assistant"
 HA_CONFIG = "/opt/abri/homeassistant/config"
 SENSOR = "sensor.abri_upgrade_probe"
