@@ -770,7 +770,8 @@ def open_tui(site_dir: Path) -> int:
     return app.return_code or EXIT_OK
 
 
-COMMANDS = {"init": cmd_init, "site": cmd_site, "audit": cmd_audit, "host": cmd_host, "stack": cmd_stack,
+COMMANDS = {"init": cmd_init, "site": cmd_site, "audit": cmd_audit, "host": cmd_host,
+            "stack": cmd_stack,
             "plan": cmd_run, "apply": cmd_run, "verify": cmd_run, "upgrade": cmd_upgrade,
             "secrets": cmd_secrets, "backup": cmd_backup, "backups": cmd_backups,
             "restore": cmd_restore, "migrate": cmd_migrate,

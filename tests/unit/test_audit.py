@@ -86,15 +86,20 @@ def test_manifests_declare_what_the_services_call():
 
 
 def test_a_removed_integration_must_be_one_the_onboarding_removes(tmp_path):
-    src = Catalog.load()["homeassistant"].path / "stack.yml"
-    text = src.read_text().replace("    integration: met\n", "    integration: metx\n")
-    (tmp_path / "homeassistant").mkdir()
-    (tmp_path / "homeassistant" / "stack.yml").write_text(text)
+    import shutil
+
+    shutil.copytree(Catalog.load()["homeassistant"].path, tmp_path / "homeassistant")
+    manifest = tmp_path / "homeassistant" / "stack.yml"
+    text = manifest.read_text()
+    assert "    integration: met\n" in text
+    manifest.write_text(text.replace("    integration: met\n", "    integration: metx\n"))
     from tui.core.catalog import load_stack
 
     with pytest.raises(AbriError) as err:
-        load_stack(tmp_path / "homeassistant" / "stack.yml")
-    assert "remove_after_onboarding" in str(err.value.problems[0])
+        load_stack(manifest)
+    (problem,) = err.value.problems
+    assert problem.field.endswith(".integration")
+    assert "'metx' is not in api.remove_after_onboarding" in str(problem)
 
 
 # ------------------------------------------------------------------ the report
