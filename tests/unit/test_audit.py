@@ -65,7 +65,8 @@ def test_jurisdiction_of_a_host(host, country, cloud_act):
 def test_every_manifest_endpoint_has_a_known_operator():
     for stack in Catalog.load():
         for ep in stack.endpoints:
-            assert audit.jurisdiction(ep["host"])["id"] != "unknown", (stack.name, ep["host"])
+            known = ep.get("jurisdiction") or audit.jurisdiction(ep["host"])
+            assert known.get("id") != "unknown", (stack.name, ep["host"])
         assert audit.jurisdiction(stack.image["registry"])["id"] != "unknown", stack.name
 
 
@@ -82,6 +83,7 @@ def test_manifests_declare_what_the_services_call():
                if e["mitigation"] == "removed_after_onboarding"}
     assert removed == set(catalog["homeassistant"].api["remove_after_onboarding"])
     assert "registry.npmjs.org" in hosts["nodered"]
+    assert hosts["nodered"]["catalogue.nodered.org"]["jurisdiction"]["country"] == "US"
     assert "api.registry.platformio.org" in hosts["esphome"]
 
 

@@ -3,7 +3,8 @@
 What a stack calls is declared in its manifest (``endpoints``); the image registry is derived
 from ``image.registry`` here, for every stack alike (the site's ``registry_mirror`` replaces
 it). Who operates each host, and whether a US parent makes it subject to the US CLOUD Act, is
-in the kit's data file tui/data/endpoints.yml, with its sources.
+in the kit's data file tui/data/endpoints.yml, with its sources (a host of a service's own
+project is described in its manifest instead: ``endpoints[].jurisdiction``).
 
 The site setting ``sovereignty`` decides what plan and apply accept (:func:`gate`):
 
@@ -135,8 +136,12 @@ def findings(site: Site) -> list[dict[str, Any]]:
                         "mitigation": "mirror" if mirror else "none"}
             for ep in (registry, *stack.endpoints):
                 mitigation = ep["mitigation"]
-                owner = (data["site_mirror"] if mirror and ep is registry
-                         else jurisdiction(ep["host"], data))
+                if mirror and ep is registry:
+                    owner = data["site_mirror"]
+                elif ep.get("jurisdiction"):
+                    owner = ep["jurisdiction"]
+                else:
+                    owner = jurisdiction(ep["host"], data)
                 # a mirror keeps the image pulls in use, from a registry of the site's own
                 in_use = mitigation in ("none", "mirror")
                 us = bool(owner["cloud_act"]) or owner["country"] == "US"

@@ -89,6 +89,19 @@ SCHEMA: dict[str, Any] = {
                     "offered": {"type": "string", "minLength": 1},
                     "note": {"type": "string", "minLength": 1},
                     "source": {"type": "string", "pattern": r"^https://"},
+                    # who operates a host of the service's own project (its domain is not
+                    # in the kit's data file, tui/data/endpoints.yml, which names no stack)
+                    "jurisdiction": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["operator", "country", "cloud_act", "source"],
+                        "properties": {
+                            "operator": {"type": "string", "minLength": 1},
+                            "country": {"type": "string", "minLength": 1},
+                            "cloud_act": {"type": "boolean"},
+                            "source": {"type": "string", "pattern": r"^https://"},
+                        },
+                    },
                 },
             },
         },
