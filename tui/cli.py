@@ -82,9 +82,15 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
                         "stacks_root, backup_repository, backup_keep_daily, "
                         "backup_keep_weekly, backup_keep_monthly, upgrade_timer and "
                         "verify_timer (systemd calendars such as 'Sun 04:00' for unattended "
-                        "patch upgrades and trial restores; empty: off)")
+                        "patch upgrades and trial restores; empty: off), sovereignty "
+                        "(strict, eu or off: which outside endpoints plan and apply accept)")
     _site_option(q)
     q.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
+
+    p = sub.add_parser("audit", help="every outside endpoint the site's stacks reach: who "
+                       "operates it, under which law, the mitigation in force and the fix")
+    _site_option(p)
+    _json_option(p)
 
     p = sub.add_parser("host", help="add, change, list or remove hosts")
     hsub = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
@@ -343,6 +349,14 @@ def cmd_site(args) -> int:
     else:
         for key, value in data.items():
             print(f"{key:<18} {shown(value)}")
+    return EXIT_OK
+
+
+def cmd_audit(args) -> int:
+    from tui.core import audit
+
+    data = audit.report(_load(args))
+    print(json.dumps(data, indent=2) if args.json else audit.format_report(data))
     return EXIT_OK
 
 
@@ -756,7 +770,8 @@ def open_tui(site_dir: Path) -> int:
     return app.return_code or EXIT_OK
 
 
-COMMANDS = {"init": cmd_init, "site": cmd_site, "host": cmd_host, "stack": cmd_stack,
+COMMANDS = {"init": cmd_init, "site": cmd_site, "audit": cmd_audit, "host": cmd_host,
+            "stack": cmd_stack,
             "plan": cmd_run, "apply": cmd_run, "verify": cmd_run, "upgrade": cmd_upgrade,
             "secrets": cmd_secrets, "backup": cmd_backup, "backups": cmd_backups,
             "restore": cmd_restore, "migrate": cmd_migrate,

@@ -237,3 +237,9 @@ def test_error_modal(snap_compare):
 def test_quit_with_unsaved_changes(snap_compare):
     make_site(SITE)
     assert snap_compare(app_for(), run_before=ready(), press=["tab", "down", "x", "y", "q"])
+
+
+def test_audit_screen(snap_compare):
+    # the overview's 'o': every outside endpoint, its jurisdiction and the selected one's fix
+    two_hosts()
+    assert snap_compare(app_for(), run_before=ready(), press=["o"])

@@ -36,6 +36,13 @@ _REL_FILE = r"^[A-Za-z0-9_.][A-Za-z0-9_./-]*$"
 #: a dotted path into a JSON document (data.entities)
 _DOTTED = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 
+#: a DNS name, or *.domain for every name under it
+_ENDPOINT_HOST = r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9-]+)+$"
+#: when an outside endpoint is contacted (manifest: endpoints[].when)
+ENDPOINT_WHEN = ("build", "run", "install")
+#: what abri does about it (manifest: endpoints[].mitigation)
+ENDPOINT_MITIGATIONS = ("none", "disabled", "removed_after_onboarding")
+
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -60,6 +67,42 @@ SCHEMA: dict[str, Any] = {
                 "repository": {"type": "string", "pattern": r"^[a-z0-9._/-]+$"},
                 "tag": {"type": "string", "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
                         "not": {"const": "latest"}},
+            },
+        },
+        # the outside endpoints the service calls by itself (the image registry is derived
+        # from image.registry): host, what for, when (build: image pull; run: while it runs;
+        # install: when an integration, node or library is installed or built), and the
+        # mitigation abri has in force (none; disabled in the config abri writes;
+        # removed_after_onboarding, with the integration's domain)
+        "endpoints": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["host", "purpose", "when", "mitigation", "source"],
+                "properties": {
+                    "host": {"type": "string", "pattern": _ENDPOINT_HOST},
+                    "purpose": {"type": "string", "minLength": 1},
+                    "when": {"enum": list(ENDPOINT_WHEN)},
+                    "mitigation": {"enum": list(ENDPOINT_MITIGATIONS)},
+                    "integration": {"type": "string", "minLength": 1},
+                    "offered": {"type": "string", "minLength": 1},
+                    "note": {"type": "string", "minLength": 1},
+                    "source": {"type": "string", "pattern": r"^https://"},
+                    # who operates a host of the service's own project (its domain is not
+                    # in the kit's data file, tui/data/endpoints.yml, which names no stack)
+                    "jurisdiction": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["operator", "country", "cloud_act", "source"],
+                        "properties": {
+                            "operator": {"type": "string", "minLength": 1},
+                            "country": {"type": "string", "minLength": 1},
+                            "cloud_act": {"type": "boolean"},
+                            "source": {"type": "string", "pattern": r"^https://"},
+                        },
+                    },
+                },
             },
         },
         "ports": {
@@ -446,6 +489,8 @@ class Stack:
     backup_consistency: str = "stop"
     #: what a trial restore checks besides the health check (manifest: backup.trial)
     backup_trial: dict[str, Any] = field(default_factory=dict)
+    #: the outside endpoints the service calls (manifest: endpoints)
+    endpoints: tuple[dict[str, Any], ...] = ()
     path: Path = field(default=Path("."), compare=False)
 
     @property
@@ -627,6 +672,15 @@ def load_stack(file: Path) -> Stack:
         problems.append(Problem(where, "heartbeat.capability",
                                 f"{heartbeat['capability']!r} is not in uses"))
     problems += _trial_problems(where, data)
+    removed = set((api or {}).get("remove_after_onboarding", ()))
+    for i, ep in enumerate(data.get("endpoints", ())):
+        named = ep.get("integration")
+        if ep["mitigation"] == "removed_after_onboarding" and named not in removed:
+            problems.append(Problem(where, f"endpoints[{i}].integration",
+                                    f"{named!r} is not in api.remove_after_onboarding"))
+        elif ep["mitigation"] != "removed_after_onboarding" and named:
+            problems.append(Problem(where, f"endpoints[{i}].integration", "only with "
+                                    "mitigation removed_after_onboarding"))
     if problems:
         raise AbriError(problems)
     return Stack(
@@ -643,6 +697,7 @@ def load_stack(file: Path) -> Stack:
         certificates=tuple(dict(c) for c in data.get("certificates", ())),
         backup_consistency=(data.get("backup") or {}).get("consistency", "stop"),
         backup_trial=dict((data.get("backup") or {}).get("trial") or {}),
+        endpoints=tuple(dict(e) for e in data.get("endpoints", ())),
         path=file.parent,
     )
 

@@ -110,6 +110,10 @@ def site_vars(site: Site) -> str:
         **{f"abri_{k}": getattr(site.settings, k) for k in
            ("backup_keep_daily", "backup_keep_weekly", "backup_keep_monthly",
             "upgrade_timer", "verify_timer")},
+        # written only when not the default (eu): sites made before the setting stay as
+        # they were byte for byte
+        **({"abri_sovereignty": site.settings.sovereignty}
+           if site.settings.sovereignty != "eu" else {}),
         "abri_images": dict(sorted(site.image_pins.items())),
     }
     note = ("# Managed by abri: site settings ('abri site set KEY=VALUE') and the image each "

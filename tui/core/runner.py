@@ -127,7 +127,14 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
 
     import ansible_runner
 
+    from tui.core import audit
     from tui.core import secrets as vault
+
+    if mode in ("plan", "apply"):
+        # before any host is touched: strict refuses (AbriError, exit 2), eu warns
+        hosts = site.match_hosts(limit) if limit else None
+        for line in audit.gate(site, hosts):
+            print(f"abri: warning: {line}", file=sys.stderr)
 
     base = runs_dir(site)
     base.mkdir(parents=True, exist_ok=True)

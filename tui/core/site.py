@@ -55,9 +55,13 @@ class SiteSettings:
     upgrade_timer: str = ""
     #: when this machine runs 'abri backup --verify' (trial restores) for the site
     verify_timer: str = ""
+    #: which outside endpoints plan and apply accept (tui.core.audit): strict, none under
+    #: US jurisdiction; eu, US endpoints reported (only image pulls accepted silently);
+    #: off, no check
+    sovereignty: str = "eu"
 
     FIELDS = ("registry_mirror", "registry_insecure", "stacks_root", "backup_repository",
-              *KEEP_FIELDS, "upgrade_timer", "verify_timer")
+              *KEEP_FIELDS, "upgrade_timer", "verify_timer", "sovereignty")
 
     def set(self, key: str, raw: Any) -> None:
         """Set one site setting from user input; ValueError says what would be valid."""
@@ -82,6 +86,8 @@ class SiteSettings:
             from tui.core import timers
 
             setattr(self, key, timers.check_calendar(str(raw)))
+        elif key == "sovereignty":
+            self.sovereignty = validate.sovereignty(str(raw))
         else:
             raise KeyError(key)
 

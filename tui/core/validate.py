@@ -161,6 +161,19 @@ def sftp_parts(value: str) -> tuple[str, str, str] | None:
     return (match.group(1), match.group(2), match.group(3)) if match else None
 
 
+#: the levels of the site setting sovereignty (tui.core.audit)
+SOVEREIGNTY = ("strict", "eu", "off")
+
+
+def sovereignty(value: str) -> str:
+    text = (value or "").strip().lower()
+    if text not in SOVEREIGNTY:
+        raise ValueError(f"{value!r} is not a sovereignty level; use strict (nothing under US "
+                         "jurisdiction), eu (US endpoints at build time only, reported) or "
+                         "off (no check)")
+    return text
+
+
 def timezone(value: str) -> str:
     """An IANA time zone name as the controller's zoneinfo database knows it, in its own
     spelling (europe/lisbon becomes Europe/Lisbon)."""

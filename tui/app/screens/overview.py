@@ -73,6 +73,7 @@ class OverviewScreen(Screen):
         Binding("v", "verify", "Verify"),
         Binding("b", "backups", "Backups", show=False),  # in the palette (key bar kept)
         Binding("u", "upgrade", "Upgrade", show=False),
+        Binding("o", "audit", "Outside endpoints", show=False),  # in the palette
         Binding("q", "app.quit", "Quit"),
     ]
 
@@ -416,6 +417,11 @@ class OverviewScreen(Screen):
         from tui.app.screens.backups import BackupsScreen
 
         self.app.push_screen(BackupsScreen())
+
+    def action_audit(self) -> None:
+        from tui.app.screens.audit import AuditScreen
+
+        self.app.push_screen(AuditScreen())
 
     def action_upgrade(self) -> None:
         from tui.app.screens.upgrade import UpgradeScreen

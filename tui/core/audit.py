@@ -1,0 +1,235 @@
+"""The sovereignty audit: every outside endpoint a site's stacks reach, and whose law reaches it.
+
+What a stack calls is declared in its manifest (``endpoints``); the image registry is derived
+from ``image.registry`` here, for every stack alike (the site's ``registry_mirror`` replaces
+it). Who operates each host, and whether a US parent makes it subject to the US CLOUD Act, is
+in the kit's data file tui/data/endpoints.yml, with its sources (a host of a service's own
+project is described in its manifest instead: ``endpoints[].jurisdiction``).
+
+The site setting ``sovereignty`` decides what plan and apply accept (:func:`gate`):
+
+* ``strict``: no endpoint under US jurisdiction may remain in use (build, run or install);
+* ``eu`` (the default): US endpoints are reported, one warning line each; the run goes on;
+* ``off``: no check.
+
+An endpoint is *in use* unless a mitigation is in force: the mirror for image pulls,
+``disabled`` (the configuration abri writes does not load it) or ``removed_after_onboarding``
+(abri removes the config entry right after onboarding). ``install`` endpoints (a requirement,
+node or library installed while the service runs) count as run time.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from tui.core.errors import AbriError, Problem
+
+if TYPE_CHECKING:
+    from tui.core.site import Site
+
+SCHEMA_VERSION = 1
+DATA_FILE = Path(__file__).resolve().parent.parent / "data" / "endpoints.yml"
+
+#: what each mitigation means in the report
+MITIGATION_TEXT = {
+    "mirror": "images come from the site's registry mirror (registry_mirror)",
+    "disabled": "disabled in the configuration abri writes",
+    "removed_after_onboarding": "the config entry is removed by abri right after onboarding",
+    "none": "none in force",
+}
+
+#: the JSON schema of 'abri audit --json' (documented in README, tested)
+JSON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["schema_version", "site", "sovereignty", "summary", "findings"],
+    "properties": {
+        "schema_version": {"const": SCHEMA_VERSION},
+        "site": {"type": "string"},
+        "sovereignty": {"enum": ["strict", "eu", "off"]},
+        "summary": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["endpoints", "by_country", "cloud_act", "us_in_use_run",
+                         "us_in_use_build"],
+            "properties": {
+                "endpoints": {"type": "integer", "minimum": 0},
+                "by_country": {"type": "object",
+                               "additionalProperties": {"type": "integer", "minimum": 0}},
+                "cloud_act": {"type": "integer", "minimum": 0},
+                "us_in_use_run": {"type": "array", "items": {"type": "string"}},
+                "us_in_use_build": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "findings": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["host", "stack", "endpoint", "purpose", "when", "operator",
+                             "country", "cloud_act", "source", "mitigation", "mitigated",
+                             "in_use", "fix"],
+                "properties": {
+                    "host": {"type": "string"},
+                    "stack": {"type": "string"},
+                    "endpoint": {"type": "string"},
+                    "purpose": {"type": "string"},
+                    "when": {"enum": ["build", "run", "install"]},
+                    "operator": {"type": "string"},
+                    "country": {"type": "string"},
+                    "cloud_act": {"type": "boolean"},
+                    "source": {"type": "string"},
+                    "mitigation": {"enum": list(MITIGATION_TEXT)},
+                    "mitigated": {"type": "boolean"},
+                    "in_use": {"type": "boolean"},
+                    "fix": {"type": ["string", "null"]},
+                },
+            },
+        },
+    },
+}
+
+
+@functools.cache
+def operators(path: Path = DATA_FILE) -> dict[str, Any]:
+    """The data file, read once."""
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def jurisdiction(host: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The operator entry of a host name (or *.domain pattern): the longest matching suffix."""
+    data = data or operators()
+    name = host.lower().removeprefix("*.").split(":")[0].rstrip(".")
+    best, length = data["unknown"], -1
+    for entry in data["operators"]:
+        for suffix in entry["suffixes"]:
+            if (name == suffix or name.endswith("." + suffix)) and len(suffix) > length:
+                best, length = entry, len(suffix)
+    return best
+
+
+def _fix(ep: dict[str, Any], mitigation: str) -> str:
+    if mitigation == "mirror":
+        return ("abri site set registry_mirror=HOST:PORT (a registry holding the site's "
+                "images, on your LAN or with a European operator)")
+    offered = ep.get("offered")
+    text = f"not offered by abri yet: {offered}" if offered else "none offered by abri yet"
+    return f"{text}; or accept it with abri site set sovereignty=eu"
+
+
+def findings(site: Site) -> list[dict[str, Any]]:
+    """Every outside endpoint of every stack on every host, in host and stack order."""
+    data = operators()
+    mirror = site.settings.registry_mirror
+    out: list[dict[str, Any]] = []
+    for host_name in sorted(site.hosts):
+        host = site.hosts[host_name]
+        for stack_name in site.catalog.ordered(list(host.stacks)):
+            stack = site.catalog[stack_name]
+            registry = {"host": mirror or stack.image["registry"], "when": "build",
+                        "purpose": f"image pull ({stack.image['repository']})"
+                        + (", from the site's registry mirror" if mirror else ""),
+                        "mitigation": "mirror" if mirror else "none"}
+            for ep in (registry, *stack.endpoints):
+                mitigation = ep["mitigation"]
+                if mirror and ep is registry:
+                    owner = data["site_mirror"]
+                elif ep.get("jurisdiction"):
+                    owner = ep["jurisdiction"]
+                else:
+                    owner = jurisdiction(ep["host"], data)
+                # a mirror keeps the image pulls in use, from a registry of the site's own
+                in_use = mitigation in ("none", "mirror")
+                us = bool(owner["cloud_act"]) or owner["country"] == "US"
+                fix = None
+                if in_use and us:
+                    fix = _fix(ep, "mirror" if ep is registry else mitigation)
+                out.append({
+                    "host": host_name, "stack": stack_name, "endpoint": ep["host"],
+                    "purpose": " ".join(str(ep["purpose"]).split()), "when": ep["when"],
+                    "operator": owner["operator"], "country": str(owner["country"]),
+                    "cloud_act": bool(owner["cloud_act"]), "source": owner["source"],
+                    "mitigation": mitigation, "mitigated": mitigation != "none",
+                    "in_use": in_use, "fix": fix,
+                })
+    return out
+
+
+def _us(f: dict[str, Any]) -> bool:
+    return f["cloud_act"] or f["country"] == "US"
+
+
+def report(site: Site) -> dict[str, Any]:
+    """The audit as 'abri audit --json' prints it (JSON_SCHEMA)."""
+    found = findings(site)
+    by_country: dict[str, int] = {}
+    for f in found:
+        by_country[f["country"]] = by_country.get(f["country"], 0) + 1
+
+    def label(f: dict[str, Any]) -> str:
+        return f"{f['endpoint']} ({f['stack']} on {f['host']})"
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "site": str(site.path),
+        "sovereignty": site.settings.sovereignty,
+        "summary": {
+            "endpoints": len(found),
+            "by_country": dict(sorted(by_country.items())),
+            "cloud_act": sum(1 for f in found if f["cloud_act"]),
+            "us_in_use_run": [label(f) for f in found
+                              if _us(f) and f["in_use"] and f["when"] != "build"],
+            "us_in_use_build": [label(f) for f in found
+                                if _us(f) and f["in_use"] and f["when"] == "build"],
+        },
+        "findings": found,
+    }
+
+
+def format_report(data: dict[str, Any]) -> str:
+    s = data["summary"]
+    lines = [f"Sovereignty: {data['sovereignty']}   {s['endpoints']} outside endpoints, "
+             f"{s['cloud_act']} under the US CLOUD Act",
+             "By country: " + (", ".join(f"{k} {v}" for k, v in s["by_country"].items())
+                               or "none"),
+             f"US in use at run time: {len(s['us_in_use_run'])}"
+             + "".join(f"\n  {x}" for x in s["us_in_use_run"]),
+             f"US in use at build time: {len(s['us_in_use_build'])}"
+             + "".join(f"\n  {x}" for x in s["us_in_use_build"])]
+    current = None
+    for f in data["findings"]:
+        if (f["host"], f["stack"]) != current:
+            current = (f["host"], f["stack"])
+            lines.append(f"\n{f['host']} / {f['stack']}")
+        state = "in use" if f["in_use"] else "not in use"
+        lines.append(f"  {f['endpoint']}  [{f['when']}, {state}]  {f['purpose']}")
+        lines.append(f"    {f['operator']}, {f['country']}"
+                     + (", US CLOUD Act" if f["cloud_act"] else ""))
+        lines.append(f"    mitigation: {MITIGATION_TEXT[f['mitigation']]}")
+        if f["fix"]:
+            lines.append(f"    fix: {f['fix']}")
+    return "\n".join(lines)
+
+
+def gate(site: Site, hosts: list[str] | None = None) -> list[str]:
+    """The sovereignty check of plan and apply, before any host is touched. strict: raises
+    AbriError (exit 2) naming every US endpoint in use, its stack, host and fix; eu: returns
+    one warning line per US endpoint in use; off: nothing."""
+    level = site.settings.sovereignty
+    if level == "off":
+        return []
+    chosen = set(hosts) if hosts is not None else None
+    found = [f for f in findings(site) if _us(f) and f["in_use"]
+             and (chosen is None or f["host"] in chosen)]
+    if level == "strict" and found:
+        raise AbriError([Problem(f"host '{f['host']}', stack '{f['stack']}'", "sovereignty",
+                                 f"strict: {f['endpoint']} ({f['operator']}, US) is used at "
+                                 f"{f['when']} time for {f['purpose']}; fix: {f['fix']}")
+                         for f in found])
+    return [f"sovereignty eu: {f['endpoint']} ({f['operator']}, US CLOUD Act) used at "
+            f"{f['when']} time by {f['stack']} on {f['host']}; fix: {f['fix']}"
+            for f in found]
