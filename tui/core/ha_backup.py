@@ -245,19 +245,20 @@ def check_version(backup: HaBackup, stack_tag: str, host: str) -> None:
                f"{backup.ha_version}' first (or pin that version), then import again")
 
 
-def read_password_file(path: Path | None, option: str = "--password-file") -> str | None:
+def read_password_file(path: Path | None, option: str = "--password-file",
+                       command: str = "import-ha-backup") -> str | None:
     """The password a file holds (its last line break dropped); None without a file."""
     if path is None:
         return None
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise AbriError(Problem("import-ha-backup", option,
+        raise AbriError(Problem(command, option,
                                 f"{path} cannot be read ({exc.__class__.__name__}); give a "
-                                "file holding the backup's password")) from None
+                                "file holding the password")) from None
     password = text.rstrip("\r\n")
     if not password:
-        raise AbriError(Problem("import-ha-backup", option, f"{path} is empty; give a "
+        raise AbriError(Problem(command, option, f"{path} is empty; give a "
                                 "file holding the password"))
     return password
 
