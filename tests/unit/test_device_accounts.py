@@ -264,3 +264,18 @@ def test_device_publishes_on_its_topics_only(abri, mq_site, tmp_path):
         proc.wait(timeout=10)
     text = log.read_text()
     assert "Denied PUBLISH from" in text and "elsewhere/x" in text
+
+
+def test_device_accounts_move_with_their_stack(abri, mq_site, tmp_path):
+    """A migration moves the broker with its device accounts (names, rules, passwords)."""
+    assert abri("stack", "user", "add", "pi", "mosquitto", "plug", "--password-file",
+                _pwfile(tmp_path), "--site", mq_site).code == 0
+    assert abri("host", "add", "new", "--kind", "ssh", "--address", "192.168.1.40",
+                "--site", mq_site).code == 0
+    site = _load(mq_site)
+    site.move_stacks("pi", "new", ["mosquitto", "homeassistant"])
+    site.save()
+    site = _load(mq_site)
+    assert site.hosts["new"].accounts == {"mosquitto": {"plug": {"acl": ["readwrite plug/#"]}}}
+    assert site.secrets["new"]["mosquitto"]["account.plug"] == SECRET
+    assert not site.hosts["pi"].accounts

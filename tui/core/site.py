@@ -466,6 +466,8 @@ class Site:
                 self.secrets.setdefault(target, {})[name] = dict(self.secrets[source][name])
             if name in src.images:  # the data is of that version: it goes along
                 dst.images[name] = src.images[name]
+            if name in src.accounts:  # device accounts serve the devices from there
+                dst.accounts[name] = src.accounts.pop(name)
             src.migrated[name] = target
             dst.migrated.pop(name, None)
 
