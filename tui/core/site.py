@@ -674,6 +674,9 @@ class Site:
             raise AbriError(Problem(f"host '{host_name}'", "secrets", "there are no secrets "
                                     "to purge" + (f" for {stack}" if stack else "")))
         self._purges.append((host_name, stack))
+        if host is not None:  # device accounts without their passwords: gone with them
+            for name in names:
+                host.accounts.pop(name, None)
         if host_name in self.secrets:
             for name in names:
                 self.secrets[host_name].pop(name, None)
