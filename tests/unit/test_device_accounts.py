@@ -283,8 +283,8 @@ def test_device_accounts_move_with_their_stack(abri, mq_site, tmp_path):
 
 def test_purged_secrets_take_the_device_accounts(abri, mq_site):
     assert abri("stack", "user", "add", "pi", "mosquitto", "plug", "--site", mq_site).code == 0
-    assert abri("stack", "remove", "pi", "mosquitto", "--site", mq_site).code == 0
     assert abri("stack", "remove", "pi", "homeassistant", "--site", mq_site).code == 0
+    assert abri("stack", "remove", "pi", "mosquitto", "--site", mq_site).code == 0
     assert _load(mq_site).hosts["pi"].accounts  # kept while the stack is off
     assert abri("secrets", "purge", "pi", "mosquitto", "--site", mq_site).code == 0
     assert not _load(mq_site).hosts["pi"].accounts
