@@ -317,8 +317,11 @@ def cmd_stack_user(args) -> int:
     print(f"Added the device account {args.name} to {args.stack} on {args.host}, with {how} "
           "(kept in the site's vault); 'abri apply' puts it on the broker")
     if generated:
-        print(f"  read it with: ansible-vault view host_vars/{args.host}/vault.yml (key "
-              f"account.{args.name} under {args.stack})")
+        from tui.core import secrets
+
+        print(f"  read it with: ansible-vault view --vault-password-file "
+              f"{secrets.vault_password_file(site.site_id)} host_vars/{args.host}/vault.yml "
+              f"(key account.{args.name} under {args.stack})")
     return EXIT_OK
 
 
