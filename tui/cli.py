@@ -148,6 +148,7 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     _site_option(q)
     q.add_argument("host")
     q.add_argument("stack")
+    _stack_user_parser(tsub)
 
     q = sub.add_parser(
         "upgrade", help="move stacks to newer releases, rolling back by itself on failure",
@@ -256,6 +257,78 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
                    "check it, and change nothing")
     _json_option(q)
     return parser
+
+
+def _stack_user_parser(tsub) -> None:
+    """abri stack user add|list|remove: device accounts on a stack that keeps accounts."""
+    p = tsub.add_parser("user", help="device accounts on a stack that keeps users (the "
+                        "broker: a Tasmota, a Shelly, a Zigbee2MQTT elsewhere)")
+    usub = p.add_subparsers(dest="user_action", metavar="ACTION", required=True,
+                            parser_class=_Parser)
+    q = usub.add_parser("add", help="add a device account (applied by the next 'abri apply')",
+                        description="Add a user of its own for a device or a program on "
+                        "another machine. Its password is kept in the site's vault only and "
+                        "never printed: give it with --password-file, or let abri generate "
+                        "one (read it with 'ansible-vault view host_vars/HOST/vault.yml', key "
+                        "account.NAME). By default the account may use the topics under its "
+                        "own name (readwrite NAME/#).")
+    _site_option(q)
+    q.add_argument("host")
+    q.add_argument("stack")
+    q.add_argument("name", help="the account's user name (letters, digits, _ . -)")
+    q.add_argument("--password-file", type=Path, metavar="F", help="a file holding the "
+                   "password (default: a generated one)")
+    q.add_argument("--topics", action="append", default=[], metavar="'ACCESS TOPIC'",
+                   help="a topic rule (repeatable): ACCESS is read, write, readwrite or deny, "
+                   "e.g. 'readwrite tasmota/#' (default: readwrite NAME/#)")
+    q = usub.add_parser("list", help="the users of a stack on a host (abri's own and "
+                        "device accounts), with their topics")
+    _site_option(q)
+    _json_option(q)
+    q.add_argument("host")
+    q.add_argument("stack")
+    q = usub.add_parser("remove", help="remove a device account and forget its password")
+    _site_option(q)
+    q.add_argument("host")
+    q.add_argument("stack")
+    q.add_argument("name")
+
+
+def cmd_stack_user(args) -> int:
+    from tui.core import accounts, ha_backup
+
+    site = _load(args)
+    if args.user_action == "list":
+        rows = accounts.rows(site, args.host, args.stack)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            width = max(len(r["name"]) for r in rows) + 2
+            print(f"{'USER':<{width}} {'KIND':<36} TOPICS")
+            for r in rows:
+                print(f"{r['name']:<{width}} {r['kind']:<36} {', '.join(r['topics'])}")
+        return EXIT_OK
+    if args.user_action == "remove":
+        accounts.remove(site, args.host, args.stack, args.name)
+        site.save()
+        print(f"Removed the device account {args.name} from {args.stack} on {args.host}; the "
+              "next apply takes it off the broker")
+        return EXIT_OK
+    password = ha_backup.read_password_file(args.password_file, "--password-file",
+                                            command="stack user add")
+    generated = accounts.add(site, args.host, args.stack, args.name, password, args.topics)
+    site.save()
+    how = ("a generated password" if generated else "the password from "
+           f"{args.password_file}")
+    print(f"Added the device account {args.name} to {args.stack} on {args.host}, with {how} "
+          "(kept in the site's vault); 'abri apply' puts it on the broker")
+    if generated:
+        from tui.core import secrets
+
+        print(f"  read it with: ansible-vault view --vault-password-file "
+              f"{secrets.vault_password_file(site.site_id)} host_vars/{args.host}/vault.yml "
+              f"(key account.{args.name} under {args.stack})")
+    return EXIT_OK
 
 
 def _parse_sets(items: list[str], where: str, example: str,
@@ -490,6 +563,8 @@ def cmd_stack(args) -> int:
         else:
             _print_stack(catalog[args.stack])
         return EXIT_OK
+    if args.action == "user":
+        return cmd_stack_user(args)
     site = _load(args)
     where = f"host '{args.host}', stack '{args.stack}'"
     example = f"--set {_example_setting(site, args.stack)}"
@@ -753,7 +828,7 @@ def cmd_import_ha_backup(args) -> int:
         print(json.dumps(checked.backup.summary(), indent=2))
     else:
         print(ha_backup.format_summary(checked.backup))
-        for line in ha_import.left_out(checked.backup):
+        for line in ha_import.left_out(checked.backup, checked):
             print(f"  {line}")
     if args.dry_run:
         print(f"\nThe backup can be imported into {checked.stack} on {args.host} (dry run: "

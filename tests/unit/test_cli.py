@@ -16,7 +16,8 @@ def test_help_on_every_command(abri):
                  ["host", "remove"], ["stack", "show"], ["site", "show"],
                  ["stack", "list"], ["stack", "add"], ["stack", "remove"], ["plan"],
                  ["apply"], ["verify"], ["site", "set"], ["backup"], ["backups"],
-                 ["restore"], ["import-ha-backup"]):
+                 ["restore"], ["import-ha-backup"], ["stack", "user", "add"],
+                 ["stack", "user", "list"], ["stack", "user", "remove"]):
         result = abri(*args, "--help")
         assert result.code == 0, args
         assert "usage: abri" in result.out

@@ -30,7 +30,8 @@ CONFIG = {
 def make_backup(tmp: Path, version: int | None = 2, password: str | None = PASSWORD,
                 ha_version: str = "2026.2.3", files: dict[str, str] | None = None,
                 meta: dict | None = None, name: str = "backup.tar",
-                exclude_database: bool = False) -> Path:
+                exclude_database: bool = False, addons: dict[str, dict] | None = None
+                ) -> Path:
     """A backup as Home Assistant Core writes one (backup/util.py): the outer tar by
     securetar's SecureTarArchive, backup.json as ./backup.json, and Home Assistant's member
     made with create_tar + atomic_contents_add(arcname='data')."""
@@ -58,6 +59,16 @@ def make_backup(tmp: Path, version: int | None = 2, password: str | None = PASSW
         with archive.create_tar("./homeassistant.tar.gz") as inner:
             securetar.atomic_contents_add(tar_file=inner, origin_path=src,
                                           file_filter=lambda _: False, arcname="data")
+        # Supervisor's add-on members (addons/addon.py backup): ./<slug>.tar.gz holding
+        # addon.json ({user: persist with options, system, version, state}) and data/
+        for slug, addon_json in (addons or {}).items():
+            folder = tmp / f"addon-src-{name}-{slug}"
+            (folder / "data").mkdir(parents=True)
+            (folder / "data" / "mosquitto.db").write_bytes(b"\x00persisted")
+            (folder / "addon.json").write_text(json.dumps(addon_json))
+            with archive.create_tar(f"./{slug}.tar.gz") as inner:
+                securetar.atomic_contents_add(tar_file=inner, origin_path=folder,
+                                              file_filter=lambda _: False, arcname=".")
     return path
 
 
@@ -456,8 +467,8 @@ def test_addons_and_folders_are_said_to_stay_in_the_backup(tmp_path):
         "addons": [{"slug": "core_mosquitto", "name": "Mosquitto broker"}],
         "folders": ["share"]}))
     assert ha_import.left_out(b) == [
-        "add-on Mosquitto broker (core_mosquitto): not imported (no import for add-ons yet); "
-        "its data stays in the backup",
+        "add-on Mosquitto broker (core_mosquitto): not imported (abri imports no data of "
+        "this add-on); its data stays in the backup",
         "folder share: not imported; it stays in the backup"]
 
 
@@ -467,3 +478,111 @@ def test_cli_dry_run_lists_what_stays_in_the_backup(abri, ha_site, tmp_path):
     r = abri("import-ha-backup", path, "--host", "pi", "--dry-run", "--site", ha_site)
     assert r.code == 0, r.err
     assert "add-on Node-RED (a0d7b954_nodered): not imported" in r.out
+
+
+# ------------------------------------------------- the Mosquitto add-on of a Supervisor backup
+MQ_LOGINS = [{"username": "tasmota", "password": "plug-pass-1"},
+             {"username": "shelly_2", "password": "relay pass 2"},
+             {"username": "homeassistant", "password": "clash-pass-3"},
+             {"username": "bad name", "password": "x-pass-4"}]
+
+
+def _supervisor_backup(tmp: Path, version: int | None, logins=None) -> Path:
+    addon = {"user": {"options": {"logins": MQ_LOGINS if logins is None else logins,
+                                  "require_certificate": False, "certfile": "fullchain.pem",
+                                  "keyfile": "privkey.pem",
+                                  "customize": {"active": False, "folder": "mosquitto"}},
+                      "version": "6.4.1", "boot": "auto"},
+             "system": {"slug": "mosquitto", "name": "Mosquitto broker"},
+             "version": "6.4.1", "state": "started"}
+    return make_backup(tmp, version=version, password=PASSWORD if version else None,
+                       meta={"type": "full", "addons": [
+                           {"slug": "core_mosquitto", "name": "Mosquitto broker",
+                            "version": "6.4.1", "size": 0.1},
+                           {"slug": "a0d7b954_nodered", "name": "Node-RED",
+                            "version": "19.0.0", "size": 1.0}]},
+                       addons={"core_mosquitto": addon})
+
+
+@pytest.mark.parametrize("version", [2, 3, None])
+def test_addon_options_of_a_supervisor_backup(tmp_path, version):
+    b = ha_backup.read(_supervisor_backup(tmp_path, version))
+    assert ha_backup.addon_member(b, "core_mosquitto") == "core_mosquitto.tar.gz"
+    options = ha_backup.addon_options(b, "core_mosquitto", PASSWORD if version else None)
+    assert options["logins"] == MQ_LOGINS
+    if version:
+        with pytest.raises(AbriError, match="password: is needed"):
+            ha_backup.addon_options(b, "core_mosquitto", None)
+        with pytest.raises(AbriError) as wrong:
+            ha_backup.addon_options(b, "core_mosquitto", "not-the-password")
+        assert "not-the-password" not in str(wrong.value)
+    with pytest.raises(AbriError, match="is missing"):
+        ha_backup.addon_options(b, "core_nope", PASSWORD)
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_mosquitto_logins_become_device_accounts(abri, ha_site, tmp_path, version):
+    """The mapping: each login a device account on the broker of pi's Home Assistant, the
+    password from the backup into the vault; abri's own name (homeassistant) and an invalid
+    one reported and skipped; the other add-on said not imported; no password printed."""
+    from tui.core import accounts, ha_import
+    from tui.core.site import Site
+
+    path = _supervisor_backup(tmp_path, version)
+    site = Site.load(ha_site)
+    own = site.secrets["pi"]["homeassistant"]["mqtt_password"]
+    checked = ha_import.check(site, path, "pi", PASSWORD, None, dry_run=True)
+    assert [(x.host, x.stack, x.name) for x in checked.logins] == [
+        ("pi", "mosquitto", "tasmota"), ("pi", "mosquitto", "shelly_2")]
+    assert checked.logins[0].acl == ("readwrite #",)  # what the add-on allowed
+    lines = ha_import.left_out(checked.backup, checked)
+    text = "\n".join(lines)
+    assert lines[0] == ("add-on Mosquitto broker (core_mosquitto): logins that become device "
+                        "accounts of mosquitto on pi: tasmota, shelly_2")
+    assert "login homeassistant skipped: it is the name of one of abri's own users" in text
+    assert "login 'bad name' skipped" in text
+    assert "add-on Node-RED (a0d7b954_nodered): not imported" in text
+    assert "core_mosquitto): not imported" not in text
+    assert not any(x["password"] in text for x in MQ_LOGINS)
+    # what run() does once the configuration is in place
+    for login in checked.logins:
+        accounts.add(site, login.host, login.stack, login.name, login.password,
+                     list(login.acl))
+    site.save()
+    again = Site.load(ha_site)
+    vault = again.secrets["pi"]["mosquitto"]
+    assert vault["account.tasmota"] == "plug-pass-1"
+    assert vault["account.shelly_2"] == "relay pass 2"
+    assert again.secrets["pi"]["homeassistant"]["mqtt_password"] == own  # not overwritten
+    assert "clash-pass-3" not in again.all_secret_values()
+    host_vars = (ha_site / "host_vars/pi/abri.yml").read_text()
+    assert "plug-pass-1" not in host_vars and "account.tasmota" in host_vars
+    # imported again: the accounts exist, kept as they are
+    checked = ha_import.check(again, path, "pi", PASSWORD, None, dry_run=True)
+    assert checked.logins == []
+    assert "login tasmota: already a device account of mosquitto on pi; kept as it is" in \
+        "\n".join(ha_import.left_out(checked.backup, checked))
+
+
+def test_cli_dry_run_names_the_logins_only(abri, ha_site, tmp_path):
+    path = _supervisor_backup(tmp_path, 3)
+    r = abri("import-ha-backup", path, "--host", "pi", "--dry-run", "--password-file",
+             _pw(tmp_path), "--site", ha_site)
+    assert r.code == 0, r.err
+    assert "device accounts of mosquitto on pi: tasmota, shelly_2" in r.out
+    assert not any(x["password"] in r.out + r.err for x in MQ_LOGINS)
+
+
+def test_logins_go_to_the_broker_of_the_host_elsewhere(abri, site_dir, ssh_key, tmp_path):
+    """The broker on another host of the site: the logins land there."""
+    from tui.core import ha_import
+    from tui.core.site import Site
+
+    for name, address in (("broker", "192.168.1.30"), ("pi", "192.168.1.20")):
+        assert abri("host", "add", name, "--kind", "ssh", "--address", address, "--key",
+                    ssh_key, "--site", site_dir).code == 0
+    assert abri("stack", "add", "broker", "mosquitto", "--site", site_dir).code == 0
+    assert abri("stack", "add", "pi", "homeassistant", "--site", site_dir).code == 0
+    checked = ha_import.check(Site.load(site_dir), _supervisor_backup(tmp_path, None), "pi",
+                              None, None, dry_run=True)
+    assert {(x.host, x.stack) for x in checked.logins} == {("broker", "mosquitto")}

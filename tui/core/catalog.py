@@ -228,6 +228,21 @@ SCHEMA: dict[str, Any] = {
                 "admin_user": {"type": "string", "pattern": _NAME},
                 "admin_secret": {"type": "string", "pattern": _NAME},
                 "port_setting": {"type": "string", "pattern": _NAME},
+                # the Home Assistant add-on whose logins an import of a Supervisor backup
+                # turns into device accounts (abri import-ha-backup): its slug, the option
+                # holding [{username, password}], and the topic rules the logins get
+                "ha_addon": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["slug", "logins"],
+                    "properties": {
+                        "slug": {"type": "string", "pattern": r"^[a-z0-9_]+$"},
+                        "logins": {"type": "string", "pattern": _NAME},
+                        "acl": {"type": "array", "items": {
+                            "type": "string",
+                            "pattern": r"^(read|write|readwrite|deny) \S+$"}},
+                    },
+                },
             },
         },
         # topics a consumer may use on the broker ({user} is its account name)

@@ -245,19 +245,20 @@ def check_version(backup: HaBackup, stack_tag: str, host: str) -> None:
                f"{backup.ha_version}' first (or pin that version), then import again")
 
 
-def read_password_file(path: Path | None, option: str = "--password-file") -> str | None:
+def read_password_file(path: Path | None, option: str = "--password-file",
+                       command: str = "import-ha-backup") -> str | None:
     """The password a file holds (its last line break dropped); None without a file."""
     if path is None:
         return None
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise AbriError(Problem("import-ha-backup", option,
+        raise AbriError(Problem(command, option,
                                 f"{path} cannot be read ({exc.__class__.__name__}); give a "
-                                "file holding the backup's password")) from None
+                                "file holding the password")) from None
     password = text.rstrip("\r\n")
     if not password:
-        raise AbriError(Problem("import-ha-backup", option, f"{path} is empty; give a "
+        raise AbriError(Problem(command, option, f"{path} is empty; give a "
                                 "file holding the password"))
     return password
 
@@ -299,6 +300,57 @@ def extract_config(backup: HaBackup, password: str | None, dest: Path,
         raise _bad(backup.path, backup.inner, "holds no data/ folder: it is not Home "
                    "Assistant's configuration")
     return written
+
+
+def addon_member(backup: HaBackup, slug: str) -> str | None:
+    """The outer member that holds an add-on (Supervisor writes <slug>.tar.gz, or <slug>.tar
+    for an uncompressed backup); None when the backup does not hold it."""
+    for name in (f"{slug}.tar.gz", f"{slug}.tar"):
+        if name in backup.members:
+            return name
+    return None
+
+
+def addon_options(backup: HaBackup, slug: str, password: str | None) -> dict[str, Any]:
+    """The options of an add-on as its Supervisor backup keeps them: the member <slug>.tar.gz
+    (encrypted with SecureTar like Home Assistant's in a protected backup) holds addon.json,
+    {"user": {"options": {...}, ...}, "system": ..., "version": ..., "state": ...}.
+    Raises AbriError naming the member when it is missing, damaged or holds no options."""
+    import securetar
+
+    name = addon_member(backup, slug)
+    if name is None:
+        raise _bad(backup.path, f"{slug}.tar.gz", "is missing: backup.json names the add-on, "
+                   "but the archive does not hold it")
+    with tarfile.open(backup.path, "r:") as tar:
+        member = _member(tar, (name,))
+        assert member is not None
+        f = tar.extractfile(member)
+        version = _stream_version(f.read(512) if f else b"")
+        if version is not None and not password:
+            raise _bad(backup.path, "password", f"is needed: {name} is encrypted (SecureTar "
+                       f"v{version}); give it with --password-file FILE")
+        data = None
+        try:
+            with _decrypted(tar, member, password if version is not None else None) as stream:
+                mode = "r|gz" if name.endswith(".gz") else "r|"
+                with tarfile.open(fileobj=stream, mode=mode) as inner:
+                    for m in inner:
+                        if m.name.removeprefix("./") == "addon.json" and m.isfile():
+                            raw = inner.extractfile(m)
+                            data = json.loads(raw.read() if raw else b"")
+                            break
+        except securetar.InvalidPasswordError:
+            raise _wrong_password(backup) from None
+        except (securetar.SecureTarError, tarfile.TarError, EOFError, OSError,
+                ValueError, UnicodeDecodeError) as exc:
+            raise _bad(backup.path, name, f"cannot be read ({type(exc).__name__}); the add-on "
+                       "is damaged in the backup, or the password does not fit it") from None
+    options = ((data or {}).get("user") or {}).get("options") if isinstance(data, dict) \
+        else None
+    if not isinstance(options, dict):
+        raise _bad(backup.path, name, "holds no addon.json with the add-on's options")
+    return options
 
 
 def human_size(n: int) -> str:

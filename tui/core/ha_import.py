@@ -234,13 +234,102 @@ def prepare_config(config: Path, remove: set[str], mqtt: dict[str, Any] | None) 
     return Prepared(owner=owner_of(config), notes=notes)
 
 
-def left_out(backup: ha_backup.HaBackup) -> list[str]:
+def left_out(backup: ha_backup.HaBackup, checked: Checked | None = None) -> list[str]:
     """What the backup holds that an import does not bring (add-ons, Supervisor's folders):
-    it stays in the archive."""
-    out = [f"add-on {a.get('name') or a.get('slug')} ({a.get('slug')}): not imported (no "
-           "import for add-ons yet); its data stays in the backup" for a in backup.addons]
+    it stays in the archive. With checked: first what becomes of the add-ons an import maps
+    (their logins), then the rest."""
+    mapped = checked.mapped if checked else set()
+    out = list(checked.addon_notes) if checked else []
+    out += [f"add-on {a.get('name') or a.get('slug')} ({a.get('slug')}): not imported (abri "
+            "imports no data of this add-on); its data stays in the backup"
+            for a in backup.addons if a.get("slug") not in mapped]
     out += [f"folder {f}: not imported; it stays in the backup" for f in backup.folders]
     return out
+
+
+@dataclass(frozen=True)
+class Login:
+    """An add-on's login that the import makes a device account of (tui.core.accounts)."""
+
+    host: str  # the host of the stack that keeps the account (the site's broker)
+    stack: str
+    name: str
+    password: str = field(repr=False)
+    acl: tuple[str, ...]
+
+
+def plan_logins(site: Site, backup: ha_backup.HaBackup, host: str, ha: str,
+                password: str | None) -> tuple[list[Login], list[str], set[str]]:
+    """The logins of the backup's add-ons that a stack's manifest maps (accounts.ha_addon),
+    onto the stack that serves that capability to HOST's Home Assistant: the logins to add,
+    what is said of each add-on and login (names only), and the slugs mapped. A login named
+    like one of abri's own users, or like a device account already there, is skipped."""
+    from tui.core import accounts, resolve
+
+    links, _ = resolve.bindings(site)
+    logins: list[Login] = []
+    notes: list[str] = []
+    mapped: set[str] = set()
+    for addon in backup.addons:
+        slug = addon.get("slug")
+        keeper = next((s for s in site.catalog if s.accounts
+                       and (s.accounts.get("ha_addon") or {}).get("slug") == slug), None)
+        if keeper is None:
+            continue
+        spec = keeper.accounts["ha_addon"]
+        label = f"add-on {addon.get('name') or slug} ({slug})"
+        mapped.add(slug)
+        b = next((b for b in links if (b.consumer_host, b.consumer, b.capability, b.provider)
+                  == (host, ha, keeper.accounts["capability"], keeper.name)), None)
+        if b is None:
+            notes.append(f"{label}: its logins not imported: {ha} on {host} uses no "
+                         f"{keeper.name} of this site; add one, then import again")
+            continue
+        where = f"{keeper.name} on {b.provider_host}"
+        start, before = len(notes), len(logins)
+        options = ha_backup.addon_options(backup, slug, password)
+        raw = options.get(spec["logins"]) or []
+        own = accounts.own_users(site, b.provider_host, keeper.name)
+        existing = accounts.device_accounts(site, b.provider_host, keeper.name)
+        seen: set[str] = set()
+        for item in raw if isinstance(raw, list) else []:
+            name = str((item or {}).get("username", "")) if isinstance(item, dict) else ""
+            secret = item.get("password") if isinstance(item, dict) else None
+            shown = name or "(no name)"
+            try:
+                accounts.check_name(name)
+            except ValueError as exc:
+                notes.append(f"{label}: login {shown!r} skipped: {exc}")
+                continue
+            if name in seen:
+                notes.append(f"{label}: login {name} skipped: given twice in the add-on")
+                continue
+            seen.add(name)
+            if name in own:
+                notes.append(f"{label}: login {name} skipped: it is the name of one of abri's "
+                             f"own users of {where} ({own[name]}), which is not overwritten; "
+                             f"add the device under another name ('abri stack user add "
+                             f"{b.provider_host} {keeper.name} NAME')")
+                continue
+            if name in existing:
+                notes.append(f"{label}: login {name}: already a device account of {where}; "
+                             "kept as it is")
+                continue
+            if item.get("password_pre_hashed"):
+                notes.append(f"{label}: login {name} skipped: the add-on holds only a hash "
+                             f"of its password; add it with 'abri stack user add "
+                             f"{b.provider_host} {keeper.name} {name} --password-file F'")
+                continue
+            try:
+                accounts.check_password(str(secret or ""))
+            except ValueError as exc:
+                notes.append(f"{label}: login {name} skipped: its password {exc}")
+                continue
+            logins.append(Login(b.provider_host, keeper.name, name, str(secret),
+                                tuple(spec.get("acl") or accounts.default_acl(name))))
+        said = ", ".join(x.name for x in logins[before:]) or "none"
+        notes.insert(start, f"{label}: logins that become device accounts of {where}: {said}")
+    return logins, notes, mapped
 
 
 # ---------------------------------------------------------------- the import
@@ -250,6 +339,9 @@ class Checked:
     stack: str
     password: str | None
     owner_password: str | None
+    logins: list[Login] = field(default_factory=list)
+    addon_notes: list[str] = field(default_factory=list)
+    mapped: set[str] = field(default_factory=set)
 
 
 def check(site: Site, path: Path, host: str, password: str | None,
@@ -279,7 +371,8 @@ def check(site: Site, path: Path, host: str, password: str | None,
                                 "abri logs in as the owner to configure Home Assistant; "
                                 "give a file holding the owner's password (the one you log "
                                 "in to Home Assistant with)"))
-    return Checked(backup, stack.name, password, owner_password)
+    logins, notes, mapped = plan_logins(site, backup, host, stack.name, password)
+    return Checked(backup, stack.name, password, owner_password, logins, notes, mapped)
 
 
 def _mqtt_wiring(site: Site, host: str, stack: str) -> dict[str, Any] | None:
@@ -374,7 +467,7 @@ def run(site: Site, checked: Checked, host: str, keep_database: bool = True) -> 
         return 1
     for note in prepared.notes:
         print(f"  {note}")
-    for line in left_out(checked.backup):
+    for line in left_out(checked.backup, checked):
         print(f"  {line}")
     if sets:
         site.set_stack(host, stack.name, sets)
@@ -383,11 +476,21 @@ def run(site: Site, checked: Checked, host: str, keep_database: bool = True) -> 
     if owner_secret and checked.owner_password:
         secrets[owner_secret] = checked.owner_password
         secrets.pop(f"{owner_secret}_previous", None)
+    from tui.core import accounts
+
+    for login in checked.logins:  # the add-ons' logins, as device accounts (never printed)
+        accounts.add(site, login.host, login.stack, login.name, login.password,
+                     list(login.acl))
     site.save()
+    for login in checked.logins:
+        print(f"  device account {login.name} imported on {login.stack} ({login.host}), "
+              "with its password from the backup (kept in the site's vault)")
     print(f"  owner account kept: {prepared.owner or '(none found)'}; abri logs in with the "
           "password you gave (kept in the site's vault)")
     print(f"\n[5/5] Applying {host} and checking it")
-    code = runner.run_cli(site, "apply", limit=host, verify=True)
+    # the broker that received the add-on's logins is applied too (on another host)
+    limit = ",".join(dict.fromkeys([host, *(x.host for x in checked.logins)]))
+    code = runner.run_cli(site, "apply", limit=limit, verify=True)
     if code != 0 and undo:
         print(f"abri: the imported Home Assistant did not pass; fix what is said above and "
               f"run 'abri apply --limit {host}', or {undo}", file=sys.stderr)

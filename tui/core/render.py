@@ -133,6 +133,9 @@ def host_vars(site: Site, name: str, state: dict[str, Any] | None) -> str:
         data["abri_migrated"] = dict(sorted(host.migrated.items()))
     if host.images:
         data["abri_images"] = dict(sorted(host.images.items()))
+    if host.accounts:  # device accounts (abri stack user add); passwords in the vault
+        data["abri_accounts"] = {s: dict(sorted(u.items()))
+                                 for s, u in sorted(host.accounts.items())}
     if state is not None:
         data["abri_state"] = state
     return ("# Managed by abri: it rewrites this file. Put your own variables in another file "

@@ -314,6 +314,12 @@ def _stack_state(site: Site, host: Host, stack: Stack, links: list[Binding]) -> 
             lines = site.catalog[b.consumer].acl.get(b.capability) or ("readwrite {user}/#",)
             acl += ["", f"user {b.username}"]
             acl += [f"topic {line.replace('{user}', b.username)}" for line in lines]
+        # device accounts the user added (abri stack user add; tui.core.accounts)
+        for user, spec in sorted((host.accounts.get(stack.name) or {}).items()):
+            if user in users:  # a clash with abri's own: refused by the site's checks
+                continue
+            users[user] = _ref(host.name, stack.name, f"account.{user}")
+            acl += ["", f"user {user}"] + [f"topic {line}" for line in spec.get("acl") or ()]
         state["accounts"] = {"format": accounts["format"], "passwd_file": accounts["passwd_file"],
                              "owner": accounts.get("owner", 0), "users_ref": users}
         files.insert(0, {

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from tui.core import inventory, render, validate
+from tui.core import accounts, inventory, render, validate
 from tui.core import secrets as vault
 from tui.core.atomic import write_atomic
 from tui.core.catalog import Catalog
@@ -104,6 +104,9 @@ class Host(HostEntry):
     #: 'abri upgrade --limit' for the hosts it upgraded (lifted to the site's pin once every
     #: host of the stack runs the same)
     images: dict[str, str] = field(default_factory=dict)
+    #: stack -> device account name -> {acl: [topic rules]}: the users added with 'abri
+    #: stack user add' (tui.core.accounts); their passwords are in the vault
+    accounts: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def service_address(self) -> str:
@@ -129,6 +132,9 @@ class Site:
         self.image_pins: dict[str, str] = dict(image_pins or {})
         #: (host, stack or None) the user asked to purge on the next save
         self._purges: list[tuple[str, str | None]] = []
+        #: (host, stack, key): single secrets to drop on the next save (a device account
+        #: removed)
+        self._forgotten: list[tuple[str, str, str]] = []
 
     # ------------------------------------------------------------------ loading
     @staticmethod
@@ -215,6 +221,8 @@ class Site:
                                         "references"))
                 own = {}
             host.images = {str(k): str(v) for k, v in own.items()}
+            host.accounts, bad = accounts.parse(data.get("abri_accounts"), where)
+            problems.extend(bad)
             hosts[name] = host
             secrets[name] = vault.read_host_secrets(site_id, host_dir)
         pins = site_vars.get("abri_images") or {}
@@ -464,6 +472,8 @@ class Site:
                 self.secrets.setdefault(target, {})[name] = dict(self.secrets[source][name])
             if name in src.images:  # the data is of that version: it goes along
                 dst.images[name] = src.images[name]
+            if name in src.accounts:  # device accounts serve the devices from there
+                dst.accounts[name] = src.accounts.pop(name)
             src.migrated[name] = target
             dst.migrated.pop(name, None)
 
@@ -549,6 +559,7 @@ class Site:
             links, wiring = resolve.bindings(self)
             out.extend(wiring)
             out.extend(resolve.binding_problems(self, links))
+            out.extend(accounts.problems(self))
         return out
 
     def _host_problems(self, host: Host) -> list[Problem]:
@@ -626,6 +637,9 @@ class Site:
                     continue
                 merged[stack] = {**on_disk.get(stack, {}),
                                  **self.secrets.get(host.name, {}).get(stack, {})}
+                for h, s, key in self._forgotten:
+                    if (h, s) == (host.name, stack):
+                        merged[stack].pop(key, None)
             self.secrets[host.name] = merged
             vault.write_host_secrets(self.site_id, host_dir, merged)
         for host_name, stack in self._purges:
@@ -636,12 +650,18 @@ class Site:
                     left.pop(stack, None)
                 vault.write_host_secrets(self.site_id, host_dir, {} if stack is None else left)
         self._purges.clear()
+        self._forgotten.clear()
         # hosts removed from the site: drop abri's vars file, keep secrets and user files
         for host_dir in sorted((self.path / "host_vars").glob("*")):
             if host_dir.is_dir() and host_dir.name not in self.hosts:
                 managed = host_dir / HOST_VARS
                 if managed.exists():
                     managed.unlink()
+
+    def forget_secret(self, host_name: str, stack: str, key: str) -> None:
+        """Drop one secret at the next save (a device account removed)."""
+        self._forgotten.append((host_name, stack, key))
+        (self.secrets.get(host_name, {}).get(stack) or {}).pop(key, None)
 
     def purge_secrets(self, host_name: str, stack: str | None = None) -> list[str]:
         """Forget the secrets of a host (or of one stack on it) at the next save: the only
@@ -660,6 +680,9 @@ class Site:
             raise AbriError(Problem(f"host '{host_name}'", "secrets", "there are no secrets "
                                     "to purge" + (f" for {stack}" if stack else "")))
         self._purges.append((host_name, stack))
+        if host is not None:  # device accounts without their passwords: gone with them
+            for name in names:
+                host.accounts.pop(name, None)
         if host_name in self.secrets:
             for name in names:
                 self.secrets[host_name].pop(name, None)
