@@ -12,7 +12,8 @@ import socket
 
 import pytest
 
-from tests.fleet.test_deploy import NESTED_ENGINE_OPTIONS, _abri, _apply, _own_config_home
+from tests.fleet.test_deploy import (NESTED_ENGINE_OPTIONS, _abri, _apply, _own_config_home,
+                                     _secrets)
 
 pytestmark = pytest.mark.fleet
 __all__ = ["_own_config_home"]  # the test module's autouse fixture, shared
@@ -45,9 +46,9 @@ def _device_publishes(site, address: str) -> list[tuple[str, str]]:
 
     import paho.mqtt.client as mqtt
 
-    from tui.core.site import Site
-
-    admin_password = Site.load(site).secrets["broker"]["mosquitto"]["admin_password"]
+    # the vault password is in this test's own config home (the CLI's), read with the CLI's
+    # ansible-vault: not through this process's ABRI_CONFIG_HOME, which conftest points elsewhere
+    admin_password = _secrets(site, "broker")["mosquitto"]["admin_password"]
 
     def client(user, password):
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}")
