@@ -41,6 +41,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import harness
 import pytest
 from test_deploy import (
     _CONFIG_HOME,
@@ -177,6 +178,31 @@ def _ws(base: str, token: str, *commands: dict) -> list[dict]:
     finally:
         ws.close()
     return answers
+
+
+def _make_backup(base: str, token: str, host, tmp_path: Path, password: str) -> Path:
+    """A protected backup made by Home Assistant itself through its websocket API (the
+    database included); copied out of the host."""
+    before = set(host.exec(f"ls {HA_CONFIG}/backups 2>/dev/null || true").stdout.split())
+    started, = _ws(base, token, {"type": "backup/generate", "agent_ids": ["backup.local"],
+                                 "password": password, "name": "abri import probe",
+                                 "include_homeassistant": True, "include_database": True})
+    assert started["success"], started
+    deadline = time.monotonic() + 300
+    new: set[str] = set()
+    while time.monotonic() < deadline:
+        info, = _ws(base, token, {"type": "backup/info"})
+        assert info["success"], info
+        new = set(host.exec(f"ls {HA_CONFIG}/backups 2>/dev/null || true").stdout.split()
+                  ) - before
+        if info["result"].get("backups") and new:  # listed once the file is complete
+            break
+        time.sleep(3)
+    assert new, "Home Assistant made no backup file"
+    name, = new
+    local = tmp_path / name
+    harness.docker("cp", f"{host.name}:{HA_CONFIG}/backups/{name}", str(local))
+    return local
 
 
 def _second_user(base: str, token: str, password: str) -> str:

@@ -33,11 +33,11 @@ import pytest
 from test_backup import (
     DB_CHECK,
     _http,
+    _make_backup,
     _owner_logs_in,
     _run,
     _second_user,
     _users,
-    _ws,
 )
 from test_deploy import _CONFIG_HOME, _recap, _secrets
 from test_upgrade import OLD, old_ha_site
@@ -64,30 +64,6 @@ def _database(host) -> dict:
 
 def _site(tmp_path: Path, name: str, host, registry: str) -> Path:
     return old_ha_site(tmp_path, name, host, registry, f"/srv/abri-backup-{name}")
-
-
-def _make_backup(base: str, token: str, host, tmp_path: Path) -> Path:
-    """A protected backup made by Home Assistant itself; copied out of the host."""
-    before = set(host.exec(f"ls {HA_CONFIG}/backups 2>/dev/null || true").stdout.split())
-    started, = _ws(base, token, {"type": "backup/generate", "agent_ids": ["backup.local"],
-                                 "password": BACKUP_PASSWORD, "name": "abri import probe",
-                                 "include_homeassistant": True, "include_database": True})
-    assert started["success"], started
-    deadline = time.monotonic() + 300
-    new: set[str] = set()
-    while time.monotonic() < deadline:
-        info, = _ws(base, token, {"type": "backup/info"})
-        assert info["success"], info
-        new = set(host.exec(f"ls {HA_CONFIG}/backups 2>/dev/null || true").stdout.split()
-                  ) - before
-        if info["result"].get("backups") and new:  # listed once the file is complete
-            break
-        time.sleep(3)
-    assert new, "Home Assistant made no backup file"
-    name, = new
-    local = tmp_path / name
-    harness.docker("cp", f"{host.name}:{HA_CONFIG}/backups/{name}", str(local))
-    return local
 
 
 def test_import_a_real_home_assistant_backup(fleet, fleet_registry, tmp_path):
@@ -134,7 +110,7 @@ def test_import_a_real_home_assistant_backup(fleet, fleet_registry, tmp_path):
     mqtt_a, = [e for e in entries_a["data"]["entries"] if e["domain"] == "mqtt"]
 
     start = time.monotonic()
-    backup = _make_backup(base, token, host, tmp_path)
+    backup = _make_backup(base, token, host, tmp_path, BACKUP_PASSWORD)
     print(f"\n[test_ha_import] Home Assistant made {backup.name} "
           f"({backup.stat().st_size} bytes) in {time.monotonic() - start:.1f}s")
     with tarfile.open(backup) as tar:

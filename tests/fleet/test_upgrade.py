@@ -20,6 +20,10 @@ the CLI, against the test registry as the site's mirror:
   exit code 3 (rolled back), 2026.11.0 serves on the database from before the upgrade (the
   same schema version, not 999), the state is there, the site still pins 2026.11.0, verify
   passes, and a second apply has changed=0;
+* Home Assistant 2026.11.0 makes a backup with its own websocket API (SecureTar v3, a
+  password): the automation is deleted afterwards; `abri import-ha-backup` shows it as
+  v3, refuses a wrong password with exit 2 and nothing changed, and imports it: the
+  automation is back, with the rest of the state, and a second apply has changed=0;
 * no secret appears in any output.
 
 Timings are printed (run with -s); tests never assert on wall-clock time.
@@ -31,13 +35,22 @@ import json
 import re
 import secrets as _random
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 
 import harness
 import pytest
 import yaml
-from test_backup import _http, _killed_at, _owner_logs_in, _run, _second_user, _users
+from test_backup import (
+    _http,
+    _killed_at,
+    _make_backup,
+    _owner_logs_in,
+    _run,
+    _second_user,
+    _users,
+)
 from test_deploy import _CONFIG_HOME, NESTED_ENGINE_OPTIONS, _abri, _env, _recap, _secrets, _tool
 
 pytestmark = pytest.mark.fleet
@@ -239,7 +252,53 @@ def test_upgrade_then_a_release_that_never_gets_healthy_rolls_back(
     assert last.returncode == 0, last.stdout[-6000:] + last.stderr[-3000:]
     assert _recap(last.stdout, "h1")["changed"] == 0, last.stdout[-4000:]
 
+    # ---- Home Assistant 2026.11's own backup is SecureTar v3, and abri imports it: a real
+    # v3 archive made by Home Assistant's backup API (the import tests' own v3 archives are
+    # written with the securetar library). The automation is deleted after the backup, so
+    # finding it again proves the import put the backup's configuration in place.
+    v3_password = "v3-" + _random.token_urlsafe(12)
+    backup = _make_backup(base, token, host, tmp_path, v3_password)
+    with tarfile.open(backup) as tar:
+        meta = json.load(tar.extractfile(next(m for m in tar.getmembers()
+                                              if m.name.endswith("backup.json"))))
+        inner = next(m for m in tar.getmembers() if m.name.endswith("homeassistant.tar.gz"))
+        head = tar.extractfile(inner).read(10)
+    assert meta["protected"] is True and meta["homeassistant"]["version"] == NEW, meta
+    assert head[:9] == b"SecureTar" and head[9] == 3, head  # Home Assistant 2026.11: v3
+    status, _ = _http(base, "DELETE", f"/api/config/automation/config/{AUTOMATION_ID}", token)
+    assert status == 200, status
+    pw, owner_file, wrong = (tmp_path / "v3-password", tmp_path / "owner-password",
+                             tmp_path / "wrong-password")
+    pw.write_text(v3_password + "\n")
+    owner_file.write_text(owner_pw + "\n")
+    wrong.write_text("not-the-password\n")
+    dry, _ = _run(site, "import-ha-backup", str(backup), "--host", "h1", "--password-file",
+                  str(pw), "--dry-run")
+    outputs.append(dry)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert f"Home Assistant {NEW}" in dry.stdout and "SecureTar v3" in dry.stdout, dry.stdout
+    refused, _ = _run(site, "import-ha-backup", str(backup), "--host", "h1",
+                      "--password-file", str(wrong), "--owner-password-file", str(owner_file))
+    outputs.append(refused)
+    assert refused.returncode == 2 and "password: is wrong" in refused.stderr, refused.stderr
+    status, _ = _http(base, "GET", f"/api/config/automation/config/{AUTOMATION_ID}", token)
+    assert status == 404, status  # the refusal changed nothing
+    imported, seconds = _run(site, "import-ha-backup", str(backup), "--host", "h1",
+                             "--password-file", str(pw), "--owner-password-file",
+                             str(owner_file))
+    outputs.append(imported)
+    assert imported.returncode == 0, imported.stdout[-8000:] + imported.stderr[-3000:]
+    print(f"[test_upgrade] import of Home Assistant's own v3 backup: {seconds:.1f}s")
+    token = _secrets(site, "h1")["homeassistant"]["token"]
+    _state_is_there(host, base, token, "owner", owner_pw, second_id, second_pw)
+    assert _version(base, token) == NEW
+    settled, _ = _run(site, "apply")
+    outputs.append(settled)
+    assert settled.returncode == 0, settled.stdout[-6000:] + settled.stderr[-3000:]
+    assert _recap(settled.stdout, "h1")["changed"] == 0, settled.stdout[-4000:]
+
     shown = "\n".join(o.stdout + o.stderr for o in outputs)
+    assert v3_password not in shown
     for stack, keys in secrets.items():
         for key, value in keys.items():
             if isinstance(value, str) and len(value) >= 8:
