@@ -178,6 +178,13 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     _site_option(q)
     q.add_argument("host")
     q.add_argument("stack", nargs="?")
+    q = xsub.add_parser("s3", help="keep the keys of the site's S3 backup storage "
+                        "(backup_repository=s3:...) in the vault of every host; never printed")
+    _site_option(q)
+    q.add_argument("--access-key-file", type=Path, required=True, metavar="FILE",
+                   help="a file holding the access key id")
+    q.add_argument("--secret-key-file", type=Path, required=True, metavar="FILE",
+                   help="a file holding the secret access key")
 
     for name, text in (("plan", "show what apply would change (check mode with diff)"),
                        ("apply", "deploy the site onto its hosts, then verify"),
@@ -674,6 +681,20 @@ def cmd_upgrade(args) -> int:
 
 def cmd_secrets(args) -> int:
     site = _load(args)
+    if args.action == "s3":
+        from tui.core import backup
+        from tui.core.ha_backup import read_password_file
+
+        keys = [read_password_file(f, option, "secrets s3") for f, option in (
+            (args.access_key_file, "--access-key-file"),
+            (args.secret_key_file, "--secret-key-file"))]
+        changed = backup.set_s3_keys(site, *keys)
+        print(f"The S3 keys are in the vault of {', '.join(changed)}" if changed
+              else "The S3 keys were already in the vault of every host")
+        if not backup.uses_s3(site):
+            print("(the site's backup_repository is not S3 yet: abri site set "
+                  "backup_repository=s3:PROVIDER:REGION/BUCKET)")
+        return EXIT_OK
     names = site.purge_secrets(args.host, args.stack)
     site.save()
     print(f"Purged the secrets of {', '.join(names)} on {args.host}")
@@ -758,9 +779,8 @@ def cmd_backups(args) -> int:
         print(f"{name}: no backup yet ('abri backup --limit {name}' makes one)",
               file=sys.stderr)
     rows: list[dict] = []
-    if targets and backup.uses_sftp(site):
-        backup.ensure_keys(site, targets)
     if targets:
+        backup.prepare_access(site, targets)
         result = runner.run_site(site, "backup", limit=",".join(targets),
                                  extra_vars={"abri_backup_action": "snapshots"})
         if not result.ok:

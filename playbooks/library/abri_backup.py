@@ -31,6 +31,9 @@ description:
     reaches it with the SSH key abri made for it (C(backup.key), the private key by
     reference, installed as C(/etc/abri/backup/sftp_key), 0600 root) through restic's
     C(sftp.command). The server's host key is pinned in C(/etc/abri/backup/known_hosts).
+  - Or in S3-compatible object storage (C(backup.s3) with the endpoint and the storage keys
+    by reference, handed to restic in its environment only); the bucket is made by restic
+    when it does not exist.
     When the server is a host of the site the playbook reads its host key from it and
     passes it in I(host_keys), and the connection checks it strictly; otherwise the key is
     learnt on the first connection and checked ever after (C(StrictHostKeyChecking) set to
@@ -177,6 +180,10 @@ TRIAL_DIR = "/var/lib/abri/trial"
 TRIAL_PREFIX = "abri-trial-"
 
 
+#: how long the first look at an S3 repository may take before abri calls the storage
+#: unreachable (restic itself retries for minutes)
+S3_ANSWER_SECONDS = 120
+
 #: what ssh or restic's sftp backend says when the server is not there (down, sshd stopped)
 _UNREACHED = re.compile(r"ssh: |Connection (refused|timed out|closed|reset)|timed out|"
                         r"No route to host|unable to start the sftp session|"
@@ -227,7 +234,7 @@ class Backup:
         self.host_keys = p.get("host_keys") or {}
         self.owner = self.host
         self.use(self.spec)
-        self.own = (self.env, self.options, self.repo, self.sftp)
+        self.own = (self.env, self.options, self.repo, self.sftp, self.s3)
         if self.source:
             self.use(self.source)
             self.owner = self.source.get("owner") or self.host
@@ -236,10 +243,14 @@ class Backup:
         """Work with the repository access describes (the host's own, or a source)."""
         self.repo = access["repository"]
         self.sftp = access.get("sftp") or None
+        self.s3 = access.get("s3") or None
         self.env = dict(os.environ, RESTIC_REPOSITORY=self.repo,
                         RESTIC_PASSWORD=self.secret(access["password_ref"]),
                         RESTIC_PROGRESS_FPS="0.2", LC_ALL="C")
         self.options = []
+        if self.s3:
+            self.env.update(AWS_ACCESS_KEY_ID=self.secret(self.s3["access_key_ref"]),
+                            AWS_SECRET_ACCESS_KEY=self.secret(self.s3["secret_key_ref"]))
         if self.sftp:
             where = f"{self.sftp['address']}-{int(self.sftp['port'])}"
             alias = f"abri-repository-{where}"
@@ -262,7 +273,7 @@ class Backup:
                 "was stopped or changed on this host; run 'abri backup' again once it is back")
 
     def use_own(self):
-        self.env, self.options, self.repo, self.sftp = self.own
+        self.env, self.options, self.repo, self.sftp, self.s3 = self.own
 
     def ssh_files(self):
         """The host's SFTP key and the server's pinned host key, 0600 root (written only
@@ -326,9 +337,9 @@ class Backup:
                              f"{proc.stderr.strip()[-1500:]}")
         self.changes.append("install restic from the distribution's archive")
 
-    def restic(self, *args, check=True):
+    def restic(self, *args, check=True, timeout=None):
         proc = subprocess.run(["restic", *self.options, *args], capture_output=True, text=True,
-                              env=self.env)
+                              env=self.env, timeout=timeout)
         if check and proc.returncode != 0:
             raise Failed(f"restic {args[0]} failed (exit {proc.returncode}): "
                          f"{_restic_error(proc.stderr)}")
@@ -336,7 +347,14 @@ class Backup:
 
     def repository(self, create):
         """The repository answers with this site's password; created when asked and absent."""
-        proc = self.restic("cat", "config", check=False)
+        try:  # restic retries a storage that does not answer for many minutes: not here
+            proc = self.restic("cat", "config", check=False,
+                               timeout=S3_ANSWER_SECONDS if self.s3 else None)
+        except subprocess.TimeoutExpired:
+            raise Failed(f"the S3 storage {self.s3['endpoint']} did not answer {self.host} "
+                         f"within {S3_ANSWER_SECONDS} s (repository {self.repo}); is the "
+                         "endpoint right and reachable from the host? Nothing was stopped or "
+                         "changed on this host") from None
         if proc.returncode == 0:
             return
         if proc.returncode == WRONG_PASSWORD:
@@ -352,7 +370,8 @@ class Backup:
             raise Failed(f"there is no backup repository at {self.repo} on {self.host} (no "
                          "backup was made there yet, or the disk that holds it is not "
                          "mounted); make one with 'abri backup'")
-        if self.sftp:  # the server's folder exists (made by abri on a site host)
+        if self.sftp or self.s3:  # the server's folder exists (made by abri on a site
+            # host); restic makes a bucket that does not exist yet
             self.restic("init", "-q")
             self.changes.append(f"create the repository {self.repo}")
             return
@@ -564,7 +583,7 @@ class Backup:
                 self.changes.append(f"{st['name']}: stopped for the restore")
         safety_run = "safety-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         safety = []
-        reading = (self.env, self.options, self.repo, self.sftp)
+        reading = (self.env, self.options, self.repo, self.sftp, self.s3)
         for st in targets:
             present = [p for p in self.folders(st) if os.path.isdir(p) and os.listdir(p)]
             if present:
@@ -575,7 +594,7 @@ class Backup:
                 safety.append(snap)
                 self.changes.append(f"{st['name']}: the data on the host saved first as "
                                     f"safety snapshot {snap['short_id']}")
-        self.env, self.options, self.repo, self.sftp = reading
+        self.env, self.options, self.repo, self.sftp, self.s3 = reading
         try:
             restored = self.put_back(targets, by_stack)
         except Failed as exc:

@@ -92,12 +92,72 @@ def uses_sftp(site: Site) -> bool:
     return resolve.sftp_server(site, site.settings.backup_repository) is not None
 
 
-def prepare(site: Site, hosts: list[str]) -> None:
-    """What a backup run of hosts needs in the vault: repository passwords, and SSH keys
-    when the repository is reached over SFTP."""
-    ensure_passwords(site, hosts)
+def uses_s3(site: Site) -> bool:
+    return resolve.s3_repository(site, "") is not None
+
+
+def _s3_keys(site: Site, host: str) -> tuple[str, str] | None:
+    mine = site.secrets.get(host, {}).get(resolve.S3_ACCESS_KEY[0]) or {}
+    pair = (mine.get(resolve.S3_ACCESS_KEY[1]), mine.get(resolve.S3_SECRET_KEY[1]))
+    return pair if all(pair) else None
+
+
+def set_s3_keys(site: Site, access_key: str, secret_key: str) -> list[str]:
+    """Keep the S3 storage's keys in the vault of every host (saved with the site; never
+    printed). Returns the hosts whose keys changed."""
+    from tui.core import validate
+
+    for field, value in (("--access-key-file", access_key), ("--secret-key-file", secret_key)):
+        if not value or len(value) > 256 or validate.has_control(value) or " " in value:
+            raise AbriError(Problem("backup keys", field, "must hold one key: 1 to 256 "
+                                    "printable characters without spaces (the file's first "
+                                    "line)"))
+    changed = []
+    for name in sorted(site.hosts):
+        if _s3_keys(site, name) != (access_key, secret_key):
+            mine = site.secrets.setdefault(name, {}).setdefault(resolve.S3_ACCESS_KEY[0], {})
+            mine[resolve.S3_ACCESS_KEY[1]] = access_key
+            mine[resolve.S3_SECRET_KEY[1]] = secret_key
+            changed.append(name)
+    if changed:
+        site.save()
+    return changed
+
+
+def ensure_s3_keys(site: Site, hosts: list[str]) -> list[str]:
+    """Give every host among hosts the site's S3 keys (from a host that has them, e.g. one
+    added after 'abri secrets s3'). Refused, naming the command, when no host has any."""
+    known = next((k for k in (_s3_keys(site, n) for n in sorted(site.hosts)) if k), None)
+    if known is None:
+        raise AbriError(Problem("backup_repository", "S3 keys", "the site keeps its backups in "
+                                f"S3 storage ({site.settings.backup_repository}) and has no "
+                                "keys for it yet; give them once with 'abri secrets s3 "
+                                "--access-key-file F --secret-key-file F' (kept in the "
+                                "vault, never printed)"))
+    made = [n for n in hosts if _s3_keys(site, n) != known]
+    for name in made:
+        mine = site.secrets.setdefault(name, {}).setdefault(resolve.S3_ACCESS_KEY[0], {})
+        mine[resolve.S3_ACCESS_KEY[1]], mine[resolve.S3_SECRET_KEY[1]] = known
+    if made:
+        site.save()
+    return made
+
+
+def prepare_access(site: Site, hosts: list[str]) -> None:
+    """What reaching the repositories of hosts needs in the vault: SSH keys when the
+    repository is reached over SFTP, the storage keys (on every host: a restore --from or a
+    migration reads another host's repository) when it is S3."""
+    if uses_s3(site):
+        ensure_s3_keys(site, sorted(site.hosts))
     if uses_sftp(site):
         ensure_keys(site, hosts)
+
+
+def prepare(site: Site, hosts: list[str]) -> None:
+    """What a backup run of hosts needs in the vault: repository passwords, and the keys
+    that reach the repositories."""
+    prepare_access(site, hosts)  # may refuse (no S3 keys): before anything is saved
+    ensure_passwords(site, hosts)
 
 
 def source_of(site: Site, host: str, other: str) -> dict[str, Any]:
@@ -107,12 +167,12 @@ def source_of(site: Site, host: str, other: str) -> dict[str, Any]:
         raise AbriError(Problem(f"host '{other}'", "--from", "is not in this site; 'abri host "
                                 "list' shows its hosts"))
     access = resolve.repository_of(site, other)
-    if "sftp" not in access:
+    if "sftp" not in access and "s3" not in access:
         raise AbriError(Problem(f"host '{other}'", "--from", "keeps its backups in a folder "
                                 f"on itself ({access['repository']}), which {host} cannot "
-                                "read; use an SFTP repository (abri site set "
-                                "backup_repository=sftp:USER@HOST:/path) for restores across "
-                                "hosts"))
+                                "read; use an SFTP or S3 repository (abri site set "
+                                "backup_repository=sftp:USER@HOST:/path or s3:...) for "
+                                "restores across hosts"))
     return access
 
 

@@ -59,7 +59,7 @@ def _write(site: Site, record: dict[str, Any]) -> None:
 def transfer_access(site: Site, source: str, target: str) -> dict[str, Any]:
     """The repository SOURCE writes and TARGET reads (see the module docstring)."""
     own = resolve.repository_of(site, source)
-    if "sftp" in own:
+    if "sftp" in own or "s3" in own:  # a repository both hosts reach
         return own
     host = site.hosts[target]
     if host.kind == "local" or not (host.address or host.name):
@@ -131,6 +131,7 @@ def run(site: Site, source: str, target: str) -> int:
     access = transfer_access(site, source, target)
     backup.ensure_passwords(site, [source, target])
     backup.ensure_keys(site, [source, target])
+    backup.prepare_access(site, [source, target])
 
     def at(phase: str) -> bool:
         return PHASES.index(record["phase"]) <= PHASES.index(phase)

@@ -411,12 +411,38 @@ def sftp_server(site: Site, repository: str) -> dict[str, Any] | None:
             "site_host": name if host else ""}
 
 
+#: the keys of the site's S3 storage, in the vault of every host that backs up there
+S3_ACCESS_KEY = ("_backup", "s3_access_key_id")
+S3_SECRET_KEY = ("_backup", "s3_secret_access_key")
+
+
+def s3_repository(site: Site, owner: str) -> dict[str, Any] | None:
+    """owner's repository in the site's S3 storage (one per host, BUCKET/PREFIX/HOST), with
+    its password and the storage keys by reference; None when the site's repository is not
+    S3."""
+    from tui.core import validate
+
+    parts = validate.s3_parts(site.settings.backup_repository)
+    if parts is None:
+        return None
+    path = "/".join(p for p in (parts["bucket"], parts["prefix"], owner) if p)
+    return {"owner": owner, "password_ref": backup_ref(owner),
+            "repository": f"s3:{parts['endpoint']}/{path}",
+            "s3": {"endpoint": parts["endpoint"],
+                   "access_key_ref": _ref(owner, *S3_ACCESS_KEY),
+                   "secret_key_ref": _ref(owner, *S3_SECRET_KEY)}}
+
+
 def repository_of(site: Site, owner: str, server: dict[str, Any] | None = None
                   ) -> dict[str, Any]:
     """The repository that holds owner's backups, as any host reaches it: its restic URL,
     its password (by reference) and, over SFTP, the server. On a server, every host has a
     repository of its own (PATH/HOST). `server` replaces the site's repository (the
     transfer repository of a migration)."""
+    if server is None:
+        s3 = s3_repository(site, owner)
+        if s3 is not None:
+            return s3
     sftp = server if server is not None else sftp_server(site, site.settings.backup_repository)
     if sftp is None:
         return {"owner": owner, "repository": site.settings.backup_repository,
@@ -456,8 +482,9 @@ def _backup_state(site: Site, host: Host, stacks: list[dict[str, Any]]) -> dict[
              "keep": {"daily": s.backup_keep_daily, "weekly": s.backup_keep_weekly,
                       "monthly": s.backup_keep_monthly},
              "stacks": out}
-    if "sftp" in own:
-        state["sftp"] = own["sftp"]
+    for shared in ("sftp", "s3"):
+        if shared in own:
+            state[shared] = own[shared]
     public = (site.secrets.get(host.name, {}).get(SFTP_PUBLIC_KEY[0]) or {}).get(
         SFTP_PUBLIC_KEY[1])
     if public:  # the key this host reaches SFTP repositories with (made on first need)

@@ -135,10 +135,75 @@ def absolute_dir(value: str) -> str:
 _SFTP = re.compile(r"^sftp:([^@:/\s]+)@([^:/\s]+):(/.*)$")
 
 
+#: S3-compatible object storage at European providers, by name: the endpoint of each of
+#: their European regions (any other endpoint is given as a URL)
+S3_PROVIDERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "scaleway": ("https://s3.{region}.scw.cloud", ("fr-par", "nl-ams", "pl-waw")),
+    "ovhcloud": ("https://s3.{region}.io.cloud.ovh.net",
+                 ("gra", "sbg", "rbx", "de", "uk", "waw")),
+    "hetzner": ("https://{region}.your-objectstorage.com", ("fsn1", "nbg1", "hel1")),
+}
+_S3_URL = re.compile(r"^s3:(https?://[^/\s]+)/([^/\s]+)(?:/(\S*))?$")
+_S3_PRESET = re.compile(r"^s3:([a-z]+):([a-z0-9-]+)/([^/\s]+)(?:/(\S*))?$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_PREFIX = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+_S3_EXAMPLE = ("write s3:PROVIDER:REGION/BUCKET[/PREFIX] (providers: " + ", ".join(
+    f"{name} ({'/'.join(regions)})" for name, (_, regions) in S3_PROVIDERS.items())
+    + ") or s3:https://ENDPOINT/BUCKET[/PREFIX], e.g. s3:hetzner:fsn1/my-home/abri")
+
+
+def s3_parts(value: str) -> dict[str, str] | None:
+    """endpoint (URL), bucket, prefix, provider and region of an S3 repository, None for any
+    other repository. Raises ValueError for an S3 repository that is not well formed."""
+    if not (value or "").startswith("s3:"):
+        return None
+    preset = _S3_PRESET.match(value)
+    if preset:
+        provider, region, bucket, prefix = preset.groups()
+        if provider not in S3_PROVIDERS:
+            raise ValueError(f"{value!r}: {provider!r} is not a provider abri knows; "
+                             + _S3_EXAMPLE)
+        pattern, regions = S3_PROVIDERS[provider]
+        if region not in regions:
+            raise ValueError(f"{value!r}: {region!r} is not a region of {provider} abri knows "
+                             f"({', '.join(regions)}); give the endpoint as a URL instead: "
+                             "s3:https://ENDPOINT/BUCKET[/PREFIX]")
+        endpoint = pattern.format(region=region)
+    else:
+        url = _S3_URL.match(value)
+        if not url:
+            raise ValueError(f"{value!r} is not an S3 repository; " + _S3_EXAMPLE)
+        endpoint, bucket, prefix = url.groups()
+        provider = region = ""
+        authority = endpoint.partition("://")[2]
+        host, _, port = authority.partition(":")
+        try:
+            address(host)
+            if port and not 0 < int(port) < 65536:
+                raise ValueError(f"{port} is not a port (1 to 65535)")
+        except ValueError as exc:
+            raise ValueError(f"{value!r}: {exc}") from None
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise ValueError(f"{value!r}: {bucket!r} is not a bucket name (3 to 63 lowercase "
+                         "letters, digits, '.' and '-', starting and ending with a letter or "
+                         "digit)")
+    prefix = (prefix or "").strip("/")
+    if prefix and (not _PREFIX.match(prefix) or ".." in prefix.split("/")):
+        raise ValueError(f"{value!r}: {prefix!r} is not a folder in the bucket (letters, "
+                         "digits, '.', '_', '-' and '/', no '..')")
+    return {"endpoint": endpoint, "bucket": bucket, "prefix": prefix, "provider": provider,
+            "region": region}
+
+
 def backup_repository(value: str) -> str:
-    """A restic repository: an absolute folder on each host, or ``sftp:USER@HOST:/path`` on
-    another machine (HOST a DNS name, an address, or a host of the site)."""
+    """A restic repository: an absolute folder on each host, ``sftp:USER@HOST:/path`` on
+    another machine (HOST a DNS name, an address, or a host of the site), or S3-compatible
+    object storage (``s3:PROVIDER:REGION/BUCKET[/PREFIX]`` or
+    ``s3:https://ENDPOINT/BUCKET[/PREFIX]``)."""
     value = (value or "").strip()
+    if value.startswith("s3:"):
+        s3_parts(value)
+        return value.rstrip("/")
     if not value.startswith("sftp:"):
         return absolute_dir(value)
     match = _SFTP.match(value)
