@@ -180,9 +180,11 @@ TRIAL_DIR = "/var/lib/abri/trial"
 TRIAL_PREFIX = "abri-trial-"
 
 
-#: how long the first look at an S3 repository may take before abri calls the storage
-#: unreachable (restic itself retries for minutes)
-S3_ANSWER_SECONDS = 120
+#: how long the first look at an S3 repository may take (restic itself retries an error
+#: for many minutes, a wrong key's too)
+S3_ANSWER_SECONDS = 60
+#: restic's line for an error it retries: the error
+_RETRIED = re.compile(r"returned error, retrying after [^:]*: (.*)$", re.M)
 
 #: what ssh or restic's sftp backend says when the server is not there (down, sshd stopped)
 _UNREACHED = re.compile(r"ssh: |Connection (refused|timed out|closed|reset)|timed out|"
@@ -345,16 +347,36 @@ class Backup:
                          f"{_restic_error(proc.stderr)}")
         return proc
 
+    def s3_restic(self, *args):
+        """restic on S3 storage, bounded: restic retries an answer it takes for a passing
+        fault (a wrong key, a bucket that does not exist) for many minutes. On timeout: the
+        error restic kept retrying, as Failed, or None when it was a missing bucket."""
+        try:
+            return self.restic(*args, check=False, timeout=S3_ANSWER_SECONDS)
+        except subprocess.TimeoutExpired as exc:
+            err = exc.stderr or b""  # the raw bytes, text=True or not
+            err = err.decode("utf-8", "replace") if isinstance(err, bytes) else err
+            said = [m.group(1) for m in _RETRIED.finditer(err)]
+            if said and "bucket does not exist" in said[-1].lower():
+                return None
+            reason = (f"it answered, and restic kept retrying: {said[-1][-300:]}" if said
+                      else "it did not answer")
+            raise Failed(f"the S3 storage {self.s3['endpoint']} of the repository {self.repo} "
+                         f"failed {self.host} for {S3_ANSWER_SECONDS} s: {reason}. Are the "
+                         "endpoint and the keys right ('abri secrets s3')? Nothing was "
+                         "stopped or changed on this host") from None
+
     def repository(self, create):
         """The repository answers with this site's password; created when asked and absent."""
-        try:  # restic retries a storage that does not answer for many minutes: not here
-            proc = self.restic("cat", "config", check=False,
-                               timeout=S3_ANSWER_SECONDS if self.s3 else None)
-        except subprocess.TimeoutExpired:
-            raise Failed(f"the S3 storage {self.s3['endpoint']} did not answer {self.host} "
-                         f"within {S3_ANSWER_SECONDS} s (repository {self.repo}); is the "
-                         "endpoint right and reachable from the host? Nothing was stopped or "
-                         "changed on this host") from None
+        if self.s3 and create:  # makes the bucket and the repository when absent, quickly
+            made = self.s3_restic("init", "-q")
+            if made is not None and made.returncode == 0:
+                self.changes.append(f"create the repository {self.repo}")
+                return
+        proc = (self.s3_restic("cat", "config") if self.s3
+                else self.restic("cat", "config", check=False))
+        if proc is None:  # a bucket that does not exist holds no repository
+            proc = subprocess.CompletedProcess([], NO_REPOSITORY, "", "")
         if proc.returncode == 0:
             return
         if proc.returncode == WRONG_PASSWORD:
