@@ -513,10 +513,12 @@ def check_bundle_file(file: Path) -> Path:
     if not path.parent.is_dir():
         raise AbriError(Problem("images bundle", "FILE", f"the folder {path.parent} does not "
                                 "exist"))
-    if not os.access(path.parent, os.W_OK | os.X_OK) or (
-            path.exists() and not os.access(path, os.W_OK)):
-        raise AbriError(Problem("images bundle", "FILE", f"{path} cannot be written here "
-                                "(permission denied); choose another place"))
+    try:  # a real probe: permissions, a read-only file system, root on a special one
+        with tempfile.TemporaryFile(prefix=f".{path.name}.", dir=path.parent):
+            pass
+    except OSError as exc:
+        raise AbriError(Problem("images bundle", "FILE", f"{path} cannot be written "
+                                f"({exc.strerror or exc}); choose another place")) from None
     return path
 
 
