@@ -793,6 +793,15 @@ def cmd_upgrade(args) -> int:
         return EXIT_OK
     if not moves and not pending:
         return EXIT_OK
+    from tui.core import images
+
+    bundle = images.local_settings(site).get("image_bundle")
+    if bundle:  # refused before the snapshot: the new release could not reach the hosts
+        raise AbriError(Problem("upgrade", "image_bundle", f"this machine deploys the site's "
+                                f"images from the bundle {bundle}, which holds the pinned "
+                                "releases only; an upgrade pulls the new release from the "
+                                "registry mirror: clear it first ('abri site set "
+                                "image_bundle='), or upgrade where the hosts reach the mirror"))
     return upgrade.run(site, moves, timeout=args.timeout)
 
 

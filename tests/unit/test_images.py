@@ -364,3 +364,19 @@ def test_a_bad_image_bundle_setting_is_refused(abri, site_dir, tmp_path, value, 
     assert "image_bundle" in r.err and says in r.err and "Traceback" not in r.err
     assert fingerprint(site_dir) == before
     assert not (site_dir / ".abri" / "local.json").exists()
+
+
+@needs_registry
+def test_upgrade_is_refused_while_images_come_from_a_bundle(abri, site_dir, source, tmp_path):
+    repo = _repo()
+    lr.push_image(source, repo, "1.0.0", [{"f": b"1"}])
+    lr.push_image(source, repo, "1.0.1", [{"f": b"2"}])
+    _site(abri, site_dir, {"mosquitto": f"docker.io/{repo}:1.0.0"}, mirror=source.address)
+    out = tmp_path / "b.tar"
+    assert abri("images", "bundle", out, "--site", site_dir).code == 0
+    assert abri("site", "set", f"image_bundle={out}", "--site", site_dir).code == 0
+    before = fingerprint(site_dir)
+    r = abri("upgrade", "mosquitto", "--to", "1.0.1", "--site", site_dir)
+    assert r.code == 2, (r.out, r.err)
+    assert "image_bundle" in r.err and "abri site set image_bundle=" in r.err
+    assert fingerprint(site_dir) == before

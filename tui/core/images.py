@@ -73,11 +73,6 @@ def _digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _is_loopback(address: str) -> bool:
-    host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
 def parse_challenge(header: str) -> dict[str, str] | None:
     """The parameters of a ``WWW-Authenticate: Bearer k="v",...`` header, or None."""
     scheme, _, rest = header.strip().partition(" ")
@@ -275,11 +270,6 @@ class Pin:
     def reference(self) -> str:
         """What is asked of a registry: the pinned digest, else the tag."""
         return self.digest or self.tag
-
-    def at(self, registry: str) -> str:
-        """The reference with another registry (the mirror), digest kept."""
-        return f"{registry}/{self.repository}:{self.tag}" + (f"@{self.digest}"
-                                                             if self.digest else "")
 
 
 def pins(site: Site, hosts: list[str] | None = None) -> list[Pin]:
