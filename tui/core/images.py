@@ -12,7 +12,8 @@ registry that holds the upstream paths (a LAN cache, another mirror) instead of 
 upstream registry.
 
 ``abri images bundle FILE`` writes one archive in the layout ``docker load`` reads
-(docker-save: manifest.json with Config, RepoTags and Layers, then the blobs), one image per
+(docker-save: the blobs under blobs/sha256/, and manifest.json with Config, RepoTags and
+Layers; abri-bundle.json says what it holds, and docker load ignores it), one image per
 pinned reference for one platform, read from the mirror (or ``--from``). Hosts with no
 registry access load it when the machine-local setting ``image_bundle`` names it (see
 :func:`bundle_vars`). Registry layers are gzip-compressed tars; ``docker load`` inflates them
@@ -610,6 +611,10 @@ def check_image_bundle(value: str) -> str:
     text = (value or "").strip()
     if not text:
         return ""
+    if re.search(r"[{}\x00-\x1f\x7f]", text):
+        # the path reaches Ansible as an extra variable: never anything it could template
+        raise AbriError(Problem("site", "image_bundle", "a path with braces or control "
+                                "characters is not taken; rename the file"))
     path = Path(os.path.abspath(os.path.expanduser(text)))
     if not path.is_file():
         raise AbriError(Problem("site", "image_bundle", f"{path} is not a file; write the "
@@ -644,6 +649,7 @@ def bundle_vars(site: Site, hosts: list[str] | None = None) -> dict[str, Any] | 
     path = local_settings(site).get("image_bundle")
     if not path:
         return None
+    path = check_image_bundle(str(path))  # still there, still a bundle, still plain
     try:
         data = read_bundle(Path(path))
     except ValueError as exc:
