@@ -83,9 +83,53 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
                         "backup_keep_weekly, backup_keep_monthly, upgrade_timer and "
                         "verify_timer (systemd calendars such as 'Sun 04:00' for unattended "
                         "patch upgrades and trial restores; empty: off), sovereignty "
-                        "(strict, eu or off: which outside endpoints plan and apply accept)")
+                        "(strict, eu or off: which outside endpoints plan and apply accept), "
+                        "image_bundle (this machine only: an archive from 'abri images "
+                        "bundle' that apply loads on hosts lacking an image; empty: off)")
     _site_option(q)
     q.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
+
+    p = sub.add_parser("images", help="the site's images in a registry of your own, or in "
+                       "one archive for hosts with no registry access")
+    isub = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
+    q = isub.add_parser(
+        "mirror", help="copy every pinned image into the site's registry mirror",
+        description="Copy every image the site pins (each stack of each host, at its pinned "
+        "tag or digest) from its upstream registry into the site's registry_mirror (or "
+        "--to), pinned by digest: the mirror then serves the very same images, and the "
+        "site's pins stay valid. Blobs the mirror holds already are not sent again; a second "
+        "run copies nothing and says so.")
+    _site_option(q)
+    q.add_argument("--to", metavar="REGISTRY", help="copy into this registry (host[:port]) "
+                   "instead of the site's registry_mirror")
+    q.add_argument("--insecure", action="store_true", help="the target speaks plain HTTP (a "
+                   "registry on your LAN; default: the site's registry_insecure when copying "
+                   "into its mirror)")
+    q.add_argument("--from", dest="source", metavar="REGISTRY", help="read every image from "
+                   "this registry, which holds the upstream paths (a LAN cache, another "
+                   "mirror), instead of each image's upstream registry")
+    q.add_argument("--from-insecure", action="store_true", help="the --from registry speaks "
+                   "plain HTTP")
+    q.add_argument("--limit", metavar="HOST", help="only the images of these hosts (or Ansible "
+                   "pattern)")
+    q = isub.add_parser(
+        "bundle", help="write every pinned image into one archive that docker load reads",
+        description="Write one archive (the layout 'docker load' reads) holding every image "
+        "the site pins, or those of the hosts --limit names, for one platform, read from the "
+        "site's registry mirror (or --from). Then 'abri site set image_bundle=FILE' makes "
+        "apply copy it to each host that lacks an image and load it there, so that no host "
+        "pulls anything.")
+    _site_option(q)
+    q.add_argument("file", type=Path, metavar="FILE", help="the archive to write (replaced "
+                   "atomically)")
+    q.add_argument("--limit", metavar="HOST", help="only the images of these hosts (or Ansible "
+                   "pattern)")
+    q.add_argument("--from", dest="source", metavar="REGISTRY", help="read the images from "
+                   "this registry (holding the upstream paths) instead of the site's mirror")
+    q.add_argument("--insecure", action="store_true", help="that registry speaks plain HTTP "
+                   "(default: the site's registry_insecure when reading its mirror)")
+    q.add_argument("--platform", default="linux/amd64", metavar="OS/ARCH", help="the "
+                   "hosts' platform (default linux/amd64; linux/arm64 for a Raspberry Pi 4/5)")
 
     p = sub.add_parser("audit", help="every outside endpoint the site's stacks reach: who "
                        "operates it, under which law, the mitigation in force and the fix")
@@ -405,15 +449,24 @@ def cmd_site(args) -> int:
     if args.action == "set":
         sets = _parse_sets(args.assignments, "site", "abri site set "
                            "registry_mirror=registry.example.eu", field="")
+        # this machine's settings (never committed: .abri/local.json)
+        bundle = sets.pop("image_bundle", None)
         for key, value in sets.items():
             try:
                 site.settings.set(key, value)
             except KeyError:
                 raise AbriError(Problem("site", key, "is not a site setting; valid: "
-                                        + ", ".join(site.settings.FIELDS))) from None
+                                        + ", ".join((*site.settings.FIELDS, "image_bundle"))
+                                        )) from None
             except ValueError as exc:
                 raise AbriError(Problem("site", key, str(exc))) from None
+        if bundle is not None:
+            from tui.core import images
+
+            images.check_image_bundle(bundle)  # refused before anything is written
         site.save()
+        if bundle is not None:
+            images.set_image_bundle(site, bundle)
         from tui.core import timers
 
         for key in (k for k in sets if k in timers.SETTINGS):
@@ -423,7 +476,10 @@ def cmd_site(args) -> int:
             except (ValueError, OSError) as exc:
                 raise AbriError(Problem("site", key, "the setting is saved, but the timer "
                                         f"could not be written: {exc}")) from None
+    from tui.core import images
+
     data = {k: getattr(site.settings, k) for k in site.settings.FIELDS}
+    data["image_bundle"] = images.local_settings(site).get("image_bundle", "")
     if getattr(args, "json", False):
         print(json.dumps(data, indent=2))
     else:
@@ -432,10 +488,78 @@ def cmd_site(args) -> int:
     return EXIT_OK
 
 
+def cmd_images(args) -> int:
+    from tui.core import images
+
+    site = _load(args)
+    chosen = site.match_hosts(args.limit) if args.limit else None
+    mirror, insecure = site.settings.registry_mirror, site.settings.registry_insecure
+    if args.action == "mirror":
+        if args.to is not None:
+            target = images.check_registry(args.to, "--to")
+            insecure = args.insecure or (target == mirror and insecure)
+        elif mirror:
+            target, insecure = mirror, args.insecure or insecure
+        else:
+            raise AbriError(Problem("images mirror", "--to", "the site has no registry_mirror; "
+                                    "give --to REGISTRY, or set one first with 'abri site set "
+                                    "registry_mirror=HOST:PORT'"))
+        source = images.check_registry(args.source, "--from") if args.source else ""
+        if not images.pins(site, chosen):
+            return _nothing(args, "nothing to copy: no host has a stack yet")
+        try:
+            done = images.mirror(site, target, insecure, source, args.from_insecure, chosen,
+                                 say=print)
+        except images.RegistryError as exc:
+            print(f"abri: error: images mirror: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        sent = [c for c in done if not c.already]
+        if not sent:
+            print(f"Nothing to copy: {target} holds every pinned image already ({len(done)})")
+        else:
+            print(f"Copied {len(sent)} image(s) to {target} "
+                  f"({sum(c.bytes for c in sent) / 1e6:.1f} MB); "
+                  f"{len(done) - len(sent)} were there already")
+            if target != mirror:
+                print(f"Point the site at it with: abri site set registry_mirror={target}"
+                      + (" registry_insecure=true" if insecure else ""))
+        return EXIT_OK
+    # bundle
+    if args.source:
+        source = images.check_registry(args.source, "--from")
+        insecure = args.insecure
+    elif mirror:
+        source, insecure = mirror, args.insecure or insecure
+    else:
+        raise AbriError(Problem("images bundle", "--from", "the site has no registry_mirror "
+                                "to read the images from; give --from REGISTRY, or fill a "
+                                "mirror first ('abri images mirror --to HOST:PORT')"))
+    images.platform_of(args.platform)
+    path = images.check_bundle_file(args.file)
+    if not images.pins(site, chosen):
+        return _nothing(args, "nothing to bundle: no host" + (f" matching {args.limit}"
+                        if args.limit else "") + " has a stack yet")
+    try:
+        index = images.bundle(site, path, source, insecure, chosen, args.platform, say=print)
+    except images.RegistryError as exc:
+        print(f"abri: error: images bundle: {exc} (nothing was written)", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"Wrote {len(index)} image(s) for {args.platform} to {path} "
+          f"({path.stat().st_size / 1e6:.1f} MB)")
+    print(f"Hosts without registry access load it on apply after: abri site set "
+          f"image_bundle={path}")
+    return EXIT_OK
+
+
 def cmd_audit(args) -> int:
     from tui.core import audit
 
-    data = audit.report(_load(args))
+    site = _load(args)
+    held = audit.mirror_check(site)  # strict with a mirror: the images it lacks
+    if held and held[1]:
+        print(f"abri: warning: could not check that the registry mirror holds the site's "
+              f"images ({held[1]})", file=sys.stderr)
+    data = audit.report(site, held[0] if held else None)
     print(json.dumps(data, indent=2) if args.json else audit.format_report(data))
     return EXIT_OK
 
@@ -676,6 +800,15 @@ def cmd_upgrade(args) -> int:
         return EXIT_OK
     if not moves and not pending:
         return EXIT_OK
+    from tui.core import images
+
+    bundle = images.local_settings(site).get("image_bundle")
+    if bundle:  # refused before the snapshot: the new release could not reach the hosts
+        raise AbriError(Problem("upgrade", "image_bundle", f"this machine deploys the site's "
+                                f"images from the bundle {bundle}, which holds the pinned "
+                                "releases only; an upgrade pulls the new release from the "
+                                "registry mirror: clear it first ('abri site set "
+                                "image_bundle='), or upgrade where the hosts reach the mirror"))
     return upgrade.run(site, moves, timeout=args.timeout)
 
 
@@ -865,7 +998,8 @@ def open_tui(site_dir: Path) -> int:
     return app.return_code or EXIT_OK
 
 
-COMMANDS = {"init": cmd_init, "site": cmd_site, "audit": cmd_audit, "host": cmd_host,
+COMMANDS = {"init": cmd_init, "site": cmd_site, "audit": cmd_audit, "images": cmd_images,
+            "host": cmd_host,
             "stack": cmd_stack,
             "plan": cmd_run, "apply": cmd_run, "verify": cmd_run, "upgrade": cmd_upgrade,
             "secrets": cmd_secrets, "backup": cmd_backup, "backups": cmd_backups,

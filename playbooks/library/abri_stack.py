@@ -51,6 +51,13 @@ options:
       the manifest's); C(abri upgrade --timeout) sets it for its health gate.
     type: int
     default: 0
+  pull:
+    description: When C(docker compose up) pulls an image - C(missing) (Compose's default)
+      or C(never), for hosts whose images come from an image bundle (a missing image is
+      then an error, never a pull).
+    type: str
+    default: missing
+    choices: [missing, never]
 author: abri
 """
 
@@ -86,12 +93,14 @@ def main():
             "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
             "wait": {"type": "bool", "default": True},
             "health_timeout": {"type": "int", "default": 0},
+            "pull": {"type": "str", "default": "missing", "choices": ["missing", "never"]},
         },
         supports_check_mode=True,
     )
     stack = Stack(module, module.params["stack"], module.params["secrets"] or {},
                   wait=module.params["wait"],
-                  health_timeout=module.params["health_timeout"])
+                  health_timeout=module.params["health_timeout"],
+                  pull=module.params["pull"])
     bootstrap = False
     with host_lock(module, f"abri_stack {module.params['stack'].get('name')}"):
         if module.params["state"] == "present":

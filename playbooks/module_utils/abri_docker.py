@@ -28,7 +28,9 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 class DockerError(Exception):
-    pass
+    def __init__(self, message, status=None):
+        super().__init__(message)
+        self.status = status  # the engine's HTTP status, when it answered
 
 
 def get(path, query=None, sock=SOCKET, timeout=30):
@@ -45,7 +47,7 @@ def get(path, query=None, sock=SOCKET, timeout=30):
         conn.close()
     if resp.status != 200:
         raise DockerError(f"the Docker engine answered {resp.status} to GET {path}: "
-                          f"{body.decode('utf-8', 'replace')[:300]}")
+                          f"{body.decode('utf-8', 'replace')[:300]}", resp.status)
     return json.loads(body)
 
 

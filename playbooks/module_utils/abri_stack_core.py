@@ -53,8 +53,9 @@ def _write_atomic(path, data, mode, owner):
 
 
 class Stack:
-    def __init__(self, module, spec, secrets, wait=True, health_timeout=0):
+    def __init__(self, module, spec, secrets, wait=True, health_timeout=0, pull="missing"):
         self.m = module
+        self.pull = pull
         self.wait = wait
         self.health_timeout = int(health_timeout or 0)
         self.spec = spec
@@ -176,7 +177,9 @@ class Stack:
             self.note(f"docker compose up ({why})")
             if not self.check:
                 self.conflicts()
-                self.compose("up", "-d", "--remove-orphans", "--quiet-pull")
+                # --pull never: images come from a bundle; a missing one is an error
+                pull = ("--pull", "never") if self.pull == "never" else ()
+                self.compose("up", "-d", "--remove-orphans", "--quiet-pull", *pull)
             return
         if self.restart:
             self.note("restart (a file it reads at start changed)")

@@ -157,7 +157,8 @@ def test_cli_audit_text_has_summary_and_fix(abri, site_dir):
     assert r.code == 0, r.err
     assert r.out.startswith("Sovereignty: eu")
     assert "US in use at build time: 1" in r.out
-    assert "fix: abri site set registry_mirror=HOST:PORT" in r.out
+    assert "fix: abri images mirror --to HOST:PORT" in r.out
+    assert "then abri site set registry_mirror=HOST:PORT" in r.out
 
 
 # ------------------------------------------------------------------ the setting and gate

@@ -114,26 +114,44 @@ def jurisdiction(host: str, data: dict[str, Any] | None = None) -> dict[str, Any
 
 def _fix(ep: dict[str, Any], mitigation: str) -> str:
     if mitigation == "mirror":
-        return ("abri site set registry_mirror=HOST:PORT (a registry holding the site's "
-                "images, on your LAN or with a European operator)")
+        return ("abri images mirror --to HOST:PORT (copies the site's pinned images into a "
+                "registry of your own, on your LAN or with a European operator), then abri "
+                "site set registry_mirror=HOST:PORT")
     offered = ep.get("offered")
     text = f"not offered by abri yet: {offered}" if offered else "none offered by abri yet"
     return f"{text}; or accept it with abri site set sovereignty=eu"
 
 
-def findings(site: Site) -> list[dict[str, Any]]:
-    """Every outside endpoint of every stack on every host, in host and stack order."""
+def mirror_check(site: Site, hosts: list[str] | None = None) -> tuple[set[str], str] | None:
+    """In strict mode with a registry mirror: which pinned images the mirror lacks (one
+    manifest HEAD request each, to the mirror only), and why the check could not run ("" when
+    it ran). None otherwise (eu and off never ask the mirror)."""
+    if site.settings.sovereignty != "strict" or not site.settings.registry_mirror:
+        return None
+    from tui.core import images
+
+    return images.mirror_holds(site, hosts)
+
+
+def findings(site: Site, mirror_missing: set[str] | None = None) -> list[dict[str, Any]]:
+    """Every outside endpoint of every stack on every host, in host and stack order.
+    `mirror_missing`: pinned images the site's mirror was found not to hold (their pull is
+    then not mitigated by the mirror)."""
     data = operators()
     mirror = site.settings.registry_mirror
+    missing = mirror_missing or set()
     out: list[dict[str, Any]] = []
     for host_name in sorted(site.hosts):
         host = site.hosts[host_name]
         for stack_name in site.catalog.ordered(list(host.stacks)):
             stack = site.catalog[stack_name]
+            pin = site.image_pin(host_name, stack_name)
+            shown = pin.partition("/")[2] if mirror else pin
             registry = {"host": mirror or stack.image["registry"], "when": "build",
-                        "purpose": f"image pull ({stack.image['repository']})"
+                        "purpose": f"image pull ({shown})"
                         + (", from the site's registry mirror" if mirror else ""),
-                        "mitigation": "mirror" if mirror else "none"}
+                        "mitigation": "mirror" if mirror else "none",
+                        "lacking": bool(mirror) and pin in missing, "pin": pin}
             for ep in (registry, *stack.endpoints):
                 mitigation = ep["mitigation"]
                 if mirror and ep is registry:
@@ -146,14 +164,19 @@ def findings(site: Site) -> list[dict[str, Any]]:
                 in_use = mitigation in ("none", "mirror")
                 us = bool(owner["cloud_act"]) or owner["country"] == "US"
                 fix = None
+                lacking = bool(ep.get("lacking"))
                 if in_use and us:
                     fix = _fix(ep, "mirror" if ep is registry else mitigation)
+                elif lacking:
+                    fix = (f"abri images mirror (the mirror {mirror} does not hold "
+                           f"{ep['pin']})")
                 out.append({
                     "host": host_name, "stack": stack_name, "endpoint": ep["host"],
                     "purpose": " ".join(str(ep["purpose"]).split()), "when": ep["when"],
                     "operator": owner["operator"], "country": str(owner["country"]),
                     "cloud_act": bool(owner["cloud_act"]), "source": owner["source"],
-                    "mitigation": mitigation, "mitigated": mitigation != "none",
+                    "mitigation": mitigation,
+                    "mitigated": mitigation != "none" and not lacking,
                     "in_use": in_use, "fix": fix,
                 })
     return out
@@ -163,9 +186,9 @@ def _us(f: dict[str, Any]) -> bool:
     return f["cloud_act"] or f["country"] == "US"
 
 
-def report(site: Site) -> dict[str, Any]:
+def report(site: Site, mirror_missing: set[str] | None = None) -> dict[str, Any]:
     """The audit as 'abri audit --json' prints it (JSON_SCHEMA)."""
-    found = findings(site)
+    found = findings(site, mirror_missing)
     by_country: dict[str, int] = {}
     for f in found:
         by_country[f["country"]] = by_country.get(f["country"], 0) + 1
@@ -215,21 +238,33 @@ def format_report(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def gate(site: Site, hosts: list[str] | None = None) -> list[str]:
+def gate(site: Site, hosts: list[str] | None = None,
+         mirror_missing: tuple[set[str], str] | None = None) -> list[str]:
     """The sovereignty check of plan and apply, before any host is touched. strict: raises
-    AbriError (exit 2) naming every US endpoint in use, its stack, host and fix; eu: returns
-    one warning line per US endpoint in use; off: nothing."""
+    AbriError (exit 2) naming every US endpoint in use, its stack, host and fix, and every
+    pinned image the site's mirror lacks (`mirror_missing`, from :func:`mirror_check`); eu:
+    returns one warning line per US endpoint in use; off: nothing."""
     level = site.settings.sovereignty
     if level == "off":
         return []
+    lacking, unchecked = mirror_missing or (set(), "")
     chosen = set(hosts) if hosts is not None else None
-    found = [f for f in findings(site) if _us(f) and f["in_use"]
-             and (chosen is None or f["host"] in chosen)]
-    if level == "strict" and found:
+    every = [f for f in findings(site, lacking) if chosen is None or f["host"] in chosen]
+    found = [f for f in every if _us(f) and f["in_use"]]
+    absent = [f for f in every if f["when"] == "build" and f["mitigation"] == "mirror"
+              and not f["mitigated"]]
+    if level == "strict" and (found or absent):
         raise AbriError([Problem(f"host '{f['host']}', stack '{f['stack']}'", "sovereignty",
                                  f"strict: {f['endpoint']} ({f['operator']}, US) is used at "
                                  f"{f['when']} time for {f['purpose']}; fix: {f['fix']}")
-                         for f in found])
+                         for f in found]
+                        + [Problem(f"host '{f['host']}', stack '{f['stack']}'", "sovereignty",
+                                   f"strict: the registry mirror does not hold the image of "
+                                   f"{f['purpose']}, so it mitigates nothing; fix: {f['fix']}")
+                           for f in absent])
+    if level == "strict" and unchecked:
+        return [f"sovereignty strict: could not check that the registry mirror holds the "
+                f"site's images ({unchecked})"]
     return [f"sovereignty eu: {f['endpoint']} ({f['operator']}, US CLOUD Act) used at "
             f"{f['when']} time by {f['stack']} on {f['host']}; fix: {f['fix']}"
             for f in found]

@@ -127,14 +127,26 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
 
     import ansible_runner
 
-    from tui.core import audit
+    from tui.core import audit, images
     from tui.core import secrets as vault
 
     if mode in ("plan", "apply"):
         # before any host is touched: strict refuses (AbriError, exit 2), eu warns
         hosts = site.match_hosts(limit) if limit else None
-        for line in audit.gate(site, hosts):
+        held = audit.mirror_check(site, hosts)  # strict with a mirror: does it hold them?
+        for line in audit.gate(site, hosts, mirror_missing=held):
             print(f"abri: warning: {line}", file=sys.stderr)
+    bundle = None
+    if mode in ("plan", "apply", "restore"):
+        # this machine's image bundle (hosts with no registry access): checked before any
+        # host is touched, handed to the deploy as data
+        from tui.core.inventory import TARGET_KINDS
+
+        chosen = site.match_hosts(limit) if limit else list(site.hosts)
+        bundle = images.bundle_vars(site, [h for h in chosen
+                                           if site.hosts[h].kind in TARGET_KINDS])
+        if bundle is not None:
+            extra_vars = {**(extra_vars or {}), "abri_image_bundle": bundle}
 
     base = runs_dir(site)
     base.mkdir(parents=True, exist_ok=True)
@@ -163,6 +175,8 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
     cmdline += ["--check", "--diff"] if mode == "plan" else []
     cmdline += extra_args or []
     deploy_cmdline = list(cmdline)  # a second converge runs the site's playbook, as it is
+    if bundle is not None:
+        deploy_cmdline += ["--extra-vars", json.dumps({"abri_image_bundle": bundle})]
     if extra_vars:
         cmdline += ["--extra-vars", json.dumps(extra_vars)]
     bindir = Path(sys.executable).parent
