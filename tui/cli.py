@@ -80,9 +80,10 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     _json_option(q)
     q = ssub.add_parser("set", help="set site settings: registry_mirror, registry_insecure, "
                         "stacks_root, backup_repository, backup_keep_daily, "
-                        "backup_keep_weekly, backup_keep_monthly, upgrade_timer and "
-                        "verify_timer (systemd calendars such as 'Sun 04:00' for unattended "
-                        "patch upgrades and trial restores; empty: off), sovereignty "
+                        "backup_keep_weekly, backup_keep_monthly, upgrade_timer, "
+                        "verify_timer and backup_timer (systemd calendars such as 'Sun 04:00' "
+                        "for unattended patch upgrades, trial restores and backups; empty: "
+                        "off), sovereignty "
                         "(strict, eu or off: which outside endpoints plan and apply accept), "
                         "image_bundle (this machine only: an archive from 'abri images "
                         "bundle' that apply loads on hosts lacking an image; empty: off)")

@@ -27,6 +27,7 @@ def units(tmp_path, monkeypatch):
 @pytest.mark.parametrize(("setting", "name", "command"), [
     ("upgrade_timer", "upgrade", "upgrade --patch"),
     ("verify_timer", "verify", "backup --verify"),
+    ("backup_timer", "backup", "backup --prune"),
 ])
 def test_the_timer_is_written_verified_and_removed(abri, site_dir, units, setting, name,
                                                    command):
@@ -48,7 +49,7 @@ def test_the_timer_is_written_verified_and_removed(abri, site_dir, units, settin
     proc = subprocess.run(["systemd-analyze", "verify", "--man=no", str(service), str(timer)],
                           capture_output=True, text=True, timeout=60)
     problems = [line for line in proc.stderr.splitlines()
-                if "abri-upgrade" in line and "not found" not in line]
+                if name in line and "not found" not in line]
     assert not problems, proc.stderr
     again = abri("site", "set", f"{setting}=Sun 04:00", "--site", site_dir)
     assert again.code == 0 and "wrote" not in again.err  # unchanged: not rewritten

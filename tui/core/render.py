@@ -110,6 +110,9 @@ def site_vars(site: Site) -> str:
         **{f"abri_{k}": getattr(site.settings, k) for k in
            ("backup_keep_daily", "backup_keep_weekly", "backup_keep_monthly",
             "upgrade_timer", "verify_timer")},
+        # written only when set: sites made before the setting stay as they were
+        **({"abri_backup_timer": site.settings.backup_timer}
+           if site.settings.backup_timer else {}),
         # written only when not the default (eu): sites made before the setting stay as
         # they were byte for byte
         **({"abri_sovereignty": site.settings.sovereignty}

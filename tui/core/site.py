@@ -55,13 +55,15 @@ class SiteSettings:
     upgrade_timer: str = ""
     #: when this machine runs 'abri backup --verify' (trial restores) for the site
     verify_timer: str = ""
+    #: when this machine runs 'abri backup --prune' (backups and the retention) for the site
+    backup_timer: str = ""
     #: which outside endpoints plan and apply accept (tui.core.audit): strict, none under
     #: US jurisdiction; eu, US endpoints reported (only image pulls accepted silently);
     #: off, no check
     sovereignty: str = "eu"
 
     FIELDS = ("registry_mirror", "registry_insecure", "stacks_root", "backup_repository",
-              *KEEP_FIELDS, "upgrade_timer", "verify_timer", "sovereignty")
+              *KEEP_FIELDS, "upgrade_timer", "verify_timer", "backup_timer", "sovereignty")
 
     def set(self, key: str, raw: Any) -> None:
         """Set one site setting from user input; ValueError says what would be valid."""
@@ -82,7 +84,7 @@ class SiteSettings:
                 raise ValueError(f"{raw!r} is not a whole number of backups from 0 to 1000 "
                                  "(0 keeps none by this rule)")
             setattr(self, key, int(text))
-        elif key in ("upgrade_timer", "verify_timer"):
+        elif key in ("upgrade_timer", "verify_timer", "backup_timer"):
             from tui.core import timers
 
             setattr(self, key, timers.check_calendar(str(raw)))

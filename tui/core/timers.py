@@ -3,7 +3,11 @@ and its vault password) that run an abri command for the site unattended:
 
 * ``upgrade_timer``: ``abri upgrade --patch``, through the same snapshot, health gate and
   rollback as by hand (a rolled-back run, exit 3, is a finished job);
-* ``verify_timer``: ``abri backup --verify``, the trial restores that prove the backups.
+* ``verify_timer``: ``abri backup --verify``, the trial restores that prove the backups;
+* ``backup_timer``: ``abri backup --prune``, the scheduled backup of every host, then the
+  retention. It runs here, not on each host: the hosts' repository passwords (and S3 keys)
+  stay in the vault, which only this machine opens, and the stop/copy rule of each stack is
+  the one abri's module applies by hand too.
 
 Each site setting holds a systemd calendar expression (``Sun 04:00``, ``weekly``); empty
 switches the timer off. ``abri site set`` then writes (or removes) the units
@@ -46,6 +50,7 @@ class Timer:
 TIMERS = (
     Timer("upgrade_timer", "upgrade", ("upgrade", "--patch"), "patch upgrades", (3,)),
     Timer("verify_timer", "verify", ("backup", "--verify"), "trial restores of the backups"),
+    Timer("backup_timer", "backup", ("backup", "--prune"), "backups (then the retention)"),
 )
 SETTINGS = tuple(t.setting for t in TIMERS)
 
