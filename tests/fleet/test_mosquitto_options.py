@@ -12,8 +12,7 @@ import socket
 
 import pytest
 
-from tests.fleet.test_deploy import (NESTED_ENGINE_OPTIONS, _abri, _apply, _own_config_home,
-                                     _secrets)
+from tests.fleet.test_deploy import NESTED_ENGINE_OPTIONS, _abri, _apply, _own_config_home, _secrets
 
 pytestmark = pytest.mark.fleet
 __all__ = ["_own_config_home"]  # the test module's autouse fixture, shared
