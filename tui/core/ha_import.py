@@ -414,10 +414,13 @@ def plan_addon_data(site: Site, backup: ha_backup.HaBackup, host: str,
 # ---------------------------------------------------------------- the import
 @dataclass
 class Checked:
+    """A backup that passed every check, and what the import will do with it. The
+    passwords stay in memory (never in a repr, never printed)."""
+
     backup: ha_backup.HaBackup
     stack: str
-    password: str | None
-    owner_password: str | None
+    password: str | None = field(repr=False)
+    owner_password: str | None = field(repr=False)
     logins: list[Login] = field(default_factory=list)
     addon_notes: list[str] = field(default_factory=list)
     mapped: set[str] = field(default_factory=set)
@@ -582,7 +585,7 @@ def run(site: Site, checked: Checked, host: str, keep_database: bool = True,
                 f"{host} held before the import") if made else ""
         if made:
             for line in backups.format_made(made).splitlines():
-                out.info(line)
+                out.info(line.strip())
             out.info(f"({undo})")
         out.step(f"[4/5] Putting the backup's configuration in place on {host}")
         for name, folder, archive, owner in imports:
