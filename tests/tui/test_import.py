@@ -240,3 +240,66 @@ async def test_import_runs_the_engine_and_refuses_a_wrong_owner_password(tmp_pat
     host_vars = (site_dir / "host_vars/home/abri.yml").read_text()
     assert OWNER_PASSWORD not in host_vars
     assert yaml.safe_load(host_vars)  # still a readable file
+
+
+async def test_import_brings_node_reds_addon_data_into_the_hosts_nodered(tmp_path, new_app,
+                                                                        runner):
+    """A Supervisor backup (SecureTar v3) with the Node-RED add-on, onto a host that has
+    nodered: the safety snapshot takes nodered's data too, the import playbook gets, after
+    Home Assistant's configuration, the add-on's user directory for nodered's data volume
+    (settings.js left out, the whole volume replaced, files given to Node-RED's uid), and
+    the add-on's credential secret becomes nodered's credential_key in the vault."""
+    import tarfile
+
+    from tests.unit.test_ha_backup import NR_FILES, NR_KEY, _addon_backup
+
+    site_dir = tmp_path / "site"
+    site = make_site(site_dir)
+    site.add_stack("home", "nodered")
+    site.save()
+    backup = _addon_backup(tmp_path, 3)
+    runner.by_mode.update({"backup": "backup-ok.json", "import": "apply-ok.json"})
+    archives: dict[str, list[str]] = {}
+    recorded = runner.__call__
+
+    def listing(site, mode="apply", limit=None, on_progress=None, cancel=None,
+                become_password=None, extra_vars=None):
+        if mode == "import":  # the archive lives only while the import runs: read it now
+            with tarfile.open(extra_vars["abri_import_archive"]) as tar:
+                archives[extra_vars["abri_import_stack"]] = sorted(
+                    m.name.removeprefix("./") for m in tar.getmembers() if m.isfile())
+        return recorded(site, mode, limit, on_progress, cancel, become_password, extra_vars)
+
+    app = new_app(site_dir)
+    app.runner = listing
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = await open_import(pilot)
+        await fill(pilot, "#import-file", str(backup))
+        await fill(pilot, "#import-password", PASSWORD)
+        assert "replaces the data volume of nodered on home" in text(app, "#import-contents")
+        await fill(pilot, "#import-owner", "any")  # the backup has no owner account
+        await pilot.press("ctrl+o")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "saves the data of homeassistant, nodered" in str(
+            app.screen.query_one(".dialog-text", Static).render())
+        await pilot.press("y")
+        await until(pilot, lambda: app.screen is screen)
+        for _ in range(200):
+            await settle(pilot)
+            if not screen.busy:
+                break
+        assert not screen.busy
+    assert [r[0] for r in runner.runs] == ["apply", "backup", "import", "import", "apply"]
+    assert runner.runs[1][2]["abri_backup_only"] == ["homeassistant", "nodered"]
+    nodered = runner.runs[3][2]
+    assert {k: v for k, v in nodered.items() if k != "abri_import_archive"} == {
+        "abri_import_stack": "nodered", "abri_import_folder": "data",
+        "abri_import_keep": [], "abri_import_owner": 1000}
+    assert "abri_import_owner" not in runner.runs[2][2]  # Home Assistant's: as before
+    assert archives["nodered"] == [".config.runtime.json", "flows.json", "flows_cred.json",
+                                   "lib/functions/helper.js", "package.json"]
+    assert "configuration.yaml" in archives["homeassistant"]
+    assert set(NR_FILES) >= {f"config/{x}" for x in archives["nodered"]}
+    again = Site.load(site_dir)
+    assert again.secrets["home"]["nodered"]["credential_key"] == NR_KEY
+    assert NR_KEY not in (site_dir / "host_vars/home/abri.yml").read_text()
