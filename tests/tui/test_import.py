@@ -49,6 +49,9 @@ async def fill(pilot, selector: str, value: str) -> None:
     field = pilot.app.screen.query_one(selector, Input)
     field.value = value  # an Input.Changed, as typing sends
     await settle(pilot)
+    # the check's answer may still be queued on a busy machine
+    await until(pilot, lambda: "Reading the backup" not in text(pilot.app, "#import-contents"))
+    await pilot.pause()
 
 
 async def open_import(pilot) -> ImportScreen:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import securetar
 
-from tui.core import ha_backup
+from tui.core import ha_backup, seedmerge
 from tui.core.errors import AbriError
 
 PASSWORD = "hunter2-correct-horse"
@@ -596,16 +596,17 @@ def test_logins_go_to_the_broker_of_the_host_elsewhere(abri, site_dir, ssh_key, 
 
 # --------------------------------------- Node-RED's and ESPHome's add-ons (manifest ha_addon)
 NR_SLUG, ESP_SLUG = "a0d7b954_nodered", "5c53de3b_esphome"
+NR_KEY = "add-on-credential-key-42"
+NR_CREDS = {"f1.broker": {"user": "porch", "password": "porch-broker-pass"}}
 NR_FILES = {
     "config/flows.json": '[{"id": "f1", "type": "tab", "label": "Porch"}]',
-    "config/flows_cred.json": '{"$": "encrypted-by-the-add-on"}',
+    "config/flows_cred.json": json.dumps(seedmerge.encrypt_credentials(NR_CREDS, NR_KEY)),
     "config/settings.js": "module.exports = { /* the add-on's, with ingress */ }",
     "config/package.json": '{"dependencies": {"node-red-contrib-home-assistant-websocket": "*"}}',
     "config/.config.runtime.json": '{"instanceId": "abc"}',
     "config/lib/functions/helper.js": "// a library function",
     "data/options.json": "{}",  # the add-on's /data: not what Node-RED keeps
 }
-NR_KEY = "add-on-credential-key-42"
 ESP_CONFIG = {**CONFIG,
               "esphome/porch.yaml": "esphome:\n  name: porch\n",
               "esphome/secrets.yaml": "wifi_password: not-telling\n",
@@ -709,6 +710,8 @@ def test_import_plan_puts_addon_data_into_the_stacks_of_the_host(abri, addon_sit
             "files and folders) replaces the data volume of nodered on pi") in text, text
     assert "left out: settings.js, node_modules" in text
     assert "its option credential_secret becomes nodered's credential_key" in text
+    assert "flows.json: abri's 4 item(s) added" in text
+    assert "flows_cred.json: abri's credentials added, encrypted with the stack's key" in text
     assert ("add-on ESPHome Device Builder (5c53de3b_esphome): its data (esphome/ in Home "
             "Assistant's configuration") in text
     assert "add-on Samba share (core_samba): not imported" in text

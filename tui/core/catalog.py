@@ -269,6 +269,21 @@ SCHEMA: dict[str, Any] = {
                 "secrets": {"type": "object", "additionalProperties": {
                     "type": "string", "pattern": r"^[a-z][a-z0-9_]*$"}},
                 "why": {"type": "string"},
+                # abri's own part put back into the imported data (tui.core.seedmerge):
+                # the file, the seed (a file of the stack folder) and the file's format;
+                # key_secret: the secret setting that encrypts the file
+                "merge": {"type": "array", "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["file", "from", "format"],
+                    "properties": {
+                        "file": {"type": "string",
+                                 "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"},
+                        "from": {"type": "string"},
+                        "format": {"enum": ["json-by-id", "node-red-credentials"]},
+                        "key_secret": {"type": "string", "pattern": _NAME},
+                    },
+                }},
             },
         },
         # topics a consumer may use on the broker ({user} is its account name)
@@ -694,6 +709,17 @@ def load_stack(file: Path) -> Stack:
         for i, src in enumerate(ha_addon["from"]):
             if ".." in src.partition(":")[2].split("/"):
                 problems.append(Problem(where, f"ha_addon.from[{i}]", "no '..'"))
+        for i, rule in enumerate(ha_addon.get("merge") or ()):
+            if ".." in rule["from"].split("/") or not (file.parent / rule["from"]).is_file():
+                problems.append(Problem(where, f"ha_addon.merge[{i}].from",
+                                        f"{rule['from']!r} is not a file in "
+                                        f"{file.parent.name}/"))
+            key = rule.get("key_secret")
+            if rule["format"] == "node-red-credentials" and (
+                    key not in by_key or not by_key[key].secret):
+                problems.append(Problem(where, f"ha_addon.merge[{i}].key_secret",
+                                        "names no secret setting of this stack (the key "
+                                        "the file is encrypted with)"))
     api = data.get("api")
     if api:
         for k in ("port_setting", "owner_user_setting", "owner_secret", "language_setting"):

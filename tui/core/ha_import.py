@@ -356,6 +356,29 @@ def _source_text(source: str) -> str:
     return f"{path}/ in Home Assistant's configuration"
 
 
+def unpack_addon_data(site: Site, host: str, keeper: Stack, backup: ha_backup.HaBackup,
+                      password: str | None, secrets: dict[str, str], sources: list[str],
+                      dest: Path) -> tuple[str | None, list[str], list[str]]:
+    """An add-on's data unpacked into dest as the stack will get it: from the first of
+    sources that holds files, without what the manifest leaves out, with abri's own part
+    merged back in (ha_addon.merge, tui.core.seedmerge). Returns (the source used, the
+    paths unpacked, what the merges did)."""
+    from tui.core import seedmerge
+
+    spec = keeper.ha_addon or {}
+    source, written = ha_backup.extract_addon_data(
+        backup, spec["slug"], sources, list(spec.get("exclude") or ()), password, dest)
+    notes = []
+    if source is not None:
+        have = site.secrets.get(host, {}).get(keeper.name, {})
+        for rule in spec.get("merge") or ():
+            key = rule.get("key_secret")
+            old = [secrets[key]] if key in secrets else []
+            new = secrets.get(key) or have.get(key) if key else None
+            notes.append(seedmerge.merge(dest, rule, keeper.path / rule["from"], old, new))
+    return source, written, notes
+
+
 def plan_addon_data(site: Site, backup: ha_backup.HaBackup, host: str,
                     password: str | None) -> tuple[list[AddonData], list[str], set[str]]:
     """The backup's add-ons whose data a stack's manifest takes (ha_addon), when HOST has
@@ -380,15 +403,6 @@ def plan_addon_data(site: Site, backup: ha_backup.HaBackup, host: str,
                          f"takes its data; add it ('abri stack add {host} {keeper.name}') and "
                          "import again; its data stays in the backup")
             continue
-        with tempfile.TemporaryDirectory(prefix="abri-addon-") as tmp:
-            source, written = ha_backup.extract_addon_data(
-                backup, slug, list(spec["from"]), list(spec.get("exclude") or ()), password,
-                Path(tmp) / "data")
-        if source is None:
-            looked = ", ".join(_source_text(x) for x in spec["from"])
-            notes.append(f"{label}: no data found in the backup (looked in {looked}); "
-                         f"nothing imported into {keeper.name}")
-            continue
         secrets: dict[str, str] = {}
         said = []
         wanted = spec.get("secrets") or {}
@@ -400,12 +414,21 @@ def plan_addon_data(site: Site, backup: ha_backup.HaBackup, host: str,
                     secrets[key] = value
                     said.append(f"its option {option} becomes {keeper.name}'s {key} (into "
                                 "the vault)")
+        with tempfile.TemporaryDirectory(prefix="abri-addon-") as tmp:
+            source, written, merged = unpack_addon_data(
+                site, host, keeper, backup, password, secrets, list(spec["from"]),
+                Path(tmp) / "data")
+        if source is None:
+            looked = ", ".join(_source_text(x) for x in spec["from"])
+            notes.append(f"{label}: no data found in the backup (looked in {looked}); "
+                         f"nothing imported into {keeper.name}")
+            continue
         volume = next(v for v in keeper.volumes if v.name == spec["volume"])
         left = ", ".join(spec.get("exclude") or ()) or "nothing"
         notes.append(f"{label}: its data ({_source_text(source)}, {len(written)} files and "
                      f"folders) replaces the {volume.name} volume of {keeper.name} on {host} "
                      f"({spec.get('why') or 'its user data'}); left out: {left}"
-                     + "".join(f"; {x}" for x in said))
+                     + "".join(f"; {x}" for x in said + merged))
         out.append(AddonData(slug, label, keeper.name, volume.name, volume.owner, source,
                              len(written), secrets))
     return out, notes, mapped
@@ -555,10 +578,8 @@ def run(site: Site, checked: Checked, host: str, keep_database: bool = True,
         imports = [(stack.name, volume, _packed(config, Path(tmp) / "config.tar.gz"), None)]
         for item in checked.addon_data:  # the add-ons' data, for the stacks that take it
             folder = Path(tmp) / f"addon-{item.stack}"
-            ha_backup.extract_addon_data(
-                checked.backup, item.slug, [item.source],
-                list((site.catalog[item.stack].ha_addon or {}).get("exclude") or ()),
-                checked.password, folder)
+            unpack_addon_data(site, host, site.catalog[item.stack], checked.backup,
+                              checked.password, item.secrets, [item.source], folder)
             imports.append((item.stack, item.volume,
                             _packed(folder, Path(tmp) / f"addon-{item.stack}.tar.gz"),
                             item.owner))
