@@ -7,6 +7,8 @@ host:
 * Home Assistant makes a password-protected backup with its own websocket API
   (backup/generate to backup.local, the database included), which the test copies out of
   config/backups/;
+* the backup is made a Supervisor's with the Node-RED community add-on (its member added,
+  SecureTar v2 with the backup's password), and site B has nodered;
 * bad input is refused with exit 2 and nothing changed: a wrong password, no owner password;
 * the host is wiped (containers, /opt/abri), and site B, a fresh site with other
   credentials, imports the backup onto it: the import deploys B's stacks, takes a safety
@@ -14,8 +16,9 @@ host:
   broker with B's account, keeps the backup's owner (logging in with the password given),
   applies and verifies;
 * on B: the automation, the second user (listed, logs in), the recorded state in a database
-  that passes integrity_check, configuration.yaml still including abri's part, verify green,
-  and a second apply changes nothing.
+  that passes integrity_check, configuration.yaml still including abri's part, the add-on's
+  flows in nodered's data next to abri's heartbeat (which verify hears), verify green, and a
+  second apply changes nothing.
 
 Timings are printed (run with -s); tests never assert on wall-clock time.
 """
