@@ -981,9 +981,7 @@ def cmd_import_ha_backup(args) -> int:
     if args.json:
         print(json.dumps(checked.backup.summary(), indent=2))
     else:
-        print(ha_backup.format_summary(checked.backup))
-        for line in ha_import.left_out(checked.backup, checked):
-            print(f"  {line}")
+        print(ha_import.describe(checked))
     if args.dry_run:
         print(f"\nThe backup can be imported into {checked.stack} on {args.host} (dry run: "
               "nothing changed)", file=sys.stderr if args.json else sys.stdout)

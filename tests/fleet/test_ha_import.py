@@ -7,6 +7,8 @@ host:
 * Home Assistant makes a password-protected backup with its own websocket API
   (backup/generate to backup.local, the database included), which the test copies out of
   config/backups/;
+* the backup is made a Supervisor's with the Node-RED community add-on (its member added,
+  SecureTar v2 with the backup's password), and site B has nodered;
 * bad input is refused with exit 2 and nothing changed: a wrong password, no owner password;
 * the host is wiped (containers, /opt/abri), and site B, a fresh site with other
   credentials, imports the backup onto it: the import deploys B's stacks, takes a safety
@@ -14,8 +16,9 @@ host:
   broker with B's account, keeps the backup's owner (logging in with the password given),
   applies and verifies;
 * on B: the automation, the second user (listed, logs in), the recorded state in a database
-  that passes integrity_check, configuration.yaml still including abri's part, verify green,
-  and a second apply changes nothing.
+  that passes integrity_check, configuration.yaml still including abri's part, the add-on's
+  flows in nodered's data next to abri's heartbeat (which verify hears), verify green, and a
+  second apply changes nothing.
 
 Timings are printed (run with -s); tests never assert on wall-clock time.
 """
@@ -39,7 +42,7 @@ from test_backup import (
     _second_user,
     _users,
 )
-from test_deploy import _CONFIG_HOME, _recap, _secrets
+from test_deploy import _CONFIG_HOME, _abri, _recap, _secrets
 from test_upgrade import OLD, old_ha_site
 
 pytestmark = pytest.mark.fleet
@@ -64,6 +67,56 @@ def _database(host) -> dict:
 
 def _site(tmp_path: Path, name: str, host, registry: str) -> Path:
     return old_ha_site(tmp_path, name, host, registry, f"/srv/abri-backup-{name}")
+
+
+NR_SLUG = "a0d7b954_nodered"
+NR_KEY = "addon-" + "credential-" * 2 + "key"
+NR_FLOWS = [{"id": "porch.tab", "type": "tab", "label": "Imported porch"},
+            {"id": "porch.inject", "type": "inject", "z": "porch.tab", "name": "porch tick",
+             "repeat": "", "once": False, "wires": [[]]}]
+
+
+def _with_nodered_addon(backup: Path, tmp_path: Path) -> Path:
+    """The backup as a Supervisor would have made it with the Node-RED community add-on
+    installed: the same members (Home Assistant's as Home Assistant encrypted it), the
+    add-on listed in backup.json, and its member ./a0d7b954_nodered.tar.gz (SecureTar v2,
+    the backup's password) holding addon.json, data/ (the add-on's /data) and config/ (its
+    addon_configs folder: Node-RED's user directory, flows_cred.json encrypted with the
+    add-on's credential_secret as Node-RED does)."""
+    import io
+
+    import securetar
+
+    from tui.core import seedmerge
+
+    folder = tmp_path / "nodered-addon"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "options.json").write_text(json.dumps({"credential_secret": NR_KEY}))
+    (folder / "config" / "lib").mkdir(parents=True)
+    (folder / "config" / "flows.json").write_text(json.dumps(NR_FLOWS))
+    (folder / "config" / "flows_cred.json").write_text(json.dumps(
+        seedmerge.encrypt_credentials({"porch.inject": {"note": "kept"}}, NR_KEY)))
+    (folder / "config" / "settings.js").write_text("module.exports = {uiPort: 46836};\n")
+    (folder / "config" / "package.json").write_text('{"name": "node-red-project"}\n')
+    (folder / "addon.json").write_text(json.dumps({
+        "user": {"options": {"credential_secret": NR_KEY, "ssl": False}, "version": "19.0.0"},
+        "system": {"slug": "nodered"}, "version": "19.0.0", "state": "started"}))
+    out = tmp_path / "supervisor-backup.tar"
+    with tarfile.open(backup) as src, securetar.SecureTarArchive(
+            out, "w", password=BACKUP_PASSWORD, create_version=2) as archive:
+        for member in src.getmembers():
+            raw = src.extractfile(member).read() if member.isfile() else b""
+            if member.name.endswith("backup.json"):
+                meta = json.loads(raw)
+                meta["addons"] = [{"slug": NR_SLUG, "name": "Node-RED", "version": "19.0.0",
+                                   "size": 0.1}]
+                raw = json.dumps(meta).encode()
+                member.size = len(raw)
+            archive.tar.addfile(member, io.BytesIO(raw) if member.isfile() else None)
+        with archive.create_tar(f"./{NR_SLUG}.tar.gz") as inner:
+            securetar.atomic_contents_add(tar_file=inner, origin_path=folder,
+                                          file_filter=lambda _: False, arcname=".")
+    return out
 
 
 def test_import_a_real_home_assistant_backup(fleet, fleet_registry, tmp_path):
@@ -126,6 +179,10 @@ def test_import_a_real_home_assistant_backup(fleet, fleet_registry, tmp_path):
               timeout=180)
     host.exec("rm -rf /opt/abri /var/lib/abri/backup-stopped")
     b = _site(tmp_path, "b", host, registry)
+    # site B has Node-RED too: the backup, as a Supervisor's with the Node-RED add-on, brings
+    # the add-on's flows into it (the real Home Assistant member kept as it is)
+    _abri("stack", "add", "--site", str(b), "h1", "nodered")
+    backup = _with_nodered_addon(backup, tmp_path)
     pw = tmp_path / "backup-password"
     pw.write_text(BACKUP_PASSWORD + "\n")
     owner_file = tmp_path / "owner-password"
@@ -138,6 +195,7 @@ def test_import_a_real_home_assistant_backup(fleet, fleet_registry, tmp_path):
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert f"Home Assistant {OLD}" in dry.stdout and "SecureTar v2" in dry.stdout, dry.stdout
     assert "Database       included" in dry.stdout, dry.stdout
+    assert "replaces the data volume of nodered on h1" in dry.stdout, dry.stdout
     refused, _ = _run(b, "import-ha-backup", str(backup), "--host", "h1", "--password-file",
                       str(wrong), "--owner-password-file", str(owner_file))
     assert refused.returncode == 2 and "password: is wrong" in refused.stderr, refused.stderr
@@ -154,7 +212,7 @@ def test_import_a_real_home_assistant_backup(fleet, fleet_registry, tmp_path):
     print(f"[test_ha_import] import: {seconds:.1f}s")
     assert "Safety snapshot" in done.stdout and "snapshot" in done.stdout
     assert "owner account kept: owner" in done.stdout, done.stdout
-    for secret in (BACKUP_PASSWORD, owner_pw, second_pw):
+    for secret in (BACKUP_PASSWORD, owner_pw, second_pw, NR_KEY):
         assert secret not in done.stdout + done.stderr
 
     # ---- site B holds site A's Home Assistant
@@ -180,8 +238,20 @@ def test_import_a_real_home_assistant_backup(fleet, fleet_registry, tmp_path):
     assert status == 200
     assert not [s for s in states if s["entity_id"].startswith("binary_sensor.remote_ui")]
 
+    # ---- the Node-RED add-on's flows are nodered's, next to abri's heartbeat, whose broker
+    # credentials were added to the add-on's (encrypted) ones: verify hears the heartbeat
+    assert secrets_b["nodered"]["credential_key"] == NR_KEY
+    data = "/opt/abri/nodered/data"
+    flows = json.loads(host.exec(f"cat {data}/flows.json").stdout)
+    ids = [x.get("id") for x in flows]
+    assert ids[:2] == ["porch.tab", "porch.inject"] and "abri.heartbeat.publish" in ids, ids
+    assert "NODE_RED_CREDENTIAL_SECRET" in host.exec(f"cat {data}/settings.js").stdout
+    assert host.exec(f"stat -c '%u' {data}/flows.json {data}/lib").stdout.split() == [
+        "1000", "1000"]
+
     checked, _ = _run(b, "verify")
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "nodered publishes on nodered/heartbeat" in checked.stdout, checked.stdout
     again, _ = _run(b, "apply")
     assert again.returncode == 0, again.stdout[-6000:] + again.stderr[-3000:]
     assert _recap(again.stdout, "h1")["changed"] == 0, again.stdout[-6000:]

@@ -243,3 +243,25 @@ def test_audit_screen(snap_compare):
     # the overview's 'o': every outside endpoint, its jurisdiction and the selected one's fix
     two_hosts()
     assert snap_compare(app_for(), run_before=ready(), press=["o"])
+
+
+def test_import_screen_shows_the_backup(snap_compare, tmp_path):
+    # the overview's 'i': a protected Supervisor backup read with its password, what it
+    # holds and what becomes of its add-ons (Node-RED's data into the host's nodered)
+    from tests.unit.test_ha_backup import PASSWORD, _addon_backup
+
+    site = make_site(SITE)
+    site.add_stack("home", "nodered")
+    site.save()
+    backup = ROOT / "backup.tar"
+    _addon_backup(tmp_path, 2).rename(backup)
+
+    async def run_before(pilot) -> None:
+        await pilot.press("i")
+        await until(pilot, lambda: pilot.app.screen.query("#import-file"))
+        pilot.app.screen.query_one("#import-file", Input).value = str(backup)
+        pilot.app.screen.query_one("#import-password", Input).value = PASSWORD
+        await until(pilot, lambda: pilot.app.screen.checked is not None)
+        await pilot.pause()
+
+    assert snap_compare(app_for(), run_before=ready(run_before), terminal_size=(100, 40))

@@ -63,6 +63,26 @@ def test_broken_manifest_names_file_and_field(tmp_path, mutate, field, fragment)
     assert "stack.yml" in text and field in text and fragment in text, text
 
 
+@pytest.mark.parametrize(("mutate", "field", "fragment"), [
+    (lambda a: a.update(volume="nope"), "ha_addon.volume", "not a user-data volume"),
+    (lambda a: a.update(secrets={"port": "x"}), "ha_addon.secrets.port", "not a secret"),
+    (lambda a: a.update({"from": ["addon:../etc"]}), "ha_addon.from[0]", "does not match"),
+    (lambda a: a.update({"from": ["elsewhere:config"]}), "ha_addon.from[0]", "elsewhere"),
+    (lambda a: a.update(exclude=["a/../../b"]), "ha_addon.exclude[0]", "no '..'"),
+])
+def test_broken_ha_addon_mapping_names_the_field(tmp_path, mutate, field, fragment):
+    """The add-on data a stack takes on import: a volume that holds user data, secrets that
+    are secret settings, paths that stay inside."""
+    manifest = _copy_stack(tmp_path, "nodered")
+    data = yaml.safe_load(manifest.read_text())
+    mutate(data["ha_addon"])
+    manifest.write_text(yaml.safe_dump(data))
+    with pytest.raises(AbriError) as info:
+        Catalog.load(tmp_path / "stacks")
+    text = str(info.value)
+    assert "nodered/stack.yml" in text and field in text and fragment in text, text
+
+
 def test_manifest_that_is_not_yaml(tmp_path):
     manifest = _copy_stack(tmp_path)
     manifest.write_text("name: [unclosed\n")

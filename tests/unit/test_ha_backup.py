@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import securetar
 
-from tui.core import ha_backup
+from tui.core import ha_backup, seedmerge
 from tui.core.errors import AbriError
 
 PASSWORD = "hunter2-correct-horse"
@@ -30,8 +30,8 @@ CONFIG = {
 def make_backup(tmp: Path, version: int | None = 2, password: str | None = PASSWORD,
                 ha_version: str = "2026.2.3", files: dict[str, str] | None = None,
                 meta: dict | None = None, name: str = "backup.tar",
-                exclude_database: bool = False, addons: dict[str, dict] | None = None
-                ) -> Path:
+                exclude_database: bool = False, addons: dict[str, dict] | None = None,
+                addon_files: dict[str, dict[str, str]] | None = None) -> Path:
     """A backup as Home Assistant Core writes one (backup/util.py): the outer tar by
     securetar's SecureTarArchive, backup.json as ./backup.json, and Home Assistant's member
     made with create_tar + atomic_contents_add(arcname='data')."""
@@ -66,6 +66,12 @@ def make_backup(tmp: Path, version: int | None = 2, password: str | None = PASSW
             (folder / "data").mkdir(parents=True)
             (folder / "data" / "mosquitto.db").write_bytes(b"\x00persisted")
             (folder / "addon.json").write_text(json.dumps(addon_json))
+            # the add-on's files besides: data/... (its /data), config/... (its
+            # addon_configs folder, which Supervisor adds as config/)
+            for rel, text in ((addon_files or {}).get(slug) or {}).items():
+                f = folder / rel
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.write_text(text)
             with archive.create_tar(f"./{slug}.tar.gz") as inner:
                 securetar.atomic_contents_add(tar_file=inner, origin_path=folder,
                                               file_filter=lambda _: False, arcname=".")
@@ -586,3 +592,207 @@ def test_logins_go_to_the_broker_of_the_host_elsewhere(abri, site_dir, ssh_key, 
     checked = ha_import.check(Site.load(site_dir), _supervisor_backup(tmp_path, None), "pi",
                               None, None, dry_run=True)
     assert {(x.host, x.stack) for x in checked.logins} == {("broker", "mosquitto")}
+
+
+# --------------------------------------- Node-RED's and ESPHome's add-ons (manifest ha_addon)
+NR_SLUG, ESP_SLUG = "a0d7b954_nodered", "5c53de3b_esphome"
+NR_KEY = "add-on-credential-key-42"
+NR_CREDS = {"f1.broker": {"user": "porch", "password": "porch-broker-pass"}}
+NR_FILES = {
+    "config/flows.json": '[{"id": "f1", "type": "tab", "label": "Porch"}]',
+    "config/flows_cred.json": json.dumps(seedmerge.encrypt_credentials(NR_CREDS, NR_KEY)),
+    "config/settings.js": "module.exports = { /* the add-on's, with ingress */ }",
+    "config/package.json": '{"dependencies": {"node-red-contrib-home-assistant-websocket": "*"}}',
+    "config/.config.runtime.json": '{"instanceId": "abc"}',
+    "config/lib/functions/helper.js": "// a library function",
+    "data/options.json": "{}",  # the add-on's /data: not what Node-RED keeps
+}
+ESP_CONFIG = {**CONFIG,
+              "esphome/porch.yaml": "esphome:\n  name: porch\n",
+              "esphome/secrets.yaml": "wifi_password: not-telling\n",
+              "esphome/.esphome/build/porch/firmware.bin": "built",
+              "esphome/.esphome/storage/porch.yaml.json": '{"name": "porch"}'}
+
+
+def _addon_backup(tmp: Path, version: int | None, nodered_files=None, name="backup.tar") -> Path:
+    """A Supervisor backup with the Node-RED add-on (its user directory in config/, as the
+    add-on's addon_configs folder) and the ESPHome add-on (its configurations in Home
+    Assistant's esphome/ folder, the add-on's member holding only its caches)."""
+    nr = {"user": {"options": {"credential_secret": NR_KEY, "theme": "default",
+                               "ssl": False}, "version": "19.0.0"},
+          "system": {"slug": "nodered"}, "version": "19.0.0", "state": "started"}
+    esp = {"user": {"options": {}, "version": "2025.8.4"}, "system": {"slug": "esphome"},
+           "version": "2025.8.4", "state": "started"}
+    return make_backup(tmp, version=version, password=PASSWORD if version else None,
+                       files=ESP_CONFIG, name=name,
+                       meta={"type": "full", "addons": [
+                           {"slug": NR_SLUG, "name": "Node-RED", "version": "19.0.0"},
+                           {"slug": ESP_SLUG, "name": "ESPHome Device Builder",
+                            "version": "2025.8.4"},
+                           {"slug": "core_samba", "name": "Samba share", "version": "12.3"}]},
+                       addons={NR_SLUG: nr, ESP_SLUG: esp},
+                       addon_files={NR_SLUG: NR_FILES if nodered_files is None
+                                    else nodered_files})
+
+
+@pytest.fixture
+def addon_site(abri, ha_site):
+    for stack in ("nodered", "esphome"):
+        assert abri("stack", "add", "pi", stack, "--site", ha_site).code == 0
+    return ha_site
+
+
+@pytest.mark.parametrize("version", [2, 3, None])
+def test_addon_data_is_unpacked_from_where_the_manifest_says(tmp_path, version):
+    """Node-RED's from the add-on's config/ folder (settings.js and node_modules left out),
+    ESPHome's from esphome/ of Home Assistant's configuration (the build folder left out);
+    both decrypted with the backup's password."""
+    from tui.core import paths
+    from tui.core.catalog import Catalog
+
+    catalog = Catalog.load(paths.stacks_dir())
+    b = ha_backup.read(_addon_backup(tmp_path, version))
+    pw = PASSWORD if version else None
+    nr = catalog["nodered"].ha_addon
+    source, written = ha_backup.extract_addon_data(b, NR_SLUG, nr["from"], nr["exclude"], pw,
+                                                   tmp_path / "nr")
+    assert source == "addon:config"
+    assert sorted(p for p in written if "." in p.rsplit("/", 1)[-1]) == [
+        ".config.runtime.json", "flows.json", "flows_cred.json", "lib/functions/helper.js",
+        "package.json"]
+    assert (tmp_path / "nr/flows.json").read_text() == NR_FILES["config/flows.json"]
+    assert not (tmp_path / "nr/settings.js").exists()
+    assert not (tmp_path / "nr/options.json").exists()  # the add-on's /data is not Node-RED's
+    esp = catalog["esphome"].ha_addon
+    source, written = ha_backup.extract_addon_data(b, ESP_SLUG, esp["from"], esp["exclude"],
+                                                   pw, tmp_path / "esp")
+    assert source == "homeassistant:esphome"
+    assert (tmp_path / "esp/porch.yaml").read_text() == ESP_CONFIG["esphome/porch.yaml"]
+    assert (tmp_path / "esp/.esphome/storage/porch.yaml.json").is_file()
+    assert not (tmp_path / "esp/.esphome/build").exists()
+    if version:
+        with pytest.raises(AbriError, match="password: is wrong"):
+            ha_backup.extract_addon_data(b, NR_SLUG, nr["from"], [], "not-it", tmp_path / "x")
+
+
+def test_addon_data_from_the_older_node_red_location(tmp_path):
+    """Add-on releases before addon_configs kept Node-RED's folder in Home Assistant's
+    configuration (node-red/): the manifest's second source."""
+    from tui.core import paths
+    from tui.core.catalog import Catalog
+
+    nr = Catalog.load(paths.stacks_dir())["nodered"].ha_addon
+    path = make_backup(tmp_path, version=None, files={
+        **CONFIG, "node-red/flows.json": "[]", "node-red/settings.js": "old"},
+        meta={"addons": [{"slug": NR_SLUG, "name": "Node-RED"}]},
+        addons={NR_SLUG: {"user": {"options": {}}}})
+    source, written = ha_backup.extract_addon_data(ha_backup.read(path), NR_SLUG, nr["from"],
+                                                   nr["exclude"], None, tmp_path / "nr")
+    assert (source, written) == ("homeassistant:node-red", ["flows.json"])
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_import_plan_puts_addon_data_into_the_stacks_of_the_host(abri, addon_site, tmp_path,
+                                                                 version):
+    from tui.core import ha_import
+    from tui.core.site import Site
+
+    site = Site.load(addon_site)
+    checked = ha_import.check(site, _addon_backup(tmp_path, version), "pi", PASSWORD, None,
+                              dry_run=True)
+    got = {(a.slug, a.stack, a.volume, a.source, a.owner) for a in checked.addon_data}
+    assert got == {(NR_SLUG, "nodered", "data", "addon:config", 1000),
+                   (ESP_SLUG, "esphome", "config", "homeassistant:esphome", 0)}
+    nr = next(a for a in checked.addon_data if a.stack == "nodered")
+    assert nr.secrets == {"credential_key": NR_KEY} and NR_KEY not in repr(nr)
+    text = ha_import.describe(checked)
+    assert ("add-on Node-RED (a0d7b954_nodered): its data (the add-on's config/ folder, 7 "
+            "files and folders) replaces the data volume of nodered on pi") in text, text
+    assert "left out: settings.js, node_modules" in text
+    assert "its option credential_secret becomes nodered's credential_key" in text
+    assert "flows.json: abri's 4 item(s) added" in text
+    assert "flows_cred.json: abri's credentials added, encrypted with the stack's key" in text
+    assert ("add-on ESPHome Device Builder (5c53de3b_esphome): its data (esphome/ in Home "
+            "Assistant's configuration") in text
+    assert "add-on Samba share (core_samba): not imported" in text
+    assert "a0d7b954_nodered): not imported" not in text
+    assert NR_KEY not in text and PASSWORD not in text
+
+
+def test_addon_whose_stack_is_not_on_the_host_stays_in_the_backup(abri, ha_site, tmp_path):
+    r = abri("import-ha-backup", _addon_backup(tmp_path, None), "--host", "pi", "--dry-run",
+             "--site", ha_site)
+    assert r.code == 0, r.err
+    assert ("add-on Node-RED (a0d7b954_nodered): not imported: pi has no nodered stack, which "
+            "takes its data; add it ('abri stack add pi nodered') and import again; its data "
+            "stays in the backup") in r.out
+    assert "abri stack add pi esphome" in r.out
+
+
+def test_cli_dry_run_says_where_addon_data_goes(abri, addon_site, tmp_path):
+    from tests.conftest import fingerprint
+
+    before = fingerprint(addon_site)
+    r = abri("import-ha-backup", _addon_backup(tmp_path, 3), "--host", "pi", "--dry-run",
+             "--password-file", _pw(tmp_path), "--site", addon_site)
+    assert r.code == 0, r.err
+    assert "replaces the data volume of nodered on pi" in r.out
+    assert "replaces the config volume of esphome on pi" in r.out
+    assert NR_KEY not in r.out + r.err
+    assert fingerprint(addon_site) == before
+
+
+def _crafted_addon_backup(tmp: Path, members: list[tarfile.TarInfo]) -> Path:
+    """An unencrypted Supervisor backup whose Node-RED member holds exactly members."""
+    def gz(entries) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            for m in entries:
+                if m.isfile():
+                    m.size = 1
+                    tar.addfile(m, io.BytesIO(b"x"))
+                else:
+                    tar.addfile(m)
+        return buf.getvalue()
+
+    conf = tarfile.TarInfo("data/configuration.yaml")
+    path = tmp / "crafted-addon.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, raw in (("backup.json", json.dumps({
+                "slug": "c", "protected": False, "homeassistant": {"version": "2026.2.3"},
+                "addons": [{"slug": NR_SLUG, "name": "Node-RED"}]}).encode()),
+                ("homeassistant.tar.gz", gz([conf])),
+                (f"{NR_SLUG}.tar.gz", gz(members))):
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    return path
+
+
+@pytest.mark.parametrize("name,kind,linkname", [
+    ("config/../../escaped.txt", tarfile.REGTYPE, ""),
+    ("config/evil", tarfile.SYMTYPE, "/etc/passwd"),
+    ("config/evil", tarfile.SYMTYPE, "../../../etc"),
+    ("config/dev", tarfile.CHRTYPE, ""),
+])
+def test_addon_members_leaving_the_folder_are_refused(tmp_path, name, kind, linkname):
+    m = tarfile.TarInfo(name)
+    m.type, m.linkname = kind, linkname
+    b = ha_backup.read(_crafted_addon_backup(tmp_path, [m]))
+    out = tmp_path / "deep" / "out"
+    with pytest.raises(AbriError, match="cannot be unpacked"):
+        ha_backup.extract_addon_data(b, NR_SLUG, ["addon:config"], [], None, out)
+    assert not (tmp_path / "escaped.txt").exists()
+    assert not (tmp_path / "deep" / "escaped.txt").exists()
+
+
+def test_addon_with_no_data_says_so(abri, addon_site, tmp_path):
+    from tui.core import ha_import
+    from tui.core.site import Site
+
+    path = _addon_backup(tmp_path, None, nodered_files={"data/options.json": "{}"})
+    checked = ha_import.check(Site.load(addon_site), path, "pi", None, None, dry_run=True)
+    assert {a.stack for a in checked.addon_data} == {"esphome"}
+    assert ("add-on Node-RED (a0d7b954_nodered): no data found in the backup (looked in the "
+            "add-on's config/ folder, node-red/ in Home Assistant's configuration); nothing "
+            "imported into nodered") in ha_import.describe(checked)

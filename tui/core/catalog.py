@@ -245,6 +245,47 @@ SCHEMA: dict[str, Any] = {
                 },
             },
         },
+        # the Home Assistant add-on whose data an import of a Supervisor backup (abri
+        # import-ha-backup) puts into this stack: its slug, the user-data volume it goes to,
+        # where the data is in the backup (the first source that holds files: addon:PATH in
+        # the add-on's own member, whose config/ is its addon_configs folder and data/ its
+        # /data; homeassistant:PATH in Home Assistant's configuration folder), what is left
+        # out (paths relative to the source), and which of the add-on's options become
+        # secrets of the stack (setting key -> option name)
+        "ha_addon": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["slug", "volume", "from"],
+            "properties": {
+                "slug": {"type": "string", "pattern": r"^[a-z0-9_]+$"},
+                "volume": {"type": "string", "pattern": _NAME},
+                "from": {"type": "array", "minItems": 1, "items": {
+                    "type": "string",
+                    "pattern": r"^(addon|homeassistant):[A-Za-z0-9_][A-Za-z0-9_.-]*"
+                               r"(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$"}},
+                "exclude": {"type": "array", "items": {
+                    "type": "string",
+                    "pattern": r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*(/[A-Za-z0-9_.][A-Za-z0-9_.-]*)*$"}},
+                "secrets": {"type": "object", "additionalProperties": {
+                    "type": "string", "pattern": r"^[a-z][a-z0-9_]*$"}},
+                "why": {"type": "string"},
+                # abri's own part put back into the imported data (tui.core.seedmerge):
+                # the file, the seed (a file of the stack folder) and the file's format;
+                # key_secret: the secret setting that encrypts the file
+                "merge": {"type": "array", "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["file", "from", "format"],
+                    "properties": {
+                        "file": {"type": "string",
+                                 "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"},
+                        "from": {"type": "string"},
+                        "format": {"enum": ["json-by-id", "node-red-credentials"]},
+                        "key_secret": {"type": "string", "pattern": _NAME},
+                    },
+                }},
+            },
+        },
         # topics a consumer may use on the broker ({user} is its account name)
         "acl": {"type": "object", "additionalProperties": {
             "type": "array", "items": {"type": "string",
@@ -494,6 +535,8 @@ class Stack:
     devices: tuple[str, ...] = ()
     files: tuple[File, ...] = ()
     accounts: dict[str, Any] | None = None
+    #: the Home Assistant add-on whose data an import brings into this stack
+    ha_addon: dict[str, Any] | None = None
     acl: dict[str, tuple[str, ...]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     api: dict[str, Any] | None = None
@@ -650,6 +693,33 @@ def load_stack(file: Path) -> Stack:
                                 "is not in provides"))
     if accounts and accounts["admin_secret"] not in by_key:
         problems.append(Problem(where, "accounts.admin_secret", "is not a setting"))
+    ha_addon = data.get("ha_addon")
+    if ha_addon:
+        vol = next((v for v in data["volumes"] if v["name"] == ha_addon["volume"]), None)
+        if vol is None or not vol.get("user_data"):
+            problems.append(Problem(where, "ha_addon.volume", f"{ha_addon['volume']!r} is not "
+                                    "a user-data volume of this stack"))
+        for key in ha_addon.get("secrets") or {}:
+            if key not in by_key or not by_key[key].secret:
+                problems.append(Problem(where, f"ha_addon.secrets.{key}",
+                                        "is not a secret setting of this stack"))
+        for i, ex in enumerate(ha_addon.get("exclude") or ()):
+            if ".." in ex.split("/"):
+                problems.append(Problem(where, f"ha_addon.exclude[{i}]", "no '..'"))
+        for i, src in enumerate(ha_addon["from"]):
+            if ".." in src.partition(":")[2].split("/"):
+                problems.append(Problem(where, f"ha_addon.from[{i}]", "no '..'"))
+        for i, rule in enumerate(ha_addon.get("merge") or ()):
+            if ".." in rule["from"].split("/") or not (file.parent / rule["from"]).is_file():
+                problems.append(Problem(where, f"ha_addon.merge[{i}].from",
+                                        f"{rule['from']!r} is not a file in "
+                                        f"{file.parent.name}/"))
+            key = rule.get("key_secret")
+            if rule["format"] == "node-red-credentials" and (
+                    key not in by_key or not by_key[key].secret):
+                problems.append(Problem(where, f"ha_addon.merge[{i}].key_secret",
+                                        "names no secret setting of this stack (the key "
+                                        "the file is encrypted with)"))
     api = data.get("api")
     if api:
         for k in ("port_setting", "owner_user_setting", "owner_secret", "language_setting"):
@@ -706,6 +776,7 @@ def load_stack(file: Path) -> Stack:
         uses=tuple(data.get("uses", ())), wants=tuple(data.get("wants", ())),
         devices=tuple(data.get("devices", ())),
         files=tuple(files), accounts=dict(accounts) if accounts else None,
+        ha_addon=dict(ha_addon) if ha_addon else None,
         acl={k: tuple(v) for k, v in (data.get("acl") or {}).items()},
         env=dict(data.get("env") or {}), api=dict(api) if api else None,
         checks=tuple(checks), heartbeat=dict(heartbeat) if heartbeat else None,

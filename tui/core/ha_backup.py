@@ -263,43 +263,94 @@ def read_password_file(path: Path | None, option: str = "--password-file",
     return password
 
 
-def extract_config(backup: HaBackup, password: str | None, dest: Path,
-                   database: bool = True) -> list[str]:
-    """Unpack Home Assistant's configuration (the member's data/ folder) into dest, which
-    must be empty. Only regular files, folders and links that stay inside dest (tarfile's
-    'data' filter). Returns the paths written, relative to dest."""
+def _extract_tree(backup: HaBackup, name: str, prefix: str, password: str | None,
+                  dest: Path, skip=lambda rel: False) -> list[str]:
+    """Unpack the folder prefix/ of the inner member name into dest (created): only regular
+    files, folders and links that stay inside dest (tarfile's 'data' filter), and not the
+    paths skip() refuses. Returns the paths written, relative to dest. The member is
+    decrypted when it starts with SecureTar's header (a protected backup)."""
     import securetar
 
     dest.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
     with tarfile.open(backup.path, "r:") as tar:
-        member = _member(tar, (backup.inner.removeprefix("./"),))
-        assert member is not None
+        member = _member(tar, (name.removeprefix("./"),))
+        if member is None:
+            raise _bad(backup.path, name, "is missing from the archive")
+        f = tar.extractfile(member)
+        version = _stream_version(f.read(512) if f else b"")
+        if version is not None and not password:
+            raise _bad(backup.path, "password", f"is needed: {name} is encrypted (SecureTar "
+                       f"v{version}); give it with --password-file FILE")
         try:
-            with _decrypted(tar, member, password) as stream:
-                mode = "r|gz" if backup.inner.endswith(".gz") else "r|"
+            with _decrypted(tar, member, password if version is not None else None) as stream:
+                mode = "r|gz" if name.endswith(".gz") else "r|"
                 with tarfile.open(fileobj=stream, mode=mode) as inner:
                     for m in inner:
-                        name = m.name.removeprefix("./")
-                        if name != "data" and not name.startswith("data/"):
+                        path = m.name.removeprefix("./")
+                        if path != prefix and not path.startswith(prefix + "/"):
                             continue
-                        rel = name.removeprefix("data").lstrip("/")
-                        if not rel:
-                            continue
-                        if not database and rel.split("/")[0].startswith(DATABASE):
+                        rel = path.removeprefix(prefix).lstrip("/")
+                        if not rel or skip(rel):
                             continue
                         m.name = rel
                         if m.islnk():  # a hard link names its target from the archive's root
-                            m.linkname = m.linkname.removeprefix("./").removeprefix("data/")
+                            target = m.linkname.removeprefix("./")
+                            m.linkname = target.removeprefix(prefix + "/")
                         inner.extract(m, dest, filter="data")
                         written.append(rel)
+        except securetar.InvalidPasswordError:
+            raise _wrong_password(backup) from None
         except (securetar.SecureTarError, tarfile.TarError, EOFError) as exc:
-            raise _bad(backup.path, backup.inner, f"cannot be unpacked ({exc}); the backup "
+            if version in (1, 2) and not written:  # no validation key: a wrong key reads so
+                raise _wrong_password(backup) from None
+            raise _bad(backup.path, name, f"cannot be unpacked ({exc}); the backup "
                        "is damaged: download it again") from None
+    return written
+
+
+def extract_config(backup: HaBackup, password: str | None, dest: Path,
+                   database: bool = True) -> list[str]:
+    """Unpack Home Assistant's configuration (the member's data/ folder) into dest, which
+    must be empty. Only regular files, folders and links that stay inside dest (tarfile's
+    'data' filter). Returns the paths written, relative to dest."""
+    def skip(rel: str) -> bool:
+        return not database and rel.split("/")[0].startswith(DATABASE)
+
+    written = _extract_tree(backup, backup.inner, "data", password, dest, skip)
     if not written:
         raise _bad(backup.path, backup.inner, "holds no data/ folder: it is not Home "
                    "Assistant's configuration")
     return written
+
+
+def _excluded(rel: str, exclude: tuple[str, ...]) -> bool:
+    return any(rel == ex or rel.startswith(ex + "/") for ex in exclude)
+
+
+def extract_addon_data(backup: HaBackup, slug: str, sources: list[str],
+                       exclude: list[str] | tuple[str, ...], password: str | None,
+                       dest: Path) -> tuple[str | None, list[str]]:
+    """Unpack an add-on's data into dest: from the first of sources that holds files
+    (addon:PATH, a folder of the add-on's own member; homeassistant:PATH, a folder of Home
+    Assistant's configuration), leaving out the paths exclude names (relative to the
+    source). Only files, folders and links that stay inside dest. Returns (the source
+    used, the paths written); (None, []) when no source holds any file."""
+    ex = tuple(exclude)
+    for source in sources:
+        kind, _, path = source.partition(":")
+        if kind == "addon":
+            name = addon_member(backup, slug)
+            if name is None:
+                continue
+            prefix = path
+        else:
+            name, prefix = backup.inner, f"data/{path}"
+        written = _extract_tree(backup, name, prefix, password, dest,
+                                lambda rel: _excluded(rel, ex))
+        if written:
+            return source, written
+    return None, []
 
 
 def addon_member(backup: HaBackup, slug: str) -> str | None:

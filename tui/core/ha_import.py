@@ -15,7 +15,9 @@ Order (nothing on the host changes until every check passed):
    are removed, the MQTT entry is pointed at the site's broker with abri's account;
 5. the kit's import playbook replaces the stack's configuration folder with it (backups/
    kept), and the site learns the backup's owner (user name, and the password the user
-   gave, into the vault);
+   gave, into the vault); the data of the add-ons a stack of HOST takes (its manifest's
+   ha_addon) replaces that stack's user-data volume the same way, after the same safety
+   snapshot;
 6. an apply of the host (abri's files, start, API, tokens) and the checks.
 
 Nothing here prints a secret.
@@ -332,16 +334,120 @@ def plan_logins(site: Site, backup: ha_backup.HaBackup, host: str, ha: str,
     return logins, notes, mapped
 
 
+@dataclass
+class AddonData:
+    """An add-on's data that the import puts into a stack of HOST (manifest: ha_addon)."""
+
+    slug: str
+    label: str
+    stack: str
+    volume: str
+    owner: int
+    source: str  # the manifest's from: entry that held the files
+    files: int
+    #: stack secret -> value, from the add-on's options (never printed)
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+def _source_text(source: str) -> str:
+    kind, _, path = source.partition(":")
+    if kind == "addon":
+        return f"the add-on's {path}/ folder"
+    return f"{path}/ in Home Assistant's configuration"
+
+
+def unpack_addon_data(site: Site, host: str, keeper: Stack, backup: ha_backup.HaBackup,
+                      password: str | None, secrets: dict[str, str], sources: list[str],
+                      dest: Path) -> tuple[str | None, list[str], list[str]]:
+    """An add-on's data unpacked into dest as the stack will get it: from the first of
+    sources that holds files, without what the manifest leaves out, with abri's own part
+    merged back in (ha_addon.merge, tui.core.seedmerge). Returns (the source used, the
+    paths unpacked, what the merges did)."""
+    from tui.core import seedmerge
+
+    spec = keeper.ha_addon or {}
+    source, written = ha_backup.extract_addon_data(
+        backup, spec["slug"], sources, list(spec.get("exclude") or ()), password, dest)
+    notes = []
+    if source is not None:
+        have = site.secrets.get(host, {}).get(keeper.name, {})
+        for rule in spec.get("merge") or ():
+            key = rule.get("key_secret")
+            old = [secrets[key]] if key in secrets else []
+            new = secrets.get(key) or have.get(key) if key else None
+            notes.append(seedmerge.merge(dest, rule, keeper.path / rule["from"], old, new))
+    return source, written, notes
+
+
+def plan_addon_data(site: Site, backup: ha_backup.HaBackup, host: str,
+                    password: str | None) -> tuple[list[AddonData], list[str], set[str]]:
+    """The backup's add-ons whose data a stack's manifest takes (ha_addon), when HOST has
+    that stack: what goes where (the data is unpacked into a scratch folder to count it and
+    to check it can be read), what is said of each (names and counts only), the slugs
+    mapped. An add-on whose stack is not on HOST is said not imported, with the way to
+    import it."""
+    out: list[AddonData] = []
+    notes: list[str] = []
+    mapped: set[str] = set()
+    for addon in backup.addons:
+        slug = addon.get("slug")
+        keeper = next((s for s in site.catalog if s.ha_addon
+                       and s.ha_addon.get("slug") == slug), None)
+        if keeper is None:
+            continue
+        spec = keeper.ha_addon
+        label = f"add-on {addon.get('name') or slug} ({slug})"
+        mapped.add(slug)
+        if keeper.name not in site.hosts[host].stacks:
+            notes.append(f"{label}: not imported: {host} has no {keeper.name} stack, which "
+                         f"takes its data; add it ('abri stack add {host} {keeper.name}') and "
+                         "import again; its data stays in the backup")
+            continue
+        secrets: dict[str, str] = {}
+        said = []
+        wanted = spec.get("secrets") or {}
+        if wanted and ha_backup.addon_member(backup, slug) is not None:
+            options = ha_backup.addon_options(backup, slug, password)
+            for key, option in wanted.items():
+                value = options.get(option)
+                if isinstance(value, str) and value:
+                    secrets[key] = value
+                    said.append(f"its option {option} becomes {keeper.name}'s {key} (into "
+                                "the vault)")
+        with tempfile.TemporaryDirectory(prefix="abri-addon-") as tmp:
+            source, written, merged = unpack_addon_data(
+                site, host, keeper, backup, password, secrets, list(spec["from"]),
+                Path(tmp) / "data")
+        if source is None:
+            looked = ", ".join(_source_text(x) for x in spec["from"])
+            notes.append(f"{label}: no data found in the backup (looked in {looked}); "
+                         f"nothing imported into {keeper.name}")
+            continue
+        volume = next(v for v in keeper.volumes if v.name == spec["volume"])
+        left = ", ".join(spec.get("exclude") or ()) or "nothing"
+        notes.append(f"{label}: its data ({_source_text(source)}, {len(written)} files and "
+                     f"folders) replaces the {volume.name} volume of {keeper.name} on {host} "
+                     f"({spec.get('why') or 'its user data'}); left out: {left}"
+                     + "".join(f"; {x}" for x in said + merged))
+        out.append(AddonData(slug, label, keeper.name, volume.name, volume.owner, source,
+                             len(written), secrets))
+    return out, notes, mapped
+
+
 # ---------------------------------------------------------------- the import
 @dataclass
 class Checked:
+    """A backup that passed every check, and what the import will do with it. The
+    passwords stay in memory (never in a repr, never printed)."""
+
     backup: ha_backup.HaBackup
     stack: str
-    password: str | None
-    owner_password: str | None
+    password: str | None = field(repr=False)
+    owner_password: str | None = field(repr=False)
     logins: list[Login] = field(default_factory=list)
     addon_notes: list[str] = field(default_factory=list)
     mapped: set[str] = field(default_factory=set)
+    addon_data: list[AddonData] = field(default_factory=list)
 
 
 def check(site: Site, path: Path, host: str, password: str | None,
@@ -372,7 +478,47 @@ def check(site: Site, path: Path, host: str, password: str | None,
                                 "give a file holding the owner's password (the one you log "
                                 "in to Home Assistant with)"))
     logins, notes, mapped = plan_logins(site, backup, host, stack.name, password)
-    return Checked(backup, stack.name, password, owner_password, logins, notes, mapped)
+    data, more, also = plan_addon_data(site, backup, host, password)
+    return Checked(backup, stack.name, password, owner_password, logins, notes + more,
+                   mapped | also, data)
+
+
+def describe(checked: Checked) -> str:
+    """What the backup holds and what becomes of each part: the dry run's text (the CLI
+    prints it, the installer shows it). Names and counts only, never a secret."""
+    lines = [ha_backup.format_summary(checked.backup)]
+    lines += [f"  {line}" for line in left_out(checked.backup, checked)]
+    return "\n".join(lines)
+
+
+class Report:
+    """Where an import tells what it does, and how it runs the kit's playbooks and the
+    checks: the terminal and tui.core.runner by default; the installer passes its own."""
+
+    def __init__(self) -> None:
+        from tui.core import runner
+
+        self.run_site = runner.run_site
+        self.on_progress = runner.TerminalProgress()
+
+    def step(self, text: str) -> None:
+        print(f"\n{text}", flush=True)
+
+    def info(self, text: str) -> None:
+        print(f"  {text}", flush=True)
+
+    def warn(self, text: str) -> None:
+        print(f"abri: {text}", file=sys.stderr, flush=True)
+
+    def recap(self, result) -> None:
+        from tui.core import runner
+
+        runner.print_recap(result)
+
+    def verify(self, site: Site, hosts: list[str]) -> int:
+        from tui.core import runner
+
+        return runner.verify_cli(site, hosts=hosts)
 
 
 def _mqtt_wiring(site: Site, host: str, stack: str) -> dict[str, Any] | None:
@@ -391,15 +537,16 @@ def _mqtt_wiring(site: Site, host: str, stack: str) -> dict[str, Any] | None:
     return None
 
 
-def run(site: Site, checked: Checked, host: str, keep_database: bool = True) -> int:
+def run(site: Site, checked: Checked, host: str, keep_database: bool = True,
+        out: Report | None = None) -> int:
     """Steps 2 to 6 of the module docstring, the configuration prepared on the controller
     first (a bad owner password is refused before the host changes). Returns the CLI's
-    exit status."""
+    exit status. The CLI and the installer both run this (out says where to)."""
     import os
 
     from tui.core import backup as backups
-    from tui.core import runner
 
+    out = out or Report()
     stack = site.catalog[checked.stack]
     api = stack.api or {}
     volume = config_volume(stack)
@@ -407,7 +554,7 @@ def run(site: Site, checked: Checked, host: str, keep_database: bool = True) -> 
     with tempfile.TemporaryDirectory(prefix="abri-import-") as tmp:
         os.chmod(tmp, 0o700)
         config = Path(tmp) / "config"
-        print(f"[1/5] Unpacking {checked.backup.path.name} on this machine")
+        out.step(f"[1/5] Unpacking {checked.backup.path.name} on this machine")
         ha_backup.extract_config(checked.backup, checked.password, config,
                                  database=keep_database)
         prepared = prepare_config(config, remove, _mqtt_wiring(site, host, stack.name))
@@ -428,47 +575,57 @@ def run(site: Site, checked: Checked, host: str, keep_database: bool = True) -> 
                                         f"is not the password of the backup's owner "
                                         f"{prepared.owner}; give the one you log in to that "
                                         "Home Assistant with"))
-        archive = Path(tmp) / "config.tar.gz"
-        with tarfile.open(archive, "w:gz") as tar:
-            tar.add(config, arcname=".")
-        shutil.rmtree(config)
+        imports = [(stack.name, volume, _packed(config, Path(tmp) / "config.tar.gz"), None)]
+        for item in checked.addon_data:  # the add-ons' data, for the stacks that take it
+            folder = Path(tmp) / f"addon-{item.stack}"
+            unpack_addon_data(site, host, site.catalog[item.stack], checked.backup,
+                              checked.password, item.secrets, [item.source], folder)
+            imports.append((item.stack, item.volume,
+                            _packed(folder, Path(tmp) / f"addon-{item.stack}.tar.gz"),
+                            item.owner))
 
-        progress = runner.TerminalProgress()
-        print(f"\n[2/5] Deploying {stack.name} on {host} (as the site wants it, before the "
-              "import)")
-        result = runner.run_site(site, "apply", limit=host, on_progress=progress)
-        runner.print_recap(result)
+        progress = out.on_progress
+        out.step(f"[2/5] Deploying {stack.name} on {host} (as the site wants it, before the "
+                 "import)")
+        result = out.run_site(site, "apply", limit=host, on_progress=progress)
+        out.recap(result)
         if not result.ok:
             return 1
-        print(f"\n[3/5] Safety snapshot of {stack.name}'s data on {host} (the stack stops)")
+        names = [x[0] for x in imports]
+        out.step(f"[3/5] Safety snapshot of {', '.join(names)} on {host} (stopped for it)")
         backups.prepare(site, [host])
-        result = runner.run_site(site, "backup", limit=host, on_progress=progress,
-                                 extra_vars={"abri_backup_only": [stack.name],
-                                             "abri_backup_kind": "upgrade",
-                                             "abri_backup_keep_stopped": True})
-        runner.print_recap(result)
+        result = out.run_site(site, "backup", limit=host, on_progress=progress,
+                              extra_vars={"abri_backup_only": names,
+                                          "abri_backup_kind": "upgrade",
+                                          "abri_backup_keep_stopped": True})
+        out.recap(result)
         if not result.ok:
             return 1
         made = backups.made_rows(result)
         undo = (f"'abri restore {host} --snapshot {made[0]['short_id']}' puts back what "
                 f"{host} held before the import") if made else ""
         if made:
-            print(backups.format_made(made))
-            print(f"  ({undo})")
-        print(f"\n[4/5] Putting the backup's configuration in place on {host}")
-        result = runner.run_site(site, "import", limit=host, on_progress=progress,
-                                 extra_vars={"abri_import_stack": stack.name,
-                                             "abri_import_folder": volume,
-                                             "abri_import_archive": str(archive)})
-    runner.print_recap(result)
-    if not result.ok:
-        if undo:
-            print(f"abri: the import did not complete; {undo}", file=sys.stderr)
-        return 1
+            for line in backups.format_made(made).splitlines():
+                out.info(line.strip())
+            out.info(f"({undo})")
+        out.step(f"[4/5] Putting the backup's configuration in place on {host}")
+        for name, folder, archive, owner in imports:
+            extra: dict[str, Any] = {"abri_import_stack": name, "abri_import_folder": folder,
+                                     "abri_import_archive": str(archive)}
+            if name != stack.name:  # an add-on's data: the whole volume, the service's own
+                extra["abri_import_keep"] = []
+                extra["abri_import_owner"] = owner
+            result = out.run_site(site, "import", limit=host, on_progress=progress,
+                                  extra_vars=extra)
+            out.recap(result)
+            if not result.ok:
+                if undo:
+                    out.warn(f"the import did not complete; {undo}")
+                return 1
     for note in prepared.notes:
-        print(f"  {note}")
+        out.info(note)
     for line in left_out(checked.backup, checked):
-        print(f"  {line}")
+        out.info(line)
     if sets:
         site.set_stack(host, stack.name, sets)
     secrets = site.secrets.setdefault(host, {}).setdefault(stack.name, {})
@@ -476,6 +633,8 @@ def run(site: Site, checked: Checked, host: str, keep_database: bool = True) -> 
     if owner_secret and checked.owner_password:
         secrets[owner_secret] = checked.owner_password
         secrets.pop(f"{owner_secret}_previous", None)
+    for item in checked.addon_data:  # e.g. the key the add-on's credentials are encrypted with
+        site.secrets.setdefault(host, {}).setdefault(item.stack, {}).update(item.secrets)
     from tui.core import accounts
 
     for login in checked.logins:  # the add-ons' logins, as device accounts (never printed)
@@ -483,15 +642,27 @@ def run(site: Site, checked: Checked, host: str, keep_database: bool = True) -> 
                      list(login.acl))
     site.save()
     for login in checked.logins:
-        print(f"  device account {login.name} imported on {login.stack} ({login.host}), "
-              "with its password from the backup (kept in the site's vault)")
-    print(f"  owner account kept: {prepared.owner or '(none found)'}; abri logs in with the "
-          "password you gave (kept in the site's vault)")
-    print(f"\n[5/5] Applying {host} and checking it")
+        out.info(f"device account {login.name} imported on {login.stack} ({login.host}), "
+                 "with its password from the backup (kept in the site's vault)")
+    for item in checked.addon_data:
+        out.info(f"{item.label}: its data is in {item.stack}'s {item.volume} volume on {host}")
+    out.info(f"owner account kept: {prepared.owner or '(none found)'}; abri logs in with the "
+             "password you gave (kept in the site's vault)")
+    out.step(f"[5/5] Applying {host} and checking it")
     # the broker that received the add-on's logins is applied too (on another host)
-    limit = ",".join(dict.fromkeys([host, *(x.host for x in checked.logins)]))
-    code = runner.run_cli(site, "apply", limit=limit, verify=True)
+    hosts = list(dict.fromkeys([host, *(x.host for x in checked.logins)]))
+    result = out.run_site(site, "apply", limit=",".join(hosts), on_progress=progress)
+    out.recap(result)
+    code = out.verify(site, hosts) if result.ok else 1
     if code != 0 and undo:
-        print(f"abri: the imported Home Assistant did not pass; fix what is said above and "
-              f"run 'abri apply --limit {host}', or {undo}", file=sys.stderr)
+        out.warn(f"the imported Home Assistant did not pass; fix what is said above and "
+                 f"run 'abri apply --limit {host}', or {undo}")
     return code
+
+
+def _packed(folder: Path, archive: Path) -> Path:
+    """folder's contents as a tar.gz (for the import playbook); the folder is removed."""
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=".")
+    shutil.rmtree(folder)
+    return archive

@@ -74,6 +74,7 @@ class OverviewScreen(Screen):
         Binding("b", "backups", "Backups", show=False),  # in the palette (key bar kept)
         Binding("u", "upgrade", "Upgrade", show=False),
         Binding("o", "audit", "Outside endpoints", show=False),  # in the palette
+        Binding("i", "import_backup", "Import a backup", show=False),  # in the palette
         Binding("q", "app.quit", "Quit"),
     ]
 
@@ -244,7 +245,7 @@ class OverviewScreen(Screen):
             return True if self.selected_host() else None
         if action == "remove_stack":
             return True if self.selected_stack() else None
-        if action in ("apply", "verify", "backups", "upgrade"):
+        if action in ("apply", "verify", "backups", "upgrade", "import_backup"):
             return True if self.app.site.hosts else None
         return True
 
@@ -266,6 +267,8 @@ class OverviewScreen(Screen):
             ("verify", "Verify the services", "Check that every stack answers (v)"),
             ("backups", "Backups", "Snapshots per host and stack; back up, restore (b)"),
             ("upgrade", "Upgrade", "Newer releases; each checked, rolled back on failure (u)"),
+            ("import_backup", "Import a Home Assistant backup", "From Home Assistant OS, a "
+             "Raspberry Pi or another install, into a host's Home Assistant (i)"),
         ]
         for action, title, help_text in commands:
             check = "remove_stack" if action == "stack_settings" else action
@@ -422,6 +425,11 @@ class OverviewScreen(Screen):
         from tui.app.screens.audit import AuditScreen
 
         self.app.push_screen(AuditScreen())
+
+    def action_import_backup(self) -> None:
+        from tui.app.screens.ha_import import ImportScreen
+
+        self.app.push_screen(ImportScreen())
 
     def action_upgrade(self) -> None:
         from tui.app.screens.upgrade import UpgradeScreen

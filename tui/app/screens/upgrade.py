@@ -51,8 +51,12 @@ class UpgradeScreen(WorkerScreen):
     class Done(Message):
         code: int
 
-    def __init__(self) -> None:
+    def __init__(self, hosts: list[str] | None = None, stacks: list[str] | None = None,
+                 to: str | None = None) -> None:
+        """Every host and stack to the newest release known; or, as the import screen
+        offers it, the given stack on the given hosts to release `to`."""
         super().__init__()
+        self.hosts, self.stacks, self.to = hosts, list(stacks or []), to
         self.busy = False
         self.moves: list[Any] = []
         self.pending: str | None = None
@@ -105,7 +109,8 @@ class UpgradeScreen(WorkerScreen):
         from tui.core.errors import AbriError
 
         try:
-            moves, notes = upgrade.plan(site, list(site.hosts), [])
+            moves, notes = upgrade.plan(site, self.hosts or list(site.hosts), self.stacks,
+                                        to=self.to)
         except AbriError as exc:
             self.post_message(self.Planned([], [], None, "; ".join(map(str, exc.problems))))
             return
