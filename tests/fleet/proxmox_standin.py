@@ -491,7 +491,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(501, {"data": None, "message": "Not Implemented"})
             return
         headers = {k.lower(): v for k, v in self.headers.items()}
-        status, body, _ = self.owner.handle(method, url.path[len(prefix):], params, headers)
+        path = "/".join(urllib.parse.unquote(part) for part in url.path[len(prefix):].split("/"))
+        status, body, _ = self.owner.handle(method, path, params, headers)
         self._send(status, body)
 
     def _send(self, status: int, body: dict[str, Any]) -> None:

@@ -136,6 +136,16 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
         for line in audit.gate(site, hosts):
             print(f"abri: warning: {line}", file=sys.stderr)
 
+    if mode == "apply":
+        # guests on Proxmox nodes: created, changed and started before Ansible reads the
+        # inventory (their vmid and address are recorded in the site)
+        chosen = site.match_hosts(limit) if limit else list(site.hosts)
+        if any(site.hosts[n].kind == "guest" for n in chosen):
+            from tui.core import proxmox
+
+            proxmox.ensure_guests(site, chosen,
+                                  say=lambda line: print(f"abri: {line}", file=sys.stderr))
+
     base = runs_dir(site)
     base.mkdir(parents=True, exist_ok=True)
     ident = time.strftime("%Y%m%d-%H%M%S") + f"-{mode}-{_random.token_hex(3)}"
@@ -357,7 +367,14 @@ def print_recap(result: RunResult, stream=None) -> None:
 
 
 def run_cli(site: Site, mode: str, limit: str | None = None, verify: bool = False) -> int:
-    result = run_site(site, mode, limit=limit, on_progress=TerminalProgress())
+    from tui.core.proxmox import GuestError
+
+    try:
+        result = run_site(site, mode, limit=limit, on_progress=TerminalProgress())
+    except GuestError as exc:  # a Proxmox step failed: a failed run, before Ansible
+        for problem in exc.problems:
+            print(f"abri: error: {problem}", file=sys.stderr)
+        return 1
     print_recap(result)
     if not result.ok:
         return 1
