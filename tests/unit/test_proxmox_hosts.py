@@ -246,3 +246,36 @@ def test_guest_errors_name_host_and_field_and_leave_nothing(abri, site_dir, stan
         assert not standin.creates()
     assert not [q for q in standin.refused() if q["status"] == 400]  # never schema-invalid
     assert Site.load(site_dir).hosts["ha"].guest.get("vmid") is None
+
+
+def test_dhcp_guest_address_comes_from_the_node(abri, site_dir, standin, secret_files):
+    assert add_node(abri, site_dir, standin, secret_files).code == 0
+    r = abri("host", "add", "mq", "--kind", "guest", "--parent", "pve", "--ip", "dhcp",
+             "--site", site_dir)
+    assert r.code == 0, r.err
+    line = next(x for x in (site_dir / "inventory.ini").read_text().splitlines()
+                if x.startswith("mq "))
+    assert "ansible_host" not in line  # known once the node's DHCP gave it one
+    standin.launcher = lambda **kw: "10.99.0.77"  # the node's DHCP gave the guest this
+    site = Site.load(site_dir)
+    proxmox.ensure_guests(site, ["mq"], wait=no_wait)
+    assert standin.creates()[0]["params"]["net0"] == "name=eth0,bridge=vmbr0,ip=dhcp"
+    again = Site.load(site_dir)
+    assert again.hosts["mq"].address == "10.99.0.77" and again.hosts["mq"].guest["vmid"]
+    assert not standin.refused()
+
+
+def test_plan_leaves_a_guest_not_yet_created_out(abri, site_dir, standin, secret_files,
+                                                 monkeypatch):
+    site = guests_site(abri, site_dir, standin, secret_files)
+    site.add_stack("ha", "mosquitto")
+    site.save()
+    before = fingerprint(site_dir)
+    monkeypatch.setattr(proxmox, "ensure_guests",
+                        lambda *a, **k: pytest.fail("plan created a guest"))
+    r = abri("plan", "--site", site_dir)
+    assert r.code == 0, r.err
+    assert "guest ha: not created yet on pve; apply creates it" in r.err
+    assert not [q for q in standin.requests if q["path"] != "/access/ticket"
+                and q["method"] != "GET"]
+    assert fingerprint(site_dir) == before

@@ -145,6 +145,21 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
 
             proxmox.ensure_guests(site, chosen,
                                   say=lambda line: print(f"abri: {line}", file=sys.stderr))
+    elif mode == "plan":
+        # a guest abri has not created yet cannot be asked what would change: the plan
+        # says so and covers the other hosts (nothing is created in a plan)
+        chosen = site.match_hosts(limit) if limit else list(site.hosts)
+        pending = [n for n in chosen if site.hosts[n].kind == "guest"
+                   and not site.hosts[n].guest.get("vmid")]
+        for name in pending:
+            print(f"abri: guest {name}: not created yet on {site.hosts[name].parent}; apply "
+                  "creates it, then deploys its stacks", file=sys.stderr)
+        if pending:
+            rest = [n for n in chosen if n not in pending]
+            if not any(site.hosts[n].stacks for n in rest):
+                return RunResult(mode, "successful", 0, events.Progress(finished=True),
+                                 Path(), [])
+            limit = ",".join(rest)
 
     base = runs_dir(site)
     base.mkdir(parents=True, exist_ok=True)
