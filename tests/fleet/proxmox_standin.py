@@ -235,6 +235,9 @@ class StandIn:
         except ParamError as exc:
             status, body = exc.status, exc.body()
             record["error"] = exc.message + (f" {exc.errors}" if exc.errors else "")
+        except Exception as exc:  # a bug of the stand-in: an answer and a record, no hang
+            status, body = 500, {"data": None, "message": f"stand-in error: {exc!r}"}
+            record["error"] = body["message"]
         record["status"] = status
         return status, body, extra
 
@@ -346,6 +349,27 @@ class StandIn:
                 if key not in ("node", "vmid", "digest", "delete"):
                     ct["config"][key] = value
             return None
+        if t == "/nodes/{node}/lxc/{vmid}/resize":
+            ct = self._ct(p)
+            if p["disk"] != "rootfs":
+                raise ParamError(500, f"unable to resize {p['disk']}: no such mount point")
+            fmt = pve_schema.property_format(self.schema, "/nodes/{node}/lxc", "POST", "rootfs")
+            parts = pve_schema.parse_property_string(fmt, ct["config"]["rootfs"])
+            have = float(parts.get("size", "0G").rstrip("G"))
+            text = p["size"]
+            if not text.endswith("G"):
+                raise ParamError(500, "the stand-in only resizes in G")
+            want = have + float(text[1:-1]) if text.startswith("+") else float(text[:-1])
+            if want < have:
+                raise ParamError(500, "unable to shrink disk size")
+            storage = self._storage(parts["volume"].split(":")[0])
+
+            def grow() -> None:
+                if (want - have) * GIB > storage.avail:
+                    raise RuntimeError("lvextend: insufficient free space")
+                storage.avail -= int((want - have) * GIB)
+                ct["config"]["rootfs"] = f"{parts['volume']},size={int(want)}G"
+            return self._task("resize", str(p["vmid"]), user, grow)
         if t == "/nodes/{node}/lxc/{vmid}/status/current":
             ct = self._ct(p)
             return {"vmid": int(p["vmid"]), "status": ct["status"],

@@ -189,6 +189,17 @@ def test_guest_created_once_then_recognized(abri, site_dir, standin, secret_file
     puts = [q for q in standin.requests if q["method"] == "PUT"]
     assert [q["params"] for q in puts] == [{"memory": "4096"}]
     assert len(standin.creates()) == 1 and not standin.refused()
+    # a bigger disk: one resize task; a smaller one is refused, naming the field
+    vmid = int(p["vmid"])
+    site.hosts["ha"].guest["disk"] = 12
+    proxmox.ensure_guests(site, list(site.hosts), say=lines.append, wait=no_wait)
+    assert standin.cts[vmid]["config"]["rootfs"].endswith(",size=12G")
+    assert "root disk 8 -> 12 GiB" in lines[-1]
+    site.hosts["ha"].guest["disk"] = 10
+    with pytest.raises(proxmox.GuestError) as info:
+        proxmox.ensure_guests(site, list(site.hosts), say=lines.append, wait=no_wait)
+    assert "host 'ha': disk: vmid" in str(info.value) and "cannot shrink" in str(info.value)
+    assert len(standin.creates()) == 1 and not standin.refused()
 
 
 def test_a_container_abri_did_not_create_is_never_touched(abri, site_dir, standin,

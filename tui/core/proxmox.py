@@ -378,16 +378,43 @@ def _ensure_guest(site, host, api: Api, say) -> GuestReport:
             report.changed = sorted(change)
             say(f"guest {host.name}: vmid {vmid}: changed " + ", ".join(
                 f"{k} {config.get(k)} -> {v}" for k, v in change.items()))
+        have = _size_gib(config.get("rootfs"))
+        want = int(g["disk"])
+        if have is not None and want < have:
+            raise GuestError(Problem(f"host '{host.name}'", "disk", f"vmid {vmid} has "
+                                     f"{have:g} GiB; Proxmox cannot shrink a disk. Give "
+                                     f"--disk {have:g} or more"))
+        if have is not None and want > have:
+            api.wait_task(api.put(f"/nodes/{node}/lxc/{vmid}/resize",
+                                  {"disk": "rootfs", "size": f"{want}G"}), "disk",
+                          host=host.name)
+            report.changed = sorted([*(report.changed or []), "disk"])
+            say(f"guest {host.name}: vmid {vmid}: root disk {have:g} -> {want} GiB")
         status = api.get(f"/nodes/{node}/lxc/{vmid}/status/current") or {}
         if status.get("status") != "running":
             api.wait_task(api.post(f"/nodes/{node}/lxc/{vmid}/status/start"), "start",
                           host=host.name)
             report.started = True
             say(f"guest {host.name}: vmid {vmid} started")
-        if not change and not report.started:
+        if not report.changed and not report.started:
             say(f"guest {host.name}: vmid {vmid} exists and runs; nothing to change")
         return report
     return _create(site, host, api, tag, say, by_id)
+
+
+def _size_gib(rootfs: object) -> float | None:
+    """The size= of a rootfs property string ('local-lvm:vm-120-disk-0,size=8G') in GiB."""
+    for part in str(rootfs or "").split(","):
+        if part.startswith("size="):
+            text = part[5:]
+            unit = text[-1:].upper()
+            scale = {"K": 1 / 1024 ** 2, "M": 1 / 1024, "G": 1, "T": 1024}
+            try:
+                return float(text[:-1]) * scale[unit] if unit in scale \
+                    else float(text) / GIB
+            except ValueError:
+                return None
+    return None
 
 
 def _tags(text: object) -> set[str]:
