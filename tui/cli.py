@@ -143,6 +143,9 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     q.add_argument("--port", help="SSH port")
     q.add_argument("--user", help="SSH user")
     q.add_argument("--key", help="path of the SSH private key")
+    q.add_argument("--cores", help="guest: CPU cores (the next apply changes them)")
+    q.add_argument("--memory", metavar="MIB", help="guest: memory in MiB")
+    q.add_argument("--disk", metavar="GIB", help="guest: root disk in GiB (grows only)")
     q = hsub.add_parser("list", help="list the site's hosts")
     _site_option(q)
     _json_option(q)
@@ -469,6 +472,16 @@ def cmd_host(args) -> int:
                              args.key, args.parent)
         site.save()
         print(f"Added {host.kind} host {host.name}")
+    elif args.action == "set" and any(getattr(args, f) is not None
+                                      for f in ("cores", "memory", "disk")):
+        host = site.set_guest(args.name, cores=args.cores, memory=args.memory, disk=args.disk)
+        if any(getattr(args, f) is not None for f in ("address", "port", "user", "key")):
+            raise AbriError(Problem(f"host '{args.name}'", "", "change a guest's size apart "
+                                    "from how it is reached (two 'abri host set' commands)"))
+        site.save()
+        g = host.guest
+        print(f"Updated guest {host.name}: {g['cores']} cores, {g['memory']} MiB, "
+              f"{g['disk']} GiB; the next apply changes it on {host.parent}")
     elif args.action == "set":
         if all(getattr(args, f) is None for f in ("address", "port", "user", "key")):
             raise AbriError(Problem(f"host '{args.name}'", "", "nothing to change; give "

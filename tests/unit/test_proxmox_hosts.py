@@ -290,3 +290,19 @@ def test_plan_leaves_a_guest_not_yet_created_out(abri, site_dir, standin, secret
     assert not [q for q in standin.requests if q["path"] != "/access/ticket"
                 and q["method"] != "GET"]
     assert fingerprint(site_dir) == before
+
+
+def test_host_set_changes_a_guests_size(abri, site_dir, standin, secret_files):
+    guests_site(abri, site_dir, standin, secret_files)
+    before = fingerprint(site_dir)
+    r = abri("host", "set", "ha", "--cores", "0", "--disk", "4", "--site", site_dir)
+    assert r.code == 2 and "host 'ha': cores:" in r.err and "host 'ha': disk:" in r.err
+    assert "cannot shrink" in r.err
+    r = abri("host", "set", "pve", "--memory", "4096", "--site", site_dir)
+    assert r.code == 2 and "host 'pve': memory: only a guest has a size" in r.err
+    assert fingerprint(site_dir) == before
+    r = abri("host", "set", "ha", "--cores", "4", "--memory", "4096", "--disk", "32",
+             "--site", site_dir)
+    assert r.code == 0, r.err
+    guest = Site.load(site_dir).hosts["ha"].guest
+    assert (guest["cores"], guest["memory"], guest["disk"]) == (4, 4096, 32)

@@ -652,6 +652,35 @@ class Site:
                                    "a proxmox host of this site"))
         return out
 
+    def set_guest(self, name: str, **sizes: object) -> Host:
+        """Change a guest's cores, memory or disk (None leaves one as it is); the next apply
+        changes the container. Checked as 'host add' checks them."""
+        host = self._host(name)
+        where = f"host '{name}'"
+        if host.kind != "guest":
+            raise AbriError(Problem(where, next(k for k, v in sizes.items() if v is not None),
+                                    f"only a guest has a size; this is "
+                                    f"{validate.a_kind(host.kind)} host"))
+        checks = {"cores": validate.guest_cores, "memory": validate.guest_memory,
+                  "disk": validate.guest_disk}
+        problems: list[Problem] = []
+        clean: dict[str, int] = {}
+        for key, value in sizes.items():
+            if value is None:
+                continue
+            try:
+                clean[key] = checks[key](value)
+            except ValueError as exc:
+                problems.append(Problem(where, key, str(exc)))
+        if "disk" in clean and clean["disk"] < int(host.guest.get("disk") or 0):
+            problems.append(Problem(where, "disk", f"{clean['disk']} GiB is smaller than the "
+                                    f"guest's {host.guest['disk']} GiB; Proxmox cannot shrink "
+                                    "a disk"))
+        if problems:
+            raise AbriError(problems)
+        host.guest.update(clean)
+        return host
+
     def configure_proxmox(self, name: str, conf: dict[str, Any],
                           secret: dict[str, str]) -> None:
         """The node's API settings (checked by the caller, the CA pinned) and its password
