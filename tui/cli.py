@@ -500,7 +500,11 @@ def cmd_host(args) -> int:
     else:
         rows = [{"name": h.name, "kind": h.kind, "address": h.address, "port": h.port,
                  "user": h.user, "key": h.key, "parent": h.parent,
-                 "stacks": list(h.stacks)} for h in site.hosts.values()]
+                 "stacks": list(h.stacks),
+                 **({"guest": dict(h.guest)} if h.kind == "guest" else {}),
+                 **({"proxmox": {k: v for k, v in h.proxmox.items() if k != "ca_pem"}}
+                    if h.kind == "proxmox" else {})}
+                for h in site.hosts.values()]
         if args.json:
             print(json.dumps(rows, indent=2))
         elif not rows:

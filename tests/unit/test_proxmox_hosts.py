@@ -144,6 +144,12 @@ def test_guest_fields_are_checked(abri, site_dir, standin, secret_files):
     data = yaml.safe_load((site_dir / "host_vars/ha/abri.yml").read_text())
     assert data["abri_guest"] == {"cores": 2, "memory": 2048, "disk": 8, "bridge": "vmbr0",
                                   "ip": "10.99.0.20/24", "gateway": "10.99.0.1"}
+    import json
+
+    listed = {h["name"]: h for h in json.loads(abri("host", "list", "--json", "--site",
+                                                    site_dir).out)}
+    assert listed["ha"]["guest"]["ip"] == "10.99.0.20/24" and listed["ha"]["parent"] == "pve"
+    assert listed["pve"]["proxmox"]["node"] == "pve" and "ca_pem" not in listed["pve"]["proxmox"]
     inv = (site_dir / "inventory.ini").read_text()
     assert "ha ansible_host=10.99.0.20 ansible_user=root" in inv and "abri_parent=pve" in inv
 
