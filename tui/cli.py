@@ -149,6 +149,19 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     q = hsub.add_parser("list", help="list the site's hosts")
     _site_option(q)
     _json_option(q)
+    q = hsub.add_parser(
+        "destroy", help="destroy a guest abri created on its Proxmox node, then remove it "
+        "from the site",
+        description="Destroys the LXC container of a guest abri created (its vmid carries "
+        "the site's tag; any other container is never touched), after a backup of its "
+        "stacks' data when the site backs up to another machine (backup_repository "
+        "sftp:...). Asks for the guest's name to be typed; --confirm NAME gives it headless. "
+        "Its secrets stay in the vault until 'abri secrets purge'.")
+    _site_option(q)
+    q.add_argument("name")
+    q.add_argument("--confirm", metavar="NAME", help="the guest's name again (no question)")
+    q.add_argument("--no-backup", action="store_true", help="destroy its data without a "
+                   "backup (needed when its backups would live on the guest itself)")
     q = hsub.add_parser("remove", help="remove a host from the site (the machine is not touched)")
     _site_option(q)
     q.add_argument("name")
@@ -493,6 +506,8 @@ def cmd_host(args) -> int:
         print(f"Updated host {host.name}: {host.user + '@' if host.user else ''}{where}"
               f"{':' + str(host.port) if host.port else ''}"
               f"{', key ' + host.key if host.key else ''}")
+    elif args.action == "destroy":
+        return _destroy_guest(site, args)
     elif args.action == "remove":
         site.remove_host(args.name)
         site.save()
@@ -542,6 +557,63 @@ def _read_secret_file(where: str, fieldname: str, path: Path | None) -> str | No
     if not text or "\n" in text:
         raise AbriError(Problem(where, fieldname, f"{path} must hold the secret on one line"))
     return text
+
+
+def _destroy_guest(site, args) -> int:
+    """abri host destroy GUEST: typed confirmation, a backup when it can outlive the guest,
+    the container destroyed on its node, the host out of the site."""
+    from tui.core import backup, proxmox, runner, validate
+
+    where = f"host '{args.name}'"
+    host = site.hosts.get(args.name)
+    if host is None:
+        site.remove_host(args.name)  # the engine's own "not in this site" message
+    if host.kind != "guest":
+        raise AbriError(Problem(where, "kind", f"only a guest can be destroyed; this is "
+                                f"{validate.a_kind(host.kind)} host ('abri host remove "
+                                f"{args.name}' takes it out of the site)"))
+    trial = site.copy()  # the site must stay valid without it (a stack wired to its broker)
+    trial.remove_host(args.name)
+    trial.check()
+    data = backup.hosts_with_data(site, [args.name])
+    off_host = bool(validate.sftp_parts(site.settings.backup_repository))
+    if data and not off_host and not args.no_backup:
+        raise AbriError(Problem(where, "backup", "its stacks hold user data, and the site's "
+                                f"backups are kept on each host ({site.settings.backup_repository}"
+                                "), so they would go with the guest. Set an off-host "
+                                "repository (abri site set backup_repository=sftp:USER@HOST:"
+                                "/path), or give --no-backup to destroy the data"))
+    confirm = args.confirm
+    if confirm is None:
+        if not sys.stdin.isatty():
+            raise AbriError(Problem(where, "--confirm", "type the guest's name to destroy it; "
+                                    f"headless: --confirm {args.name}"))
+        confirm = input(f"Destroy guest {args.name} (vmid {host.guest.get('vmid', '?')} on "
+                        f"{host.parent}) and everything in it? Type its name: ").strip()
+    if confirm != args.name:
+        raise AbriError(Problem(where, "--confirm", f"{confirm!r} is not the guest's name; "
+                                "nothing was destroyed"))
+    if data and off_host and not args.no_backup:
+        backup.prepare(site, [args.name])
+        result = runner.run_site(site, "backup", limit=args.name,
+                                 on_progress=runner.TerminalProgress())
+        runner.print_recap(result)
+        if not result.ok:
+            print(f"abri: error: {where}: backup: the backup before destroying failed; "
+                  "nothing was destroyed", file=sys.stderr)
+            return EXIT_FAILED
+    try:
+        proxmox.destroy_guest(site, args.name,
+                              say=lambda line: print(f"abri: {line}", file=sys.stderr))
+    except proxmox.GuestError as exc:
+        for problem in exc.problems:
+            print(f"abri: error: {problem}", file=sys.stderr)
+        return EXIT_FAILED
+    site.remove_host(args.name)
+    site.save()
+    print(f"Destroyed guest {args.name} and removed it from the site (its secrets stay in "
+          f"the vault: 'abri secrets purge {args.name}' forgets them)")
+    return EXIT_OK
 
 
 def _add_pve_host(site, args) -> int:

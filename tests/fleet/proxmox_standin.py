@@ -172,6 +172,8 @@ class StandIn:
         self.csrf: dict[str, str] = {}     # ticket -> CSRF token
         self.requests: list[dict[str, Any]] = []
         self.fail_next_task: str | None = None  # the next task ends with this error
+        #: called with the vmid of a container destroyed (the fleet test removes its host)
+        self.on_destroy: Callable[[int], None] | None = None
         self._lock = threading.RLock()
         self._folder = Path(tempfile.mkdtemp(prefix="abri-pve-standin-"))
         self.certs = Certs(names or [bind], self._folder)
@@ -370,6 +372,24 @@ class StandIn:
                 storage.avail -= int((want - have) * GIB)
                 ct["config"]["rootfs"] = f"{parts['volume']},size={int(want)}G"
             return self._task("resize", str(p["vmid"]), user, grow)
+        if t == "/nodes/{node}/lxc/{vmid}/status/stop":
+            ct = self._ct(p)
+
+            def stop() -> None:
+                ct["status"] = "stopped"
+            return self._task("vzstop", str(p["vmid"]), user, stop)
+        if t == "/nodes/{node}/lxc/{vmid}" and method == "DELETE":
+            ct = self._ct(p)
+            if ct["status"] == "running":
+                raise ParamError(500, f"CT {p['vmid']} is running - destroy failed")
+            vmid = int(p["vmid"])
+
+            def destroy() -> None:
+                if self.on_destroy is not None:
+                    self.on_destroy(vmid)
+                with self._lock:
+                    self.cts.pop(vmid, None)
+            return self._task("vzdestroy", str(vmid), user, destroy)
         if t == "/nodes/{node}/lxc/{vmid}/status/current":
             ct = self._ct(p)
             return {"vmid": int(p["vmid"]), "status": ct["status"],

@@ -14,7 +14,7 @@ from tui.core.site import Site
 
 def test_help_on_every_command(abri):
     for args in ([], ["init"], ["host", "add"], ["host", "set"], ["host", "list"],
-                 ["host", "remove"], ["stack", "show"], ["site", "show"],
+                 ["host", "destroy"], ["host", "remove"], ["stack", "show"], ["site", "show"],
                  ["stack", "list"], ["stack", "add"], ["stack", "remove"], ["plan"],
                  ["apply"], ["verify"], ["site", "set"], ["backup"], ["backups"],
                  ["restore"], ["import-ha-backup"], ["stack", "user", "add"],

@@ -312,3 +312,54 @@ def test_host_set_changes_a_guests_size(abri, site_dir, standin, secret_files):
     assert r.code == 0, r.err
     guest = Site.load(site_dir).hosts["ha"].guest
     assert (guest["cores"], guest["memory"], guest["disk"]) == (4, 4096, 32)
+
+
+def test_destroy_a_guest_abri_created(abri, site_dir, standin, secret_files):
+    site = guests_site(abri, site_dir, standin, secret_files)
+    proxmox.ensure_guests(site, ["ha"], wait=no_wait)
+    vmid = Site.load(site_dir).hosts["ha"].guest["vmid"]
+    before = fingerprint(site_dir)
+    r = abri("host", "destroy", "ha", "--confirm", "ah", "--site", site_dir)
+    assert r.code == 2 and "host 'ha': --confirm: 'ah' is not the guest's name" in r.err
+    r = abri("host", "destroy", "ha", "--site", site_dir)  # no terminal: no question
+    assert r.code == 2 and "--confirm ha" in r.err
+    r = abri("host", "destroy", "pve", "--confirm", "pve", "--site", site_dir)
+    assert r.code == 2 and "host 'pve': kind: only a guest can be destroyed" in r.err
+    assert abri("stack", "add", "ha", "mosquitto", "--site", site_dir).code == 0
+    before = fingerprint(site_dir)
+    r = abri("host", "destroy", "ha", "--confirm", "ha", "--site", site_dir)
+    assert r.code == 2 and "host 'ha': backup:" in r.err and "--no-backup" in r.err
+    assert fingerprint(site_dir) == before and vmid in standin.cts
+    destroyed = []
+    standin.on_destroy = destroyed.append
+    r = abri("host", "destroy", "ha", "--confirm", "ha", "--no-backup", "--site", site_dir)
+    assert r.code == 0, r.err
+    assert destroyed == [vmid] and vmid not in standin.cts and not standin.refused()
+    assert "ha" not in Site.load(site_dir).hosts
+
+
+def test_destroy_never_touches_a_foreign_container(abri, site_dir, standin, secret_files):
+    assert add_node(abri, site_dir, standin, secret_files).code == 0
+    assert add_guest(abri, site_dir, "ha", "--vmid", "150").code == 0
+    standin.cts[150] = {"config": {"hostname": "ha"}, "status": "running"}
+    r = abri("host", "destroy", "ha", "--confirm", "ha", "--site", site_dir)
+    assert r.code == 1 and "host 'ha': vmid: vmid 150" in r.err and "never destroys" in r.err
+    assert 150 in standin.cts and "ha" in Site.load(site_dir).hosts
+    assert not [q for q in standin.requests if q["method"] not in ("GET",)
+                and q["path"] != "/access/ticket"]
+
+
+def test_destroy_refuses_a_guest_another_host_still_uses(abri, site_dir, standin,
+                                                         secret_files):
+    site = guests_site(abri, site_dir, standin, secret_files)
+    r = abri("host", "add", "home", "--kind", "guest", "--parent", "pve", "--ip",
+             "10.99.0.21/24", "--gateway", "10.99.0.1", "--site", site_dir)
+    assert r.code == 0, r.err
+    assert abri("stack", "add", "ha", "mosquitto", "--site", site_dir).code == 0
+    assert abri("stack", "add", "home", "homeassistant", "--site", site_dir).code == 0
+    site = Site.load(site_dir)
+    proxmox.ensure_guests(site, ["ha"], wait=no_wait)
+    before = fingerprint(site_dir)
+    r = abri("host", "destroy", "ha", "--confirm", "ha", "--no-backup", "--site", site_dir)
+    assert r.code == 2 and "mqtt" in r.err, r.err
+    assert fingerprint(site_dir) == before and len(standin.cts) == 1

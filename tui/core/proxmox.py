@@ -550,3 +550,43 @@ def _wait_ssh(host, timeout: float) -> None:
         time.sleep(1)
     raise GuestError(Problem(f"host '{host.name}'", "address", f"SSH on {host.address} did not "
                              f"answer within {int(timeout)} s ({last or 'no banner'})"))
+
+
+def destroy_guest(site, name: str, say: Callable[[str], None] = print) -> int | None:
+    """Stop and destroy a guest abri created (its vmid carries this site's tag), then the
+    caller takes it out of the site. A container without the tag is never touched. Returns
+    the vmid destroyed, None when the node has no such container (nothing to destroy)."""
+    host = site.hosts[name]
+    where = f"host '{name}'"
+    if host.kind != "guest":
+        raise GuestError(Problem(where, "kind", f"only a guest can be destroyed; this is "
+                                 f"{'an' if host.kind[0] in 'aeiou' else 'a'} {host.kind} "
+                                 "host ('abri host remove' takes it out of the site)"))
+    api = api_for(site, site.hosts[host.parent])
+    check_node(api)
+    tag = site_tag(site.site_id)
+    listed = api.get(f"/nodes/{api.node}/lxc") or []
+    vmid = host.guest.get("vmid")
+    found = next((c for c in listed if vmid and int(c["vmid"]) == int(vmid)), None)
+    if found is None and not vmid:
+        found = next((c for c in listed if tag in _tags(c.get("tags"))
+                      and c.get("name") == name), None)
+    if found is None:
+        say(f"guest {name}: no container {vmid or 'of this name'} on node {api.node}; "
+            "nothing to destroy")
+        return None
+    vmid = int(found["vmid"])
+    if tag not in _tags(found.get("tags")):
+        raise GuestError(Problem(where, "vmid", f"vmid {vmid} on node {api.node} is a "
+                                 f"container abri did not create (no tag {tag}); abri never "
+                                 "destroys it"))
+    status = api.get(f"/nodes/{api.node}/lxc/{vmid}/status/current") or {}
+    if status.get("status") == "running":
+        api.wait_task(api.post(f"/nodes/{api.node}/lxc/{vmid}/status/stop"), "stop",
+                      host=name)
+        say(f"guest {name}: vmid {vmid} stopped")
+    api.wait_task(api._call("DELETE", f"/nodes/{api.node}/lxc/{vmid}",
+                            {"purge": 1, "destroy-unreferenced-disks": 1}), "destroy",
+                  host=name)
+    say(f"guest {name}: vmid {vmid} destroyed on node {api.node}")
+    return vmid
