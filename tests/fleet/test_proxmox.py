@@ -106,6 +106,13 @@ class Launcher:
             time.sleep(0.5)
         return got
 
+    def remove(self, vmid: int) -> None:
+        """The stand-in destroyed the container: its host goes."""
+        name = f"{self.fleet.prefix}-ct{vmid}"
+        harness.docker("rm", "-f", "-v", name, timeout=600)
+        self.fleet._containers.remove(name)
+        self.fleet.hosts = [h for h in self.fleet.hosts if h.name != name]
+
 
 def _abri(*args: str, env: dict[str, str], ok: bool = True) -> subprocess.CompletedProcess:
     run = subprocess.run([str(BIN / "abri"), *args], capture_output=True, text=True,
@@ -141,6 +148,7 @@ def node(request, fleet_registry, tmp_path):
 
 def test_two_lxc_guests_created_and_deployed(node, fleet_registry, tmp_path):
     standin, fl, subnet = node
+    standin.on_destroy = standin.launcher.remove
     env = dict(os.environ, ABRI_CONFIG_HOME=str(tmp_path / "abri-config"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_FORCE_COLOR="0", PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     site = tmp_path / "site"
@@ -157,11 +165,13 @@ def test_two_lxc_guests_created_and_deployed(node, fleet_registry, tmp_path):
                   env=env)
     assert standin.certs.ca_fingerprint in added.stdout
     gateway = str(subnet.network_address + 1)
-    for name, last in (("mq-lxc", 50), ("ha-lxc", 51)):
-        _abri("host", "add", name, "--kind", "guest", "--parent", "pve", "--cores", "2",
-              "--memory", "2048", "--disk", "8", "--bridge", "vmbr0", "--ip",
-              f"{subnet.network_address + last}/24", "--gateway", gateway, "--site", str(site),
-              env=env)
+    # the broker's guest at a fixed address, Home Assistant's from the node's DHCP
+    _abri("host", "add", "mq-lxc", "--kind", "guest", "--parent", "pve", "--cores", "2",
+          "--memory", "1024", "--disk", "8", "--bridge", "vmbr0", "--ip",
+          f"{subnet.network_address + 50}/24", "--gateway", gateway, "--site", str(site),
+          env=env)
+    _abri("host", "add", "ha-lxc", "--kind", "guest", "--parent", "pve", "--cores", "2",
+          "--memory", "2048", "--disk", "8", "--ip", "dhcp", "--site", str(site), env=env)
     _abri("stack", "add", "mq-lxc", "mosquitto", "--site", str(site), env=env)
     _abri("stack", "add", "ha-lxc", "homeassistant", "--site", str(site), env=env)
     state = yaml.safe_load((site / "host_vars/ha-lxc/abri.yml").read_text())["abri_state"]
@@ -189,6 +199,10 @@ def test_two_lxc_guests_created_and_deployed(node, fleet_registry, tmp_path):
         assert _recap(first.stdout, host)["failed"] == 0
     recorded = yaml.safe_load((site / "host_vars/ha-lxc/abri.yml").read_text())["abri_guest"]
     assert recorded["vmid"] in standin.cts
+    ha_line = next(x for x in (site / "inventory.ini").read_text().splitlines()
+                   if x.startswith("ha-lxc "))
+    ha_host = next(h for h in fl.hosts if h.exec("hostname").stdout.strip() == "ha-lxc")
+    assert f"ansible_host={ha_host.address} " in ha_line  # learnt from the node
 
     count = len(standin.requests)
     start = time.monotonic()
@@ -203,3 +217,13 @@ def test_two_lxc_guests_created_and_deployed(node, fleet_registry, tmp_path):
     for host in ("mq-lxc", "ha-lxc"):
         assert _recap(second.stdout, host)["changed"] == 0, second.stdout[-3000:]
     assert "exists and runs; nothing to change" in second.stderr
+
+    # destroying: the broker's guest is still used by Home Assistant's; Home Assistant's
+    # guest goes (its data without a backup: the site keeps backups on each host)
+    refused = _abri("host", "destroy", "mq-lxc", "--confirm", "mq-lxc", "--no-backup",
+                    "--site", str(site), env=env, ok=False)
+    assert refused.returncode == 2 and "mqtt" in refused.stderr, refused.stderr
+    _abri("host", "destroy", "ha-lxc", "--confirm", "ha-lxc", "--no-backup", "--site",
+          str(site), env=env)
+    assert len(standin.cts) == 1 and not standin.refused()
+    assert [h.exec("hostname").stdout.strip() for h in fl.hosts] == ["mq-lxc"]
