@@ -559,6 +559,20 @@ def _read_secret_file(where: str, fieldname: str, path: Path | None) -> str | No
     return text
 
 
+def _forget_host_key(site, address: str | None) -> None:
+    """A destroyed guest's SSH host key leaves the site's known hosts: a new guest at the
+    same address has a key of its own, which SSH would refuse as changed."""
+    import subprocess
+
+    from tui.core.render import LOCAL_DIR
+
+    known = site.path / LOCAL_DIR / "known_hosts"
+    if address and known.exists():
+        subprocess.run(["ssh-keygen", "-R", address, "-f", str(known)], capture_output=True,
+                       stdin=subprocess.DEVNULL, check=False)
+        Path(f"{known}.old").unlink(missing_ok=True)
+
+
 def _destroy_guest(site, args) -> int:
     """abri host destroy GUEST: typed confirmation, a backup when it can outlive the guest,
     the container destroyed on its node, the host out of the site."""
@@ -609,8 +623,10 @@ def _destroy_guest(site, args) -> int:
         for problem in exc.problems:
             print(f"abri: error: {problem}", file=sys.stderr)
         return EXIT_FAILED
+    address = host.address
     site.remove_host(args.name)
     site.save()
+    _forget_host_key(site, address)
     print(f"Destroyed guest {args.name} and removed it from the site (its secrets stay in "
           f"the vault: 'abri secrets purge {args.name}' forgets them)")
     return EXIT_OK

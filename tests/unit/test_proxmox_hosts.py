@@ -332,10 +332,17 @@ def test_destroy_a_guest_abri_created(abri, site_dir, standin, secret_files):
     assert fingerprint(site_dir) == before and vmid in standin.cts
     destroyed = []
     standin.on_destroy = destroyed.append
+    known = site_dir / ".abri" / "known_hosts"
+    known.parent.mkdir(exist_ok=True)
+    known.write_text("10.99.0.20 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx9Vsa1zPdbyCXrR6Fe6"
+                     "ByGxvpN2kCxnJm0f2ZygkCz\n192.0.2.9 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"
+                     "IHx9Vsa1zPdbyCXrR6Fe6ByGxvpN2kCxnJm0f2ZygkCz\n")
     r = abri("host", "destroy", "ha", "--confirm", "ha", "--no-backup", "--site", site_dir)
     assert r.code == 0, r.err
     assert destroyed == [vmid] and vmid not in standin.cts and not standin.refused()
     assert "ha" not in Site.load(site_dir).hosts
+    assert known.read_text().startswith("192.0.2.9 ")  # the guest's old key is forgotten
+    assert "10.99.0.20" not in known.read_text()
 
 
 def test_destroy_never_touches_a_foreign_container(abri, site_dir, standin, secret_files):
