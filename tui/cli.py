@@ -129,6 +129,9 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--vmid", help="the container's id on the node (default: a free one)")
     g.add_argument("--storage", help="the storage of its root disk (default: the rootdir "
                    "storage with the most free space)")
+    g.add_argument("--usb", action="append", metavar="/dev/serial/by-id/...",
+                   help="a USB device of the node to pass into the guest, by id (repeat for "
+                   "more; root@pam only, as Proxmox allows)")
     q = hsub.add_parser(
         "set", help="change how a host is reached (address, port, user, key)",
         description="Change how abri reaches a host. Only the options given change; an empty "
@@ -536,7 +539,7 @@ def cmd_host(args) -> int:
 
 PVE_NODE_OPTIONS = ("api_url", "node", "token_id", "token_secret_file", "password_file",
                     "ca_fingerprint")
-PVE_GUEST_OPTIONS = ("ip", "gateway", "vmid", "storage")
+PVE_GUEST_OPTIONS = ("ip", "gateway", "vmid", "storage", "usb")
 
 
 def _no_pve_options(args) -> None:
@@ -754,6 +757,10 @@ def _add_pve_host(site, args) -> int:
         guest["vmid"] = check("vmid", validate.guest_vmid, args.vmid)
     if args.storage is not None:
         guest["storage"] = check("storage", validate.pve_storage, args.storage)
+    if args.usb:
+        guest["usb"] = [check("usb", validate.usb_device, d) for d in args.usb]
+        if len(set(guest["usb"])) != len(guest["usb"]):
+            problems.append(Problem(where, "usb", "names a device twice"))
     if args.user not in (None, "", "root"):
         problems.append(Problem(where, "user", "abri reaches a guest it creates as root with "
                                 "its own key; leave --user out"))
@@ -774,6 +781,7 @@ def _add_pve_host(site, args) -> int:
     print(f"Added guest {host.name} on {host.parent}: {guest['cores']} cores, "
           f"{guest['memory']} MiB, {guest['disk']} GiB, {guest['bridge']}, ip {guest['ip']}"
           + (f", vmid {guest['vmid']}" if guest.get("vmid") else "")
+          + (f", usb {', '.join(guest['usb'])}" if guest.get("usb") else "")
           + "; 'abri apply' creates it")
     return EXIT_OK
 

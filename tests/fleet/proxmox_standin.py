@@ -350,6 +350,8 @@ class StandIn:
             for key, value in p.items():
                 if key not in ("node", "vmid", "digest", "delete"):
                     ct["config"][key] = value
+            for key in str(p.get("delete") or "").replace(";", ",").split(","):
+                ct["config"].pop(key.strip(), None)
             return None
         if t == "/nodes/{node}/lxc/{vmid}/resize":
             ct = self._ct(p)

@@ -111,6 +111,8 @@ FORMATS = {
     "pve-vmid": lambda v: v.isdigit(),
     "pve-storage-id": lambda v: bool(_CONFIGID.match(v)),
     "pve-configid": lambda v: bool(_CONFIGID.match(v)),
+    "pve-configid-list": lambda v: all(_CONFIGID.match(i) for i in re.split(r"[,; ]+", v)
+                                       if i) and bool(v.strip(",; ")),
     "pve-realm": lambda v: bool(_REALM.match(v)),
     "dns-name": lambda v: bool(_DNS.match(v)),
     "ipv4": _is_ipv4,

@@ -370,3 +370,48 @@ def test_destroy_refuses_a_guest_another_host_still_uses(abri, site_dir, standin
     r = abri("host", "destroy", "ha", "--confirm", "ha", "--no-backup", "--site", site_dir)
     assert r.code == 2 and "mqtt" in r.err, r.err
     assert fingerprint(site_dir) == before and len(standin.cts) == 1
+
+
+ZIGBEE = "/dev/serial/by-id/usb-ITead_Sonoff_Zigbee_3.0_USB_Dongle_Plus-if00-port0"
+
+
+def test_usb_devices_by_id(abri, site_dir, standin, secret_files):
+    assert add_node(abri, site_dir, standin, secret_files).code == 0
+    before = fingerprint(site_dir)
+    r = add_guest(abri, site_dir, "ha", "--usb", "/dev/ttyUSB0,mode=0666")
+    assert r.code == 2 and "host 'ha': usb:" in r.err  # no property-string injection
+    assert fingerprint(site_dir) == before
+    assert add_guest(abri, site_dir, "ha", "--usb", ZIGBEE).code == 0
+    site = Site.load(site_dir)
+    proxmox.ensure_guests(site, ["ha"], wait=no_wait)
+    [create] = standin.creates()
+    assert create["params"]["dev0"] == f"path={ZIGBEE}" and not standin.refused()
+    # another stick instead: one PUT config, schema-valid
+    other = "/dev/serial/by-id/usb-dresden_elektronik_ConBee_II-if00"
+    site.hosts["ha"].guest["usb"] = [other]
+    proxmox.ensure_guests(site, ["ha"], wait=no_wait)
+    vmid = int(create["params"]["vmid"])
+    assert standin.cts[vmid]["config"]["dev0"] == f"path={other}" and not standin.refused()
+    site.hosts["ha"].guest["usb"] = []
+    proxmox.ensure_guests(site, ["ha"], wait=no_wait)
+    assert "dev0" not in standin.cts[vmid]["config"] and not standin.refused()
+    count = len(standin.requests)
+    proxmox.ensure_guests(site, ["ha"], wait=no_wait)  # nothing left to change
+    assert not [q for q in standin.requests[count:] if q["method"] == "PUT"]
+
+
+def test_usb_with_a_token_is_refused_before_the_node_refuses_it(abri, site_dir, standin,
+                                                                secret_files):
+    assert add_node(abri, site_dir, standin, secret_files, "--token-id", standin.token[0],
+                    "--token-secret-file", secret_files["token"]).code == 0
+    assert add_guest(abri, site_dir, "ha", "--vmid", "150").code == 0
+    standin.cts[150] = {"config": {"hostname": "ha", "cores": 2, "memory": 2048,
+                                   "tags": proxmox.site_tag(Site.load(site_dir).site_id),
+                                   "rootfs": "local-lvm:vm-150-disk-0,size=8G"},
+                        "status": "running"}
+    site = Site.load(site_dir)
+    site.hosts["ha"].guest["usb"] = [ZIGBEE]
+    with pytest.raises(proxmox.GuestError) as info:
+        proxmox.ensure_guests(site, ["ha"], wait=no_wait)
+    assert "host 'ha': usb:" in str(info.value) and "API token" in str(info.value)
+    assert not [q for q in standin.requests if q["method"] != "GET"]

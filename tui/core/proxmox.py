@@ -378,6 +378,16 @@ def _ensure_guest(site, host, api: Api, say) -> GuestReport:
             report.changed = sorted(change)
             say(f"guest {host.name}: vmid {vmid}: changed " + ", ".join(
                 f"{k} {config.get(k)} -> {v}" for k, v in change.items()))
+        devices = _device_changes(config, g.get("usb") or [])
+        if devices:
+            if api.creds.is_token:
+                raise GuestError(Problem(f"host '{host.name}'", "usb", "passing USB devices "
+                                         "through is for root@pam with its password; Proxmox "
+                                         "refuses it to an API token, even root's"))
+            api.put(f"/nodes/{node}/lxc/{vmid}/config", devices)
+            report.changed = sorted([*(report.changed or []), "usb"])
+            say(f"guest {host.name}: vmid {vmid}: USB devices now "
+                + (", ".join(g.get("usb") or []) or "none"))
         have = _size_gib(config.get("rootfs"))
         want = int(g["disk"])
         if have is not None and want < have:
@@ -400,6 +410,25 @@ def _ensure_guest(site, host, api: Api, say) -> GuestReport:
             say(f"guest {host.name}: vmid {vmid} exists and runs; nothing to change")
         return report
     return _create(site, host, api, tag, say, by_id)
+
+
+def _device_changes(config: dict[str, Any], wanted: list[str]) -> dict[str, Any]:
+    """The PUT config parameters that make a guest's dev[n] the wanted device paths (in
+    order), or {} when they are already."""
+    have: dict[int, str] = {}
+    for key, value in config.items():
+        if key.startswith("dev") and key[3:].isdigit():
+            first = str(value).split(",")[0]
+            have[int(key[3:])] = first.split("=", 1)[1] if first.startswith("path=") else first
+    want = dict(enumerate(wanted))
+    if have == want:
+        return {}
+    out: dict[str, Any] = {f"dev{i}": f"path={p}" for i, p in want.items()
+                           if have.get(i) != p}
+    gone = sorted(i for i in have if i not in want)
+    if gone:
+        out["delete"] = ",".join(f"dev{i}" for i in gone)
+    return out
 
 
 def _size_gib(rootfs: object) -> float | None:
@@ -464,6 +493,8 @@ def _create(site, host, api: Api, tag: str, say, by_id: dict[int, Any]) -> Guest
         "features": FEATURES, "ssh-public-keys": public, "cores": int(g["cores"]),
         "memory": int(g["memory"]), "swap": 512, "onboot": 1, "tags": tag,
     }
+    for i, dev in enumerate(g.get("usb") or []):
+        params[f"dev{i}"] = f"path={dev}"
     say(f"guest {host.name}: creating LXC {vmid} on {node} ({g['cores']} cores, "
         f"{g['memory']} MiB, {g['disk']} GiB on {storage['storage']}, {net})")
     api.wait_task(api.post(f"/nodes/{node}/lxc", params), "create", host=host.name)

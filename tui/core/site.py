@@ -640,6 +640,17 @@ class Site:
                     host.guest[key] = fn(host.guest[key])
                 except ValueError as exc:
                     out.append(Problem(where, f"abri_guest.{key}", str(exc)))
+            usb = host.guest.get("usb")
+            if usb is not None:
+                if not isinstance(usb, list):
+                    out.append(Problem(where, "abri_guest.usb", "must be a list of device "
+                                       "paths"))
+                else:
+                    for i, dev in enumerate(usb):
+                        try:
+                            usb[i] = validate.usb_device(str(dev))
+                        except ValueError as exc:
+                            out.append(Problem(where, f"abri_guest.usb[{i}]", str(exc)))
             for key, fn in (("vmid", validate.guest_vmid), ("storage", validate.pve_storage)):
                 if host.guest.get(key) not in (None, ""):
                     try:

@@ -335,3 +335,17 @@ def gateway(value: str, ip: str | None) -> str:
         raise ValueError(f"{text} is not in the guest's network "
                          f"{ipaddress.IPv4Interface(ip).network}; give a gateway in it")
     return str(gw)
+
+
+_DEVICE = re.compile(r"^/dev/[A-Za-z0-9._:+/-]+$")
+
+
+def usb_device(value: str) -> str:
+    """A device path to pass into a guest, best by id (/dev/serial/by-id/...): it goes into
+    a Proxmox property string, so a comma, '=' or space is refused, never escaped."""
+    text = (value or "").strip()
+    if not _DEVICE.match(text) or ".." in text.split("/"):
+        raise ValueError(f"{text!r} is not a device path; give one under /dev without commas "
+                         "or spaces, best by id (e.g. /dev/serial/by-id/usb-ITead_Sonoff_"
+                         "Zigbee_3.0_USB_Dongle_Plus-if00-port0)")
+    return text
