@@ -415,3 +415,19 @@ def test_usb_with_a_token_is_refused_before_the_node_refuses_it(abri, site_dir, 
         proxmox.ensure_guests(site, ["ha"], wait=no_wait)
     assert "host 'ha': usb:" in str(info.value) and "API token" in str(info.value)
     assert not [q for q in standin.requests if q["method"] != "GET"]
+
+
+def test_apply_stops_before_ansible_with_the_host_and_field(abri, site_dir, standin,
+                                                            secret_files, monkeypatch):
+    import ansible_runner
+
+    guests_site(abri, site_dir, standin, secret_files)
+    assert abri("stack", "add", "ha", "mosquitto", "--site", site_dir).code == 0
+    monkeypatch.setattr(ansible_runner, "run", lambda **kw: pytest.fail("Ansible ran"))
+    standin.storages["local-lvm"].avail = 2 * GIB
+    r = abri("apply", "--site", site_dir)
+    assert r.code == 1, (r.out, r.err)
+    assert "abri: error: host 'ha': disk: storage local-lvm on node pve has 2.0 GiB free; " \
+           "the guest needs 8 GiB" in r.err
+    assert "Traceback" not in r.err and standin.password not in r.err + r.out
+    assert not standin.cts and not standin.creates()
