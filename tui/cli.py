@@ -148,6 +148,35 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     q.add_argument("--user", help="SSH user")
     q.add_argument("--key", help="path of the SSH private key")
     q.add_argument("--parent", help="guest only: the proxmox host that owns it")
+    g = q.add_argument_group("proxmox (a Proxmox VE node, reached through its API)")
+    g.add_argument("--api-url", metavar="URL", help="the node's API, https://HOST:8006")
+    g.add_argument("--node", help="the node's name in its cluster (e.g. pve)")
+    g.add_argument("--token-id", metavar="USER@REALM!ID", help="an API token (it cannot "
+                   "create guests for Docker: keyctl is root@pam's only)")
+    g.add_argument("--token-secret-file", metavar="FILE", type=Path,
+                   help="the token's secret, read from this file (kept in the vault)")
+    g.add_argument("--password-file", metavar="FILE", type=Path,
+                   help="with --user root@pam: its password, read from this file (kept in "
+                   "the vault)")
+    g.add_argument("--ca-fingerprint", metavar="SHA256",
+                   help="the SHA-256 fingerprint of the certificate the node presents, as "
+                   "its web interface shows it (System > Certificates, pve-ssl.pem); without "
+                   "it abri prints the fingerprint it sees and stops")
+    g = q.add_argument_group("guest (an LXC container abri creates on a proxmox host)")
+    g.add_argument("--cores", default="2", help="CPU cores (default 2)")
+    g.add_argument("--memory", default="2048", metavar="MIB", help="memory in MiB "
+                   "(default 2048)")
+    g.add_argument("--disk", default="16", metavar="GIB", help="root disk in GiB (default 16)")
+    g.add_argument("--bridge", default="vmbr0", help="the node's bridge (default vmbr0)")
+    g.add_argument("--ip", default=None, metavar="dhcp|CIDR",
+                   help="dhcp, or a fixed address with prefix length (192.168.1.50/24)")
+    g.add_argument("--gateway", metavar="IP", help="the default gateway with a fixed --ip")
+    g.add_argument("--vmid", help="the container's id on the node (default: a free one)")
+    g.add_argument("--storage", help="the storage of its root disk (default: the rootdir "
+                   "storage with the most free space)")
+    g.add_argument("--usb", action="append", metavar="/dev/serial/by-id/...",
+                   help="a USB device of the node to pass into the guest, by id (repeat for "
+                   "more; root@pam only, as Proxmox allows)")
     q = hsub.add_parser(
         "set", help="change how a host is reached (address, port, user, key)",
         description="Change how abri reaches a host. Only the options given change; an empty "
@@ -162,9 +191,25 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     q.add_argument("--port", help="SSH port")
     q.add_argument("--user", help="SSH user")
     q.add_argument("--key", help="path of the SSH private key")
+    q.add_argument("--cores", help="guest: CPU cores (the next apply changes them)")
+    q.add_argument("--memory", metavar="MIB", help="guest: memory in MiB")
+    q.add_argument("--disk", metavar="GIB", help="guest: root disk in GiB (grows only)")
     q = hsub.add_parser("list", help="list the site's hosts")
     _site_option(q)
     _json_option(q)
+    q = hsub.add_parser(
+        "destroy", help="destroy a guest abri created on its Proxmox node, then remove it "
+        "from the site",
+        description="Destroys the LXC container of a guest abri created (its vmid carries "
+        "the site's tag; any other container is never touched), after a backup of its "
+        "stacks' data when the site backs up to another machine (backup_repository "
+        "sftp:...). Asks for the guest's name to be typed; --confirm NAME gives it headless. "
+        "Its secrets stay in the vault until 'abri secrets purge'.")
+    _site_option(q)
+    q.add_argument("name")
+    q.add_argument("--confirm", metavar="NAME", help="the guest's name again (no question)")
+    q.add_argument("--no-backup", action="store_true", help="destroy its data without a "
+                   "backup (needed when its backups would live on the guest itself)")
     q = hsub.add_parser("remove", help="remove a host from the site (the machine is not touched)")
     _site_option(q)
     q.add_argument("name")
@@ -567,11 +612,24 @@ def cmd_audit(args) -> int:
 
 def cmd_host(args) -> int:
     site = _load(args)
+    if args.action == "add" and args.kind in ("proxmox", "guest"):
+        return _add_pve_host(site, args)
     if args.action == "add":
+        _no_pve_options(args)
         host = site.add_host(args.name, args.kind, args.address, args.port, args.user,
                              args.key, args.parent)
         site.save()
         print(f"Added {host.kind} host {host.name}")
+    elif args.action == "set" and any(getattr(args, f) is not None
+                                      for f in ("cores", "memory", "disk")):
+        host = site.set_guest(args.name, cores=args.cores, memory=args.memory, disk=args.disk)
+        if any(getattr(args, f) is not None for f in ("address", "port", "user", "key")):
+            raise AbriError(Problem(f"host '{args.name}'", "", "change a guest's size apart "
+                                    "from how it is reached (two 'abri host set' commands)"))
+        site.save()
+        g = host.guest
+        print(f"Updated guest {host.name}: {g['cores']} cores, {g['memory']} MiB, "
+              f"{g['disk']} GiB; the next apply changes it on {host.parent}")
     elif args.action == "set":
         if all(getattr(args, f) is None for f in ("address", "port", "user", "key")):
             raise AbriError(Problem(f"host '{args.name}'", "", "nothing to change; give "
@@ -583,6 +641,8 @@ def cmd_host(args) -> int:
         print(f"Updated host {host.name}: {host.user + '@' if host.user else ''}{where}"
               f"{':' + str(host.port) if host.port else ''}"
               f"{', key ' + host.key if host.key else ''}")
+    elif args.action == "destroy":
+        return _destroy_guest(site, args)
     elif args.action == "remove":
         site.remove_host(args.name)
         site.save()
@@ -590,7 +650,11 @@ def cmd_host(args) -> int:
     else:
         rows = [{"name": h.name, "kind": h.kind, "address": h.address, "port": h.port,
                  "user": h.user, "key": h.key, "parent": h.parent,
-                 "stacks": list(h.stacks)} for h in site.hosts.values()]
+                 "stacks": list(h.stacks),
+                 **({"guest": dict(h.guest)} if h.kind == "guest" else {}),
+                 **({"proxmox": {k: v for k, v in h.proxmox.items() if k != "ca_pem"}}
+                    if h.kind == "proxmox" else {})}
+                for h in site.hosts.values()]
         if args.json:
             print(json.dumps(rows, indent=2))
         elif not rows:
@@ -602,6 +666,255 @@ def cmd_host(args) -> int:
                 if r["port"]:
                     addr += f":{r['port']}"
                 print(f"{r['name']:<16} {r['kind']:<8} {addr:<24} {', '.join(r['stacks']) or '-'}")
+    return EXIT_OK
+
+
+PVE_NODE_OPTIONS = ("api_url", "node", "token_id", "token_secret_file", "password_file",
+                    "ca_fingerprint")
+PVE_GUEST_OPTIONS = ("ip", "gateway", "vmid", "storage", "usb")
+
+
+def _no_pve_options(args) -> None:
+    given = [o for o in PVE_NODE_OPTIONS + PVE_GUEST_OPTIONS if getattr(args, o) is not None]
+    if given:
+        raise AbriError([Problem(f"host '{args.name}'", o, f"is for proxmox and guest hosts, "
+                                 f"not {args.kind}") for o in given])
+
+
+def _read_secret_file(where: str, fieldname: str, path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8").strip("\r\n")
+    except OSError as exc:
+        raise AbriError(Problem(where, fieldname, f"{path} cannot be read: "
+                                f"{exc.strerror or exc}")) from None
+    if not text or "\n" in text:
+        raise AbriError(Problem(where, fieldname, f"{path} must hold the secret on one line"))
+    return text
+
+
+def _forget_host_key(site, address: str | None) -> None:
+    """A destroyed guest's SSH host key leaves the site's known hosts: a new guest at the
+    same address has a key of its own, which SSH would refuse as changed."""
+    import subprocess
+
+    from tui.core.render import LOCAL_DIR
+
+    known = site.path / LOCAL_DIR / "known_hosts"
+    if address and known.exists():
+        subprocess.run(["ssh-keygen", "-R", address, "-f", str(known)], capture_output=True,
+                       stdin=subprocess.DEVNULL, check=False)
+        Path(f"{known}.old").unlink(missing_ok=True)
+
+
+def _destroy_guest(site, args) -> int:
+    """abri host destroy GUEST: typed confirmation, a backup when it can outlive the guest,
+    the container destroyed on its node, the host out of the site."""
+    from tui.core import backup, proxmox, runner, validate
+
+    where = f"host '{args.name}'"
+    host = site.hosts.get(args.name)
+    if host is None:
+        site.remove_host(args.name)  # the engine's own "not in this site" message
+    if host.kind != "guest":
+        raise AbriError(Problem(where, "kind", f"only a guest can be destroyed; this is "
+                                f"{validate.a_kind(host.kind)} host ('abri host remove "
+                                f"{args.name}' takes it out of the site)"))
+    trial = site.copy()  # the site must stay valid without it (a stack wired to its broker)
+    trial.remove_host(args.name)
+    trial.check()
+    data = backup.hosts_with_data(site, [args.name])
+    off_host = bool(validate.sftp_parts(site.settings.backup_repository))
+    if data and not off_host and not args.no_backup:
+        raise AbriError(Problem(where, "backup", "its stacks hold user data, and the site's "
+                                f"backups are kept on each host ({site.settings.backup_repository}"
+                                "), so they would go with the guest. Set an off-host "
+                                "repository (abri site set backup_repository=sftp:USER@HOST:"
+                                "/path), or give --no-backup to destroy the data"))
+    confirm = args.confirm
+    if confirm is None:
+        if not sys.stdin.isatty():
+            raise AbriError(Problem(where, "--confirm", "type the guest's name to destroy it; "
+                                    f"headless: --confirm {args.name}"))
+        confirm = input(f"Destroy guest {args.name} (vmid {host.guest.get('vmid', '?')} on "
+                        f"{host.parent}) and everything in it? Type its name: ").strip()
+    if confirm != args.name:
+        raise AbriError(Problem(where, "--confirm", f"{confirm!r} is not the guest's name; "
+                                "nothing was destroyed"))
+    if data and off_host and not args.no_backup:
+        backup.prepare(site, [args.name])
+        result = runner.run_site(site, "backup", limit=args.name,
+                                 on_progress=runner.TerminalProgress())
+        runner.print_recap(result)
+        if not result.ok:
+            print(f"abri: error: {where}: backup: the backup before destroying failed; "
+                  "nothing was destroyed", file=sys.stderr)
+            return EXIT_FAILED
+    try:
+        proxmox.destroy_guest(site, args.name,
+                              say=lambda line: print(f"abri: {line}", file=sys.stderr))
+    except proxmox.GuestError as exc:
+        for problem in exc.problems:
+            print(f"abri: error: {problem}", file=sys.stderr)
+        return EXIT_FAILED
+    address = host.address
+    site.remove_host(args.name)
+    site.save()
+    _forget_host_key(site, address)
+    print(f"Destroyed guest {args.name} and removed it from the site (its secrets stay in "
+          f"the vault: 'abri secrets purge {args.name}' forgets them)")
+    return EXIT_OK
+
+
+def _add_pve_host(site, args) -> int:
+    """abri host add NAME --kind proxmox|guest: every field checked before anything is
+    written; a proxmox node's certificate is pinned only once its fingerprint is confirmed
+    and the credentials work."""
+    from tui.core import proxmox, sshkey, validate
+
+    where = f"host '{args.name}'"
+    problems: list[Problem] = []
+
+    def check(fieldname, fn, value, *extra):
+        try:
+            return fn(value, *extra)
+        except ValueError as exc:
+            problems.append(Problem(where, fieldname, str(exc)))
+            return None
+
+    node_only = [o for o in PVE_NODE_OPTIONS if getattr(args, o) is not None]
+    guest_only = [o for o in PVE_GUEST_OPTIONS if getattr(args, o) is not None]
+    for o in ("address", "port", "key"):
+        if getattr(args, o) not in (None, ""):
+            problems.append(Problem(where, o, f"is not taken by a {args.kind} host: "
+                                    + ("its address comes from --api-url" if args.kind ==
+                                       "proxmox" else "abri reaches it as root with its own "
+                                       "key, at the --ip address")))
+    if args.kind == "proxmox":
+        problems += [Problem(where, o, "is for a guest, not a proxmox node") for o in guest_only]
+        if args.parent:
+            problems.append(Problem(where, "parent", "only a guest has a parent"))
+        url = check("api_url", lambda v: v, args.api_url) if args.api_url else None
+        host_part = None
+        if not args.api_url:
+            problems.append(Problem(where, "api_url", "is required; give the node's API, "
+                                    "e.g. https://192.168.1.10:8006"))
+        else:
+            parts = check("api_url", proxmox.split_url, args.api_url)
+            host_part = parts[0] if parts else None
+        node = check("node", validate.pve_node, args.node) if args.node else None
+        if not args.node:
+            problems.append(Problem(where, "node", "is required; give the node's name (e.g. "
+                                    "pve)"))
+        if args.token_id and args.user:
+            problems.append(Problem(where, "user", "give either --user with --password-file "
+                                    "or --token-id with --token-secret-file, not both"))
+        creds = proxmox.Credentials()
+        if args.token_id:
+            creds.token_id = check("token_id", validate.pve_token_id, args.token_id)
+            if args.password_file:
+                problems.append(Problem(where, "password_file", "goes with --user, not with "
+                                        "--token-id"))
+            if not args.token_secret_file:
+                problems.append(Problem(where, "token_secret_file", "is required with "
+                                        "--token-id (a file holding the token's secret)"))
+            else:
+                creds.token_secret = _read_secret_file(where, "token_secret_file",
+                                                       args.token_secret_file)
+        elif args.user:
+            creds.user = check("user", validate.pve_user, args.user)
+            if args.token_secret_file:
+                problems.append(Problem(where, "token_secret_file", "goes with --token-id"))
+            if not args.password_file:
+                problems.append(Problem(where, "password_file", "is required with --user (a "
+                                        "file holding the password)"))
+            else:
+                creds.password = _read_secret_file(where, "password_file", args.password_file)
+        else:
+            problems.append(Problem(where, "user", "credentials are required: --user root@pam "
+                                    "--password-file FILE (can create guests for Docker), or "
+                                    "--token-id USER@REALM!ID --token-secret-file FILE"))
+        if args.ca_fingerprint:
+            check("ca_fingerprint", proxmox.normal_fingerprint, args.ca_fingerprint)
+        if args.name in site.hosts:
+            problems.append(Problem(where, "name", "is already in this site; choose another "
+                                    "name or remove the host first"))
+        if problems:
+            raise AbriError(problems)
+        # validated offline; now the node itself (nothing is written before this succeeds)
+        ca_pem, ca_fp, cert_fp = proxmox.pin_node(args.name, url, node, creds,
+                                                  args.ca_fingerprint)
+        host = site.add_host(args.name, "proxmox", host_part)
+        conf = {"api_url": url.rstrip("/"), "node": node, "ca_pem": ca_pem,
+                "ca_fingerprint": ca_fp, "cert_fingerprint": cert_fp}
+        if creds.is_token:
+            conf["token_id"] = creds.token_id
+            secret = {"token_secret": creds.token_secret}
+        else:
+            conf["user"] = creds.user
+            secret = {"password": creds.password}
+        site.configure_proxmox(host.name, conf, secret)
+        site.save()
+        print(f"Added proxmox host {host.name} (node {node} at {conf['api_url']})")
+        print(f"Pinned the CA that signed its certificate: SHA-256 {ca_fp}")
+        if creds.is_token:
+            print("Note: an API token cannot create guests for Docker (the keyctl feature is "
+                  "root@pam's only); guests that exist can still be changed and started",
+                  file=sys.stderr)
+        return EXIT_OK
+    problems += [Problem(where, o, "is for a proxmox node, not a guest") for o in node_only]
+    guest = {
+        "cores": check("cores", validate.guest_cores, args.cores),
+        "memory": check("memory", validate.guest_memory, args.memory),
+        "disk": check("disk", validate.guest_disk, args.disk),
+        "bridge": check("bridge", validate.bridge, args.bridge),
+    }
+    if args.ip is None:
+        problems.append(Problem(where, "ip", "is required; dhcp, or a fixed address with "
+                                "its prefix length (e.g. 192.168.1.50/24) and --gateway"))
+    else:
+        guest["ip"] = check("ip", validate.guest_ip, args.ip)
+    if args.gateway:
+        if guest.get("ip") == "dhcp":
+            problems.append(Problem(where, "gateway", "comes from DHCP with --ip dhcp; leave "
+                                    "it out"))
+        else:
+            guest["gateway"] = check("gateway", validate.gateway, args.gateway,
+                                     guest.get("ip"))
+    elif guest.get("ip") not in (None, "dhcp"):
+        problems.append(Problem(where, "gateway", "is required with a fixed --ip (the guest "
+                                "installs Docker from Debian's mirrors)"))
+    if args.vmid is not None:
+        guest["vmid"] = check("vmid", validate.guest_vmid, args.vmid)
+    if args.storage is not None:
+        guest["storage"] = check("storage", validate.pve_storage, args.storage)
+    if args.usb:
+        guest["usb"] = [check("usb", validate.usb_device, d) for d in args.usb]
+        if len(set(guest["usb"])) != len(guest["usb"]):
+            problems.append(Problem(where, "usb", "names a device twice"))
+    if args.user not in (None, "", "root"):
+        problems.append(Problem(where, "user", "abri reaches a guest it creates as root with "
+                                "its own key; leave --user out"))
+    try:
+        site.add_host(args.name, "guest", None, None, None, None, args.parent)
+    except AbriError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise AbriError(problems)
+    host = site.hosts[args.name]
+    host.guest = {k: v for k, v in guest.items() if v is not None}
+    if guest["ip"] != "dhcp":
+        host.address = guest["ip"].split("/")[0]
+    host.user = "root"
+    site.check()  # nothing written unless the whole site still validates
+    host.key = str(sshkey.ensure(site.site_id))
+    site.save()
+    print(f"Added guest {host.name} on {host.parent}: {guest['cores']} cores, "
+          f"{guest['memory']} MiB, {guest['disk']} GiB, {guest['bridge']}, ip {guest['ip']}"
+          + (f", vmid {guest['vmid']}" if guest.get("vmid") else "")
+          + (f", usb {', '.join(guest['usb'])}" if guest.get("usb") else "")
+          + "; 'abri apply' creates it")
     return EXIT_OK
 
 

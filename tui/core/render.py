@@ -139,6 +139,10 @@ def host_vars(site: Site, name: str, state: dict[str, Any] | None) -> str:
     if host.accounts:  # device accounts (abri stack user add); passwords in the vault
         data["abri_accounts"] = {s: dict(sorted(u.items()))
                                  for s, u in sorted(host.accounts.items())}
+    if host.kind == "proxmox" and host.proxmox:  # the API and the pinned CA; no secret
+        data["abri_proxmox"] = dict(host.proxmox)
+    if host.kind == "guest" and host.guest:
+        data["abri_guest"] = dict(host.guest)
     if state is not None:
         data["abri_state"] = state
     return ("# Managed by abri: it rewrites this file. Put your own variables in another file "

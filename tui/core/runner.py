@@ -148,6 +148,31 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
         if bundle is not None:
             extra_vars = {**(extra_vars or {}), "abri_image_bundle": bundle}
 
+    if mode == "apply":
+        # guests on Proxmox nodes: created, changed and started before Ansible reads the
+        # inventory (their vmid and address are recorded in the site)
+        chosen = site.match_hosts(limit) if limit else list(site.hosts)
+        if any(site.hosts[n].kind == "guest" for n in chosen):
+            from tui.core import proxmox
+
+            proxmox.ensure_guests(site, chosen,
+                                  say=lambda line: print(f"abri: {line}", file=sys.stderr))
+    elif mode == "plan":
+        # a guest abri has not created yet cannot be asked what would change: the plan
+        # says so and covers the other hosts (nothing is created in a plan)
+        chosen = site.match_hosts(limit) if limit else list(site.hosts)
+        pending = [n for n in chosen if site.hosts[n].kind == "guest"
+                   and not site.hosts[n].guest.get("vmid")]
+        for name in pending:
+            print(f"abri: guest {name}: not created yet on {site.hosts[name].parent}; apply "
+                  "creates it, then deploys its stacks", file=sys.stderr)
+        if pending:
+            rest = [n for n in chosen if n not in pending]
+            if not any(site.hosts[n].stacks for n in rest):
+                return RunResult(mode, "successful", 0, events.Progress(finished=True),
+                                 Path(), [])
+            limit = ",".join(rest)
+
     base = runs_dir(site)
     base.mkdir(parents=True, exist_ok=True)
     ident = time.strftime("%Y%m%d-%H%M%S") + f"-{mode}-{_random.token_hex(3)}"
@@ -371,7 +396,14 @@ def print_recap(result: RunResult, stream=None) -> None:
 
 
 def run_cli(site: Site, mode: str, limit: str | None = None, verify: bool = False) -> int:
-    result = run_site(site, mode, limit=limit, on_progress=TerminalProgress())
+    from tui.core.proxmox import GuestError
+
+    try:
+        result = run_site(site, mode, limit=limit, on_progress=TerminalProgress())
+    except GuestError as exc:  # a Proxmox step failed: a failed run, before Ansible
+        for problem in exc.problems:
+            print(f"abri: error: {problem}", file=sys.stderr)
+        return 1
     print_recap(result)
     if not result.ok:
         return 1

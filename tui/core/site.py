@@ -109,6 +109,12 @@ class Host(HostEntry):
     #: stack -> device account name -> {acl: [topic rules]}: the users added with 'abri
     #: stack user add' (tui.core.accounts); their passwords are in the vault
     accounts: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    #: proxmox: api_url, node, user or token_id, ca_pem (the pinned CA), ca_fingerprint,
+    #: cert_fingerprint; its password or token secret is in the vault (tui.core.proxmox)
+    proxmox: dict[str, Any] = field(default_factory=dict)
+    #: guest: cores, memory (MiB), disk (GiB), bridge, ip (dhcp or CIDR), gateway, storage,
+    #: vmid (given, or recorded once abri created the guest)
+    guest: dict[str, Any] = field(default_factory=dict)
 
     @property
     def service_address(self) -> str:
@@ -225,6 +231,12 @@ class Site:
             host.images = {str(k): str(v) for k, v in own.items()}
             host.accounts, bad = accounts.parse(data.get("abri_accounts"), where)
             problems.extend(bad)
+            for key in ("proxmox", "guest"):
+                given = data.get(f"abri_{key}") or {}
+                if not isinstance(given, dict):
+                    problems.append(Problem(where, f"abri_{key}", "must be a mapping"))
+                    given = {}
+                setattr(host, key, dict(given))
             hosts[name] = host
             secrets[name] = vault.read_host_secrets(site_id, host_dir)
         pins = site_vars.get("abri_images") or {}
@@ -566,6 +578,7 @@ class Site:
 
     def _host_problems(self, host: Host) -> list[Problem]:
         out: list[Problem] = []
+        out.extend(self._pve_problems(host))
         if host.stacks and host.kind not in TARGET_KINDS:
             out.append(Problem(f"host '{host.name}'", "stacks", f"{validate.a_kind(host.kind)} "
                                "host runs no stacks; move them to a guest"))
@@ -603,6 +616,91 @@ class Site:
                 else:
                     claimed[key] = f"{name} ({port.name})"
         return out
+
+    def _pve_problems(self, host: Host) -> list[Problem]:
+        """What a proxmox node or a guest needs in its host_vars (abri_proxmox, abri_guest)."""
+        where = f"host_vars/{host.name}/{HOST_VARS}"
+        out: list[Problem] = []
+        if host.kind == "proxmox":
+            conf = host.proxmox
+            need = ["api_url", "node", "ca_pem"]
+            out += [Problem(where, f"abri_proxmox.{k}", "is missing; add the host again with "
+                            "'abri host add NAME --kind proxmox ...'")
+                    for k in need if not conf.get(k)]
+            if not conf.get("user") and not conf.get("token_id"):
+                out.append(Problem(where, "abri_proxmox.user", "neither user nor token_id is "
+                                   "set; the node cannot be reached"))
+        elif host.kind == "guest":
+            checks = {"cores": validate.guest_cores, "memory": validate.guest_memory,
+                      "disk": validate.guest_disk, "bridge": validate.bridge,
+                      "ip": validate.guest_ip}
+            for key, fn in checks.items():
+                if key not in host.guest:
+                    out.append(Problem(where, f"abri_guest.{key}", "is missing"))
+                    continue
+                try:
+                    host.guest[key] = fn(host.guest[key])
+                except ValueError as exc:
+                    out.append(Problem(where, f"abri_guest.{key}", str(exc)))
+            usb = host.guest.get("usb")
+            if usb is not None:
+                if not isinstance(usb, list):
+                    out.append(Problem(where, "abri_guest.usb", "must be a list of device "
+                                       "paths"))
+                else:
+                    for i, dev in enumerate(usb):
+                        try:
+                            usb[i] = validate.usb_device(str(dev))
+                        except ValueError as exc:
+                            out.append(Problem(where, f"abri_guest.usb[{i}]", str(exc)))
+            for key, fn in (("vmid", validate.guest_vmid), ("storage", validate.pve_storage)):
+                if host.guest.get(key) not in (None, ""):
+                    try:
+                        host.guest[key] = fn(host.guest[key])
+                    except ValueError as exc:
+                        out.append(Problem(where, f"abri_guest.{key}", str(exc)))
+            if host.parent and (host.parent not in self.hosts
+                                or self.hosts[host.parent].kind != "proxmox"):
+                out.append(Problem(f"host '{host.name}'", "parent", f"{host.parent!r} is not "
+                                   "a proxmox host of this site"))
+        return out
+
+    def set_guest(self, name: str, **sizes: object) -> Host:
+        """Change a guest's cores, memory or disk (None leaves one as it is); the next apply
+        changes the container. Checked as 'host add' checks them."""
+        host = self._host(name)
+        where = f"host '{name}'"
+        if host.kind != "guest":
+            raise AbriError(Problem(where, next(k for k, v in sizes.items() if v is not None),
+                                    f"only a guest has a size; this is "
+                                    f"{validate.a_kind(host.kind)} host"))
+        checks = {"cores": validate.guest_cores, "memory": validate.guest_memory,
+                  "disk": validate.guest_disk}
+        problems: list[Problem] = []
+        clean: dict[str, int] = {}
+        for key, value in sizes.items():
+            if value is None:
+                continue
+            try:
+                clean[key] = checks[key](value)
+            except ValueError as exc:
+                problems.append(Problem(where, key, str(exc)))
+        if "disk" in clean and clean["disk"] < int(host.guest.get("disk") or 0):
+            problems.append(Problem(where, "disk", f"{clean['disk']} GiB is smaller than the "
+                                    f"guest's {host.guest['disk']} GiB; Proxmox cannot shrink "
+                                    "a disk"))
+        if problems:
+            raise AbriError(problems)
+        host.guest.update(clean)
+        return host
+
+    def configure_proxmox(self, name: str, conf: dict[str, Any],
+                          secret: dict[str, str]) -> None:
+        """The node's API settings (checked by the caller, the CA pinned) and its password
+        or token secret, which go to the vault only."""
+        host = self._host(name)
+        host.proxmox = dict(conf)
+        self.secrets.setdefault(name, {})["_proxmox"] = dict(secret)
 
     def check(self) -> None:
         problems = self.problems()

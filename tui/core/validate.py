@@ -298,3 +298,119 @@ def shown(value: object) -> str:
     if value is None or value == "":
         return "(empty)"
     return str(value)
+
+
+# ---------------------------------------------------------------- Proxmox VE nodes and guests
+_PVE_NODE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
+_PVE_ID = re.compile(r"^[a-z][a-z0-9_-]+$", re.I)  # storage ids (pve-storage-id)
+_BRIDGE = re.compile(r"^[-_.\w]+$")
+_PVE_USER = re.compile(r"^[^\s:/@!]+@[A-Za-z][A-Za-z0-9.\-_]+$")
+_PVE_TOKEN = re.compile(r"^[^\s:/@!]+@[A-Za-z][A-Za-z0-9.\-_]+![A-Za-z][A-Za-z0-9.\-_]+$")
+
+
+def pve_node(value: str) -> str:
+    value = (value or "").strip()
+    if not _PVE_NODE.match(value):
+        raise ValueError(f"{value!r} is not a Proxmox node name; give the node's name as the "
+                         "web interface lists it under Datacenter (e.g. pve)")
+    return value
+
+
+def pve_user(value: str) -> str:
+    value = (value or "").strip()
+    if not _PVE_USER.match(value):
+        raise ValueError(f"{value!r} is not a Proxmox user; write USER@REALM (e.g. root@pam)")
+    return value
+
+
+def pve_token_id(value: str) -> str:
+    value = (value or "").strip()
+    if not _PVE_TOKEN.match(value):
+        raise ValueError(f"{value!r} is not an API token id; write USER@REALM!TOKENID "
+                         "(e.g. root@pam!abri)")
+    return value
+
+
+def whole(value: object, low: int, high: int, unit: str, example: str) -> int:
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit():
+        raise ValueError(f"{text!r} is not a whole number of {unit}; e.g. {example}")
+    number = int(text)
+    if not low <= number <= high:
+        raise ValueError(f"{number} is out of range; use {low} to {high} {unit}")
+    return number
+
+
+def guest_cores(value: object) -> int:
+    return whole(value, 1, 8192, "cores", "2")
+
+
+def guest_memory(value: object) -> int:
+    return whole(value, 256, 16 * 1024 * 1024, "MiB", "2048")
+
+
+def guest_disk(value: object) -> int:
+    return whole(value, 2, 1024 * 1024, "GiB", "16")
+
+
+def guest_vmid(value: object) -> int:
+    return whole(value, 100, 999999999, "(a Proxmox vmid)", "120")
+
+
+def bridge(value: str) -> str:
+    value = (value or "").strip()
+    if not _BRIDGE.match(value):
+        raise ValueError(f"{value!r} is not a bridge name; e.g. vmbr0")
+    return value
+
+
+def pve_storage(value: str) -> str:
+    value = (value or "").strip()
+    if not _PVE_ID.match(value):
+        raise ValueError(f"{value!r} is not a Proxmox storage id; e.g. local-lvm")
+    return value
+
+
+def guest_ip(value: str) -> str:
+    """dhcp, or an IPv4 address with its prefix length (192.168.1.50/24)."""
+    text = (value or "").strip()
+    if text.lower() == "dhcp":
+        return "dhcp"
+    try:
+        iface = ipaddress.IPv4Interface(text)
+    except ValueError:
+        iface = None
+    if iface is None or "/" not in text:
+        raise ValueError(f"{text!r} is neither dhcp nor an IPv4 address with its prefix "
+                         "length; e.g. 192.168.1.50/24")
+    if iface.ip in (iface.network.network_address, iface.network.broadcast_address) \
+            and iface.network.prefixlen < 31:
+        raise ValueError(f"{text!r} is the network's own or broadcast address; give a host "
+                         "address in it")
+    return str(iface)
+
+
+def gateway(value: str, ip: str | None) -> str:
+    text = (value or "").strip()
+    try:
+        gw = ipaddress.IPv4Address(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IPv4 address; e.g. 192.168.1.1") from None
+    if ip and ip != "dhcp" and gw not in ipaddress.IPv4Interface(ip).network:
+        raise ValueError(f"{text} is not in the guest's network "
+                         f"{ipaddress.IPv4Interface(ip).network}; give a gateway in it")
+    return str(gw)
+
+
+_DEVICE = re.compile(r"^/dev/[A-Za-z0-9._:+/-]+$")
+
+
+def usb_device(value: str) -> str:
+    """A device path to pass into a guest, best by id (/dev/serial/by-id/...): it goes into
+    a Proxmox property string, so a comma, '=' or space is refused, never escaped."""
+    text = (value or "").strip()
+    if not _DEVICE.match(text) or ".." in text.split("/"):
+        raise ValueError(f"{text!r} is not a device path; give one under /dev without commas "
+                         "or spaces, best by id (e.g. /dev/serial/by-id/usb-ITead_Sonoff_"
+                         "Zigbee_3.0_USB_Dongle_Plus-if00-port0)")
+    return text

@@ -156,6 +156,13 @@ class HostEditor(WorkerScreen):
         trial = self.app.site.copy()
         order = list(trial.hosts)
         old = trial.hosts.pop(self.editing) if self.editing else None
+        if old is None and v["kind"] in ("proxmox", "guest"):
+            # a node needs its certificate confirmed and its credentials checked, a guest
+            # its size and address: the CLI does both; this editor does not yet
+            return None, [Problem(f"host '{v['name'] or ''}'", "kind",
+                                  f"add {'a proxmox node' if v['kind'] == 'proxmox' else 'a guest'}"
+                                  " with the CLI for now: abri host add NAME --kind "
+                                  f"{v['kind']} ... (README: Proxmox VE guests)")]
         try:
             new = trial.add_host(v["name"] or "", v["kind"] or "", v["address"], v["port"],
                                  v["user"], v["key"], v["parent"])
@@ -163,6 +170,7 @@ class HostEditor(WorkerScreen):
             return None, exc.problems
         if old is not None:
             new.stacks = old.stacks
+            new.proxmox, new.guest = old.proxmox, old.guest
             trial.hosts = {n: trial.hosts[n] for n in order}
         mine = f"host '{new.name}'"
         return trial, [p for p in trial.problems() if p.where.startswith(mine)]

@@ -1,0 +1,623 @@
+"""Proxmox VE nodes and their LXC guests, through the node's API (controller side).
+
+`abri apply` calls ensure_guests() before Ansible runs: for every guest host of the run it
+finds the guest on its node (by vmid and abri's tag), creates what is missing (the Debian 13
+template, the unprivileged container with nesting and keyctl for Docker, abri's SSH key,
+onboot, the tag), starts it and waits for its SSH; then Ansible provisions it like any SSH
+host in the same run. A guest that exists is never recreated: changed cores or memory go
+through PUT config. A container abri did not create (no tag of this site) is never touched.
+
+Why the controller and not a kit module on localhost: the work needs the node's credentials
+from the vault, the pinned CA and the site (the vmid and address abri records), and it must
+finish before Ansible's inventory is read; the API is plain HTTPS, so the standard library
+does it with verification against the pinned CA, never switched off.
+
+Every failure is a GuestError naming the host and the field: wrong credentials (token,
+password), an unknown node (node), a certificate the pinned CA did not sign (ca), a full
+storage (disk), a bridge the node lacks (bridge). Checks run before the create request, and a
+failed create task leaves nothing behind (Proxmox removes the container of a failed create).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import ssl
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tui.core.errors import AbriError, Problem
+
+TEMPLATE_PACKAGE = "debian-13-standard"
+#: features Docker needs inside an unprivileged container (keyctl: root@pam only)
+FEATURES = "nesting=1,keyctl=1"
+GIB = 1024 ** 3
+#: secrets of a proxmox host in its vault, under this pseudo stack
+VAULT_KEY = "_proxmox"
+
+
+class GuestError(AbriError):
+    """A Proxmox step failed; the run stops before Ansible. Exit status 1 (a run failed)."""
+
+
+def fingerprint(der: bytes) -> str:
+    """SHA-256 of a certificate, as Proxmox prints it (AA:BB:...)."""
+    return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+
+
+def normal_fingerprint(text: str) -> str:
+    hexdigits = "".join(ch for ch in (text or "") if ch.isalnum()).upper()
+    if len(hexdigits) != 64 or any(ch not in "0123456789ABCDEF" for ch in hexdigits):
+        raise ValueError(f"{text!r} is not a SHA-256 fingerprint; give 32 hexadecimal bytes "
+                         "as the node shows them (AA:BB:...:FF)")
+    return ":".join(hexdigits[i:i + 2] for i in range(0, 64, 2))
+
+
+def split_url(url: str) -> tuple[str, int]:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError(f"{url!r} is not an https URL of a Proxmox node; use e.g. "
+                         "https://192.168.1.10:8006")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"{url!r} holds a path, query or user; give only "
+                         "https://HOST[:PORT] (abri adds /api2/json)")
+    try:
+        port = parts.port or 8006
+    except ValueError:
+        raise ValueError(f"{url!r} has an invalid port") from None
+    return parts.hostname, port
+
+
+def presented_certificate(url: str, timeout: float = 10) -> bytes:
+    """The certificate the node presents (DER), read from a TLS handshake that sends
+    nothing: it is trusted only once the user confirmed its fingerprint."""
+    host, port = split_url(url)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # reading, not trusting: no byte of data is sent
+    with socket.create_connection((host, port), timeout=timeout) as raw, \
+            ctx.wrap_socket(raw, server_hostname=host) as tls:
+        der = tls.getpeercert(binary_form=True)
+    if not der:
+        raise OSError("the node presented no certificate")
+    return der
+
+
+def _der_to_pem(der: bytes) -> str:
+    return ssl.DER_cert_to_PEM_cert(der)
+
+
+@dataclass
+class Credentials:
+    user: str | None = None        # root@pam (ticket auth)
+    password: str | None = None
+    token_id: str | None = None    # USER@REALM!TOKENID
+    token_secret: str | None = None
+
+    @property
+    def is_token(self) -> bool:
+        return bool(self.token_id)
+
+
+class Api:
+    """A Proxmox VE API client verified against a pinned certificate (a CA, or the node's
+    own certificate while the CA is being fetched)."""
+
+    def __init__(self, host: str, url: str, node: str, pinned_pem: str, creds: Credentials,
+                 timeout: float = 30):
+        self.host = host
+        self.url = url.rstrip("/")
+        self.node = node
+        self.creds = creds
+        self.timeout = timeout
+        self.requests = 0
+        ctx = ssl.create_default_context(cadata=pinned_pem)
+        # a node's own certificate may be pinned as the anchor (before its CA is known)
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        ctx.verify_flags &= ~ssl.VERIFY_X509_STRICT
+        self._ctx = ctx
+        self._ticket: str | None = None
+        self._csrf: str | None = None
+
+    def _problem(self, fieldname: str, message: str) -> GuestError:
+        return GuestError(Problem(f"host '{self.host}'", fieldname, message))
+
+    def login(self) -> None:
+        if self.creds.is_token or self._ticket:
+            return
+        data = self._call("POST", "/access/ticket",
+                          {"username": self.creds.user, "password": self.creds.password},
+                          auth=False)
+        self._ticket, self._csrf = data["ticket"], data["CSRFPreventionToken"]
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return self._call("GET", path, params or {})
+
+    def post(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return self._call("POST", path, params or {})
+
+    def put(self, path: str, params: dict[str, Any]) -> Any:
+        return self._call("PUT", path, params)
+
+    def _call(self, method: str, path: str, params: dict[str, Any], auth: bool = True) -> Any:
+        if auth:
+            self.login()
+        body = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+        target = f"{self.url}/api2/json{path}"
+        if method == "GET" and body:
+            target += "?" + body
+        req = urllib.request.Request(target, method=method,
+                                     data=body.encode() if method != "GET" else None)
+        if method != "GET":
+            req.add_header("Content-Type", "application/x-www-form-urlencoded")
+        if auth and self.creds.is_token:
+            req.add_header("Authorization",
+                           f"PVEAPIToken={self.creds.token_id}={self.creds.token_secret}")
+        elif auth:
+            req.add_header("Cookie", f"PVEAuthCookie={urllib.parse.quote(self._ticket or '')}")
+            if method != "GET":
+                req.add_header("CSRFPreventionToken", self._csrf or "")
+        self.requests += 1
+        try:
+            with urllib.request.urlopen(req, context=self._ctx, timeout=self.timeout) as resp:
+                return json.loads(resp.read() or b"{}").get("data")
+        except urllib.error.HTTPError as exc:
+            try:
+                answer = json.loads(exc.read() or b"{}")
+            except ValueError:
+                answer = {}
+            raise self._http_error(exc.code, answer, method, path) from None
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise self._problem("ca", "the node's certificate is not signed by the CA "
+                                    "pinned in the site (" + (reason.verify_message or "")
+                                    + "); if the node's CA was really replaced, remove and "
+                                    "add the host again to pin the new one") from None
+            raise self._problem("api_url", f"cannot reach {self.url}: {reason}") from None
+        except (TimeoutError, OSError) as exc:
+            raise self._problem("api_url", f"cannot reach {self.url}: {exc}") from None
+
+    def _http_error(self, status: int, answer: dict[str, Any], method: str,
+                    path: str) -> GuestError:
+        message = str(answer.get("message") or "").strip()
+        errors = answer.get("errors") or {}
+        if status == 401:
+            what = "token" if self.creds.is_token else "password"
+            who = self.creds.token_id if self.creds.is_token else self.creds.user
+            return self._problem(what, f"the node refused the credentials of {who} "
+                                 f"({message or 'authentication failure'}); check the "
+                                 f"{'token id and secret' if what == 'token' else 'password'}")
+        if status == 403:
+            return self._problem("user", f"{method} {path} was refused: {message}")
+        detail = "; ".join(f"{k}: {v}" for k, v in errors.items()) if errors else message
+        return self._problem("api", f"{method} {path} was refused ({status}): {detail}")
+
+    def wait_task(self, upid: str, fieldname: str, timeout: float = 600,
+                  host: str | None = None) -> None:
+        """Poll a task until it stops; its error is a GuestError naming the host (the node,
+        or the guest the task was for) and fieldname."""
+        where = f"host '{host or self.host}'"
+        quoted = urllib.parse.quote(upid, safe="")
+        deadline = time.monotonic() + timeout
+        delay = 0.2
+        while True:
+            status = self.get(f"/nodes/{self.node}/tasks/{quoted}/status")
+            if status.get("status") == "stopped":
+                exit_status = status.get("exitstatus")
+                if exit_status != "OK":
+                    raise GuestError(Problem(where, fieldname, f"the node's task "
+                                             f"{status.get('type')} failed: {exit_status}"))
+                return
+            if time.monotonic() > deadline:
+                raise GuestError(Problem(where, fieldname, f"the node's task {upid} did not "
+                                         f"end within {int(timeout)} s"))
+            time.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+
+
+def pin_node(host: str, url: str, node: str, creds: Credentials, confirmed: str | None
+             ) -> tuple[str, str, str]:
+    """At 'abri host add': read the certificate the node presents, compare its SHA-256
+    fingerprint with the one the user confirmed, then (trusting only that certificate) log
+    in, check the node exists, and fetch the CA that signed it (pve-root-ca.pem). Returns
+    (ca_pem, ca_fingerprint, node certificate fingerprint). Raises GuestError when the
+    fingerprint is missing or differs (showing the node's), the credentials are refused or
+    the node is unknown."""
+    where = f"host '{host}'"
+    try:
+        der = presented_certificate(url)
+    except (OSError, ssl.SSLError) as exc:
+        raise GuestError(Problem(where, "api_url", f"cannot reach {url}: {exc}")) from None
+    seen = fingerprint(der)
+    if not confirmed:
+        raise GuestError(Problem(where, "ca_fingerprint", f"the node presents a certificate "
+                                 f"with SHA-256 fingerprint {seen}; compare it with the one "
+                                 "the node shows (web interface: the node > System > "
+                                 "Certificates, pve-ssl.pem) and give it with "
+                                 "--ca-fingerprint to pin it"))
+    if normal_fingerprint(confirmed) != seen:
+        raise GuestError(Problem(where, "ca_fingerprint", f"the node presents a certificate "
+                                 f"with fingerprint {seen}, not the one given; nothing was "
+                                 "pinned. Check that you reach the right machine"))
+    api = Api(host, url, node, _der_to_pem(der), creds)
+    check_node(api)
+    ca_pem = node_ca(api, der)
+    ca_der = ssl.PEM_cert_to_DER_cert(ca_pem)
+    return ca_pem, fingerprint(ca_der), seen
+
+
+def check_node(api: Api) -> None:
+    nodes = [n.get("node") for n in api.get("/nodes") or []]
+    if api.node not in nodes:
+        raise api._problem("node", f"{api.node!r} is not a node of this Proxmox VE cluster; "
+                           "its nodes: " + (", ".join(sorted(str(n) for n in nodes)) or "none"))
+
+
+def node_ca(api: Api, leaf_der: bytes) -> str:
+    """The CA that signed the node's certificate (from /nodes/{node}/certificates/info),
+    checked to be its issuer; the node's own certificate when it is self-signed."""
+    from cryptography import x509
+
+    leaf = x509.load_der_x509_certificate(leaf_der)
+    info = api.get(f"/nodes/{api.node}/certificates/info") or []
+    for item in info:
+        pem = item.get("pem")
+        if item.get("filename") != "pve-root-ca.pem" or not pem:
+            continue
+        ca = x509.load_pem_x509_certificate(pem.encode())
+        try:
+            leaf.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, Exception):
+            continue
+        return pem
+    try:
+        leaf.verify_directly_issued_by(leaf)
+        return _der_to_pem(leaf_der)
+    except Exception:
+        raise api._problem("ca", "the node did not name the CA that signed its certificate "
+                           "(pve-root-ca.pem in /nodes/NODE/certificates/info)") from None
+
+
+# ---------------------------------------------------------------- guests at apply time
+
+
+def site_tag(site_id: str) -> str:
+    """The tag abri sets on the guests it creates for one site."""
+    return f"abri-{site_id[:12]}"
+
+
+def api_for(site, node_host) -> Api:
+    conf = node_host.proxmox
+    secret = site.secrets.get(node_host.name, {}).get(VAULT_KEY, {})
+    if conf.get("token_id"):
+        creds = Credentials(token_id=conf["token_id"], token_secret=secret.get("token_secret"))
+    else:
+        creds = Credentials(user=conf.get("user"), password=secret.get("password"))
+    return Api(node_host.name, conf["api_url"], conf["node"], conf["ca_pem"], creds)
+
+
+def ssh_public_key(site_id: str) -> tuple[Path, str]:
+    from tui.core import sshkey
+
+    key = sshkey.ensure(site_id)
+    return key, Path(f"{key}.pub").read_text(encoding="utf-8").strip()
+
+
+@dataclass
+class GuestReport:
+    name: str
+    vmid: int
+    created: bool = False
+    started: bool = False
+    changed: list[str] | None = None
+
+
+def ensure_guests(site, names: list[str], say: Callable[[str], None] = print,
+                  ssh_timeout: float = 300,
+                  wait: Callable[[Any, float], None] | None = None) -> list[GuestReport]:
+    """Make every guest of `names` exist and run, then wait for its SSH. Saves the site
+    when it learnt something (a vmid, an address)."""
+    reports = []
+    learnt = False
+    for name in names:
+        host = site.hosts[name]
+        if host.kind != "guest":
+            continue
+        node_host = site.hosts[host.parent]
+        api = api_for(site, node_host)
+        check_node(api)
+        report = _ensure_guest(site, host, api, say)
+        reports.append(report)
+        if host.guest.get("vmid") != report.vmid:
+            host.guest["vmid"] = report.vmid
+            learnt = True
+        if not host.address:
+            host.address = _guest_address(api, report.vmid, host)
+            learnt = True
+        if learnt:
+            site.save()
+        (wait or _wait_ssh)(host, ssh_timeout)
+    return reports
+
+
+def _ensure_guest(site, host, api: Api, say) -> GuestReport:
+    g = host.guest
+    tag = site_tag(site.site_id)
+    node = api.node
+    listed = api.get(f"/nodes/{node}/lxc") or []
+    by_id = {int(c["vmid"]): c for c in listed}
+    existing = None
+    if g.get("vmid"):
+        existing = by_id.get(int(g["vmid"]))
+    else:
+        existing = next((c for c in listed if tag in _tags(c.get("tags"))
+                         and c.get("name") == host.name), None)
+    if existing is not None:
+        vmid = int(existing["vmid"])
+        if tag not in _tags(existing.get("tags")):
+            raise GuestError(Problem(f"host '{host.name}'", "vmid", f"vmid {vmid} on node "
+                                     f"{node} is a container abri did not create (no tag "
+                                     f"{tag}); abri never touches it. Choose another --vmid, "
+                                     "or leave it out to get a free one"))
+        report = GuestReport(host.name, vmid)
+        config = api.get(f"/nodes/{node}/lxc/{vmid}/config") or {}
+        change = {}
+        for key in ("cores", "memory"):
+            if key in g and str(config.get(key)) != str(g[key]):
+                change[key] = g[key]
+        if change:
+            api.put(f"/nodes/{node}/lxc/{vmid}/config", change)
+            report.changed = sorted(change)
+            say(f"guest {host.name}: vmid {vmid}: changed " + ", ".join(
+                f"{k} {config.get(k)} -> {v}" for k, v in change.items()))
+        devices = _device_changes(config, g.get("usb") or [])
+        if devices:
+            if api.creds.is_token:
+                raise GuestError(Problem(f"host '{host.name}'", "usb", "passing USB devices "
+                                         "through is for root@pam with its password; Proxmox "
+                                         "refuses it to an API token, even root's"))
+            api.put(f"/nodes/{node}/lxc/{vmid}/config", devices)
+            report.changed = sorted([*(report.changed or []), "usb"])
+            say(f"guest {host.name}: vmid {vmid}: USB devices now "
+                + (", ".join(g.get("usb") or []) or "none"))
+        have = _size_gib(config.get("rootfs"))
+        want = int(g["disk"])
+        if have is not None and want < have:
+            raise GuestError(Problem(f"host '{host.name}'", "disk", f"vmid {vmid} has "
+                                     f"{have:g} GiB; Proxmox cannot shrink a disk. Give "
+                                     f"--disk {have:g} or more"))
+        if have is not None and want > have:
+            api.wait_task(api.put(f"/nodes/{node}/lxc/{vmid}/resize",
+                                  {"disk": "rootfs", "size": f"{want}G"}), "disk",
+                          host=host.name)
+            report.changed = sorted([*(report.changed or []), "disk"])
+            say(f"guest {host.name}: vmid {vmid}: root disk {have:g} -> {want} GiB")
+        status = api.get(f"/nodes/{node}/lxc/{vmid}/status/current") or {}
+        if status.get("status") != "running":
+            api.wait_task(api.post(f"/nodes/{node}/lxc/{vmid}/status/start"), "start",
+                          host=host.name)
+            report.started = True
+            say(f"guest {host.name}: vmid {vmid} started")
+        if not report.changed and not report.started:
+            say(f"guest {host.name}: vmid {vmid} exists and runs; nothing to change")
+        return report
+    return _create(site, host, api, tag, say, by_id)
+
+
+def _device_changes(config: dict[str, Any], wanted: list[str]) -> dict[str, Any]:
+    """The PUT config parameters that make a guest's dev[n] the wanted device paths (in
+    order), or {} when they are already."""
+    have: dict[int, str] = {}
+    for key, value in config.items():
+        if key.startswith("dev") and key[3:].isdigit():
+            first = str(value).split(",")[0]
+            have[int(key[3:])] = first.split("=", 1)[1] if first.startswith("path=") else first
+    want = dict(enumerate(wanted))
+    if have == want:
+        return {}
+    out: dict[str, Any] = {f"dev{i}": f"path={p}" for i, p in want.items()
+                           if have.get(i) != p}
+    gone = sorted(i for i in have if i not in want)
+    if gone:
+        out["delete"] = ",".join(f"dev{i}" for i in gone)
+    return out
+
+
+def _size_gib(rootfs: object) -> float | None:
+    """The size= of a rootfs property string ('local-lvm:vm-120-disk-0,size=8G') in GiB."""
+    for part in str(rootfs or "").split(","):
+        if part.startswith("size="):
+            text = part[5:]
+            unit = text[-1:].upper()
+            scale = {"K": 1 / 1024 ** 2, "M": 1 / 1024, "G": 1, "T": 1024}
+            try:
+                return float(text[:-1]) * scale[unit] if unit in scale \
+                    else float(text) / GIB
+            except ValueError:
+                return None
+    return None
+
+
+def _tags(text: object) -> set[str]:
+    import re
+
+    return {t for t in re.split(r"[;, ]+", str(text or "")) if t}
+
+
+def _create(site, host, api: Api, tag: str, say, by_id: dict[int, Any]) -> GuestReport:
+    g = host.guest
+    node = api.node
+    where = f"host '{host.name}'"
+    if api.creds.is_token:
+        raise GuestError(Problem(f"host '{host.parent}'", "token",
+                                 f"cannot create guest {host.name}: Docker inside an "
+                                 "unprivileged container needs the keyctl feature, and "
+                                 "Proxmox lets only root@pam with its password set it (an API "
+                                 "token is refused, even root's). Add the node with --user "
+                                 "root@pam --password-file FILE, or create the container "
+                                 "yourself and add it as an ssh host"))
+    # every check before the create request: a refusal leaves nothing behind
+    bridges = {b.get("iface") for b in api.get(f"/nodes/{node}/network",
+                                                {"type": "any_bridge"}) or []}
+    if g["bridge"] not in bridges:
+        raise GuestError(Problem(where, "bridge", f"{g['bridge']!r} is not a bridge of node "
+                                 f"{node}; its bridges: " + (", ".join(sorted(bridges))
+                                                             or "none")))
+    rootdir = api.get(f"/nodes/{node}/storage", {"content": "rootdir"}) or []
+    storage = _pick_storage(rootdir, g.get("storage"), where, node, "rootdir")
+    need = int(g["disk"]) * GIB
+    if int(storage.get("avail") or 0) < need:
+        raise GuestError(Problem(where, "disk", f"storage {storage['storage']} on node {node} "
+                                 f"has {int(storage.get('avail') or 0) / GIB:.1f} GiB free; "
+                                 f"the guest needs {g['disk']} GiB. Free space there, give "
+                                 "--storage another one, or a smaller --disk"))
+    template = _template(api, where, say)
+    vmid = int(g.get("vmid") or api.get("/cluster/nextid"))
+    if vmid in by_id:
+        raise GuestError(Problem(where, "vmid", f"vmid {vmid} is taken on node {node}"))
+    key_path, public = ssh_public_key(site.site_id)
+    net = f"name=eth0,bridge={g['bridge']},ip={g['ip']}"
+    if g.get("gateway"):
+        net += f",gw={g['gateway']}"
+    params = {
+        "vmid": vmid, "ostemplate": template, "hostname": host.name, "net0": net,
+        "rootfs": f"{storage['storage']}:{int(g['disk'])}", "unprivileged": 1,
+        "features": FEATURES, "ssh-public-keys": public, "cores": int(g["cores"]),
+        "memory": int(g["memory"]), "swap": 512, "onboot": 1, "tags": tag,
+    }
+    for i, dev in enumerate(g.get("usb") or []):
+        params[f"dev{i}"] = f"path={dev}"
+    say(f"guest {host.name}: creating LXC {vmid} on {node} ({g['cores']} cores, "
+        f"{g['memory']} MiB, {g['disk']} GiB on {storage['storage']}, {net})")
+    api.wait_task(api.post(f"/nodes/{node}/lxc", params), "create", host=host.name)
+    # a start that fails leaves a tagged container: the next apply finds it and starts it
+    api.wait_task(api.post(f"/nodes/{node}/lxc/{vmid}/status/start"), "start",
+                  host=host.name)
+    say(f"guest {host.name}: LXC {vmid} created and started")
+    host.user = "root"
+    host.key = str(key_path)
+    return GuestReport(host.name, vmid, created=True, started=True)
+
+
+def _pick_storage(items: list[dict[str, Any]], wanted: str | None, where: str, node: str,
+                  content: str) -> dict[str, Any]:
+    names = [s.get("storage") for s in items]
+    if wanted:
+        for s in items:
+            if s.get("storage") == wanted:
+                return s
+        raise GuestError(Problem(where, "storage", f"{wanted!r} is not a storage for "
+                                 f"{content} on node {node}; valid: "
+                                 + (", ".join(str(n) for n in names) or "none")))
+    if not items:
+        raise GuestError(Problem(where, "storage", f"node {node} has no storage for {content}"))
+    return max(items, key=lambda s: int(s.get("avail") or 0))
+
+
+def _template(api: Api, where: str, say) -> str:
+    """The volume id of the newest Debian 13 template, downloaded when absent."""
+    node = api.node
+    stores = api.get(f"/nodes/{node}/storage", {"content": "vztmpl"}) or []
+    if not stores:
+        raise GuestError(Problem(where, "template", f"node {node} has no storage for "
+                                 "container templates (vztmpl)"))
+    for s in stores:
+        content = api.get(f"/nodes/{node}/storage/{s['storage']}/content",
+                          {"content": "vztmpl"}) or []
+        have = sorted(c["volid"] for c in content
+                      if f"vztmpl/{TEMPLATE_PACKAGE}_" in str(c.get("volid")))
+        if have:
+            return have[-1]
+    offered = sorted((a for a in api.get(f"/nodes/{node}/aplinfo") or []
+                      if a.get("package") == TEMPLATE_PACKAGE
+                      or str(a.get("template", "")).startswith(TEMPLATE_PACKAGE + "_")),
+                     key=lambda a: str(a.get("version", "")))
+    if not offered:
+        raise GuestError(Problem(where, "template", f"node {node} offers no "
+                                 f"{TEMPLATE_PACKAGE} template (aplinfo); run 'pveam update' "
+                                 "on the node"))
+    name = offered[-1]["template"]
+    store = stores[0]["storage"]
+    say(f"node {node}: downloading template {name} to {store}")
+    api.wait_task(api.post(f"/nodes/{node}/aplinfo", {"storage": store, "template": name}),
+                  "template")
+    return f"{store}:vztmpl/{name}"
+
+
+def _guest_address(api: Api, vmid: int, host, timeout: float = 120) -> str:
+    ip = host.guest.get("ip", "dhcp")
+    if ip != "dhcp":
+        return ip.split("/")[0]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for iface in api.get(f"/nodes/{api.node}/lxc/{vmid}/interfaces") or []:
+            inet = iface.get("inet") or ""
+            if iface.get("name") == "eth0" and inet:
+                return inet.split("/")[0]
+        time.sleep(1)
+    raise GuestError(Problem(f"host '{host.name}'", "ip", f"the guest got no DHCP address "
+                             f"within {int(timeout)} s; give a fixed --ip CIDR"))
+
+
+def _wait_ssh(host, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host.address, host.port or 22), timeout=5) as s:
+                s.settimeout(5)
+                if s.recv(4).startswith(b"SSH-"):
+                    return
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(1)
+    raise GuestError(Problem(f"host '{host.name}'", "address", f"SSH on {host.address} did not "
+                             f"answer within {int(timeout)} s ({last or 'no banner'})"))
+
+
+def destroy_guest(site, name: str, say: Callable[[str], None] = print) -> int | None:
+    """Stop and destroy a guest abri created (its vmid carries this site's tag), then the
+    caller takes it out of the site. A container without the tag is never touched. Returns
+    the vmid destroyed, None when the node has no such container (nothing to destroy)."""
+    host = site.hosts[name]
+    where = f"host '{name}'"
+    if host.kind != "guest":
+        raise GuestError(Problem(where, "kind", f"only a guest can be destroyed; this is "
+                                 f"{'an' if host.kind[0] in 'aeiou' else 'a'} {host.kind} "
+                                 "host ('abri host remove' takes it out of the site)"))
+    api = api_for(site, site.hosts[host.parent])
+    check_node(api)
+    tag = site_tag(site.site_id)
+    listed = api.get(f"/nodes/{api.node}/lxc") or []
+    vmid = host.guest.get("vmid")
+    found = next((c for c in listed if vmid and int(c["vmid"]) == int(vmid)), None)
+    if found is None and not vmid:
+        found = next((c for c in listed if tag in _tags(c.get("tags"))
+                      and c.get("name") == name), None)
+    if found is None:
+        say(f"guest {name}: no container {vmid or 'of this name'} on node {api.node}; "
+            "nothing to destroy")
+        return None
+    vmid = int(found["vmid"])
+    if tag not in _tags(found.get("tags")):
+        raise GuestError(Problem(where, "vmid", f"vmid {vmid} on node {api.node} is a "
+                                 f"container abri did not create (no tag {tag}); abri never "
+                                 "destroys it"))
+    status = api.get(f"/nodes/{api.node}/lxc/{vmid}/status/current") or {}
+    if status.get("status") == "running":
+        api.wait_task(api.post(f"/nodes/{api.node}/lxc/{vmid}/status/stop"), "stop",
+                      host=name)
+        say(f"guest {name}: vmid {vmid} stopped")
+    api.wait_task(api._call("DELETE", f"/nodes/{api.node}/lxc/{vmid}",
+                            {"purge": 1, "destroy-unreferenced-disks": 1}), "destroy",
+                  host=name)
+    say(f"guest {name}: vmid {vmid} destroyed on node {api.node}")
+    return vmid
