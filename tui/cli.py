@@ -1158,7 +1158,7 @@ def _backup_targets(site, limit: str | None) -> list[str]:
 
 
 def cmd_backup(args) -> int:
-    from tui.core import backup, runner
+    from tui.core import backup, runner, transfers
 
     site = _load(args)
     targets = _backup_targets(site, args.limit)
@@ -1174,6 +1174,7 @@ def cmd_backup(args) -> int:
     backup.prepare(site, targets)
     result = runner.run_site(site, "backup", limit=",".join(targets),
                              on_progress=runner.TerminalProgress(),
+                             on_transfer=transfers.TerminalTransfers(),
                              extra_vars={"abri_backup_prune": True} if args.prune else None)
     runner.print_recap(result)
     made = backup.made_rows(result)
@@ -1244,7 +1245,7 @@ def cmd_backups(args) -> int:
 
 
 def cmd_restore(args) -> int:
-    from tui.core import backup, runner
+    from tui.core import backup, runner, transfers
     from tui.core.inventory import TARGET_KINDS
 
     site = _load(args)
@@ -1268,7 +1269,8 @@ def cmd_restore(args) -> int:
         extra["abri_backup_snapshot"] = backup.check_snapshot_id(args.snapshot)
     backup.prepare(site, [host.name])
     result = runner.run_site(site, "restore", limit=host.name,
-                             on_progress=runner.TerminalProgress(), extra_vars=extra or None)
+                             on_progress=runner.TerminalProgress(),
+                             on_transfer=transfers.TerminalTransfers(), extra_vars=extra or None)
     runner.print_recap(result)
     if not result.ok:
         return EXIT_FAILED

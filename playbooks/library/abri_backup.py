@@ -154,11 +154,13 @@ trials:
   returned: when action is trial
 """
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from datetime import datetime
 
@@ -178,6 +180,30 @@ SSH_DIR = "/etc/abri/backup"
 TRIAL_DIR = "/var/lib/abri/trial"
 #: the Compose project (and prefix of its network and volumes) of a stack's trial
 TRIAL_PREFIX = "abri-trial-"
+
+
+#: where a running backup or restore keeps its progress (tmpfs: gone at reboot), read by
+#: abri on the controller while the run goes on (tui/core/transfers.py)
+TRANSFER_FILE = "/run/abri/transfer.json"
+
+
+def _transfer_write(stack, action, status):
+    """One restic status line, as the controller reads it: bytes done and total, seconds
+    elapsed and remaining (restic names the bytes of a restore bytes_restored)."""
+    done = status.get("bytes_done", status.get("bytes_restored", 0))
+    data = {"stack": stack, "action": action, "bytes_done": int(done or 0),
+            "total_bytes": int(status.get("total_bytes") or 0),
+            "seconds_elapsed": int(status.get("seconds_elapsed") or 0),
+            "seconds_remaining": int(status.get("seconds_remaining") or 0),
+            "percent": float(status.get("percent_done") or 0)}
+    tmp = TRANSFER_FILE + ".tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, TRANSFER_FILE)
+    except OSError:
+        pass  # progress is for show: a run never fails on it
 
 
 #: how long the first look at an S3 repository may take (restic itself retries an error
@@ -248,7 +274,7 @@ class Backup:
         self.s3 = access.get("s3") or None
         self.env = dict(os.environ, RESTIC_REPOSITORY=self.repo,
                         RESTIC_PASSWORD=self.secret(access["password_ref"]),
-                        RESTIC_PROGRESS_FPS="0.2", LC_ALL="C")
+                        RESTIC_PROGRESS_FPS="2", LC_ALL="C")
         self.options = []
         if self.s3:
             self.env.update(AWS_ACCESS_KEY_ID=self.secret(self.s3["access_key_ref"]),
@@ -366,6 +392,42 @@ class Backup:
                          "endpoint and the keys right ('abri secrets s3')? Nothing was "
                          "stopped or changed on this host") from None
 
+    def watched(self, stack, action, *args):
+        """restic with --json, its progress (bytes done, total, elapsed, remaining) kept in
+        TRANSFER_FILE while it runs, for abri on the controller to show (it holds no secret:
+        a stack's name and byte counts). Fails like restic() with check."""
+        os.makedirs(os.path.dirname(TRANSFER_FILE), mode=0o755, exist_ok=True)
+        with tempfile.TemporaryFile(mode="w+", encoding="utf-8") as err:
+            proc = subprocess.Popen(["restic", *self.options, *args, "--json"],
+                                    stdout=subprocess.PIPE, stderr=err, text=True,
+                                    env=self.env)
+            lines, shown = [], 0.0
+            try:
+                for line in proc.stdout:
+                    lines.append(line)
+                    try:
+                        data = json.loads(line)
+                    except ValueError:
+                        continue
+                    if not isinstance(data, dict) or data.get("message_type") != "status":
+                        continue
+                    if time.monotonic() - shown >= 0.5:
+                        shown = time.monotonic()
+                        _transfer_write(stack, action, data)
+                proc.wait()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                with contextlib.suppress(OSError):
+                    os.unlink(TRANSFER_FILE)
+            err.seek(0)
+            stderr = err.read()
+        if proc.returncode != 0:
+            raise Failed(f"restic {args[0]} failed (exit {proc.returncode}): "
+                         f"{_restic_error(stderr)}")
+        return subprocess.CompletedProcess(args, proc.returncode, "".join(lines), stderr)
+
     def repository(self, create):
         """The repository answers with this site's password; created when asked and absent."""
         if self.s3 and create:  # makes the bucket and the repository when absent, quickly
@@ -427,9 +489,9 @@ class Backup:
         return sorted(out, key=lambda s: s["time"])
 
     def take(self, stack, paths, run, kind):
-        proc = self.restic("backup", "--json", "-q", "--host", self.host, "--tag", "abri",
-                           "--tag", f"stack={stack['name']}", "--tag", f"run={run}",
-                           "--tag", f"kind={kind}", *paths)
+        proc = self.watched(stack["name"], "backup", "backup", "--host", self.host, "--tag",
+                            "abri", "--tag", f"stack={stack['name']}", "--tag", f"run={run}",
+                            "--tag", f"kind={kind}", *paths)
         summary = {}
         for line in proc.stdout.splitlines():
             try:
@@ -637,8 +699,8 @@ class Backup:
                                         f"{snap['short_id']}, left as it is")
                     continue
                 os.makedirs(folder, exist_ok=True)
-                self.restic("restore", f"{snap['id']}:{source}", "--target", folder,
-                            "--delete", "-q")
+                self.watched(st["name"], "restore", "restore", f"{snap['id']}:{source}",
+                             "--target", folder, "--delete")
             restored.append({"stack": st["name"], "id": snap["id"],
                              "short_id": snap["short_id"], "time": snap["time"]})
             self.changes.append(f"{st['name']}: restored snapshot {snap['short_id']} of "

@@ -7,20 +7,23 @@ as a provider refuses it). What runs is what runs against a provider: restic 0.1
 host's archive, its S3 backend, abri's module, the keys handed over from the vault.
 
 * Mosquitto deployed on a host that abri's engine step prepared; a retained message
-  published as the broker's admin;
+  published as the broker's admin, and 384 MB of random data put in its folder;
 * `abri secrets s3` keeps the keys (never printed); `abri backup` makes the repository (and
-  the bucket, which did not exist) at BUCKET/PREFIX/h1 and a snapshot in it; the objects
-  are in the bucket, read back with the same keys;
+  the bucket, which did not exist) at BUCKET/PREFIX/h1 and a snapshot in it, printing its
+  live progress (bytes of the total, the rate); the objects are in the bucket, read back
+  with the same keys;
 * a wrong secret in the vault: `abri backup` fails with one line naming the repository,
   nothing stopped (the broker still runs), no traceback;
-* with the right keys again, the broker's data destroyed, `abri restore h1`: the retained
-  message is back; a second apply has changed=0; no key appears in any output.
+* with the right keys again, the broker's data destroyed, `abri restore h1` (its progress
+  printed too): the retained message and the data are back; a second apply has
+  changed=0; no key appears in any output.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets as _random
 import socket
 import subprocess
@@ -36,6 +39,10 @@ from test_deploy import NESTED_ENGINE_OPTIONS, _abri, _env, _recap, _secrets, _t
 pytestmark = pytest.mark.fleet
 
 BUCKET, PREFIX = "abri-home", "backups"
+#: random data in the broker's folder, so that the copies take long enough to show progress
+BLOB_MB = 384
+#: a live progress line of abri backup/restore (tui/core/transfers.py)
+PROGRESS = (r"^  h1 mosquitto {action}: [0-9.]+ [KMG]?B of [0-9.]+ [KMG]?B, [0-9.]+ [KMG]?B/s")
 
 
 def _free_port(address: str) -> int:
@@ -129,12 +136,16 @@ def test_backup_and_restore_through_s3(fleet, fleet_registry, s3_server, tmp_pat
     outputs.append(keys)
     assert _secrets(site, "h1")["_backup"]["s3_secret_access_key"] == secret
 
-    # ---- a backup into the bucket (made by restic: it did not exist)
+    # ---- a backup into the bucket (made by restic: it did not exist), of enough data for
+    # its live progress to show (bytes of the total, the rate)
+    host.exec(f"head -c {BLOB_MB << 20} /dev/urandom > {MQ_DATA}/blob.bin", timeout=300)
+    blob = host.exec(f"sha256sum {MQ_DATA}/blob.bin").stdout.split()[0]
     made, _ = _run(site, "backup")
     outputs.append(made)
     assert made.returncode == 0, made.stdout[-6000:] + made.stderr[-3000:]
     repository = f"s3:{endpoint}/{BUCKET}/{PREFIX}/h1"
     assert f"create the repository {repository}" in made.stdout, made.stdout[-3000:]
+    assert re.search(PROGRESS.format(action="backup"), made.stdout, re.M), made.stdout[-3000:]
     objects = _objects(endpoint, key_id, secret)
     assert f"{PREFIX}/h1/config" in objects, objects
     assert any(k.startswith(f"{PREFIX}/h1/data/") for k in objects), objects
@@ -167,6 +178,9 @@ def test_backup_and_restore_through_s3(fleet, fleet_registry, s3_server, tmp_pat
     outputs.append(restored)
     assert restored.returncode == 0, restored.stdout[-8000:] + restored.stderr[-3000:]
     assert "mosquitto: restored snapshot" in restored.stdout, restored.stdout[-3000:]
+    assert re.search(PROGRESS.format(action="restore"), restored.stdout, re.M), \
+        restored.stdout[-3000:]
+    assert host.exec(f"sha256sum {MQ_DATA}/blob.bin").stdout.split()[0] == blob
     assert _retained(host, admin, topic) == message
     again, _ = _run(site, "apply")
     outputs.append(again)

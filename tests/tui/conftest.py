@@ -61,7 +61,8 @@ class RecordedRunner:
     def __call__(self, site: Site, mode: str = "apply", limit: str | None = None,
                  on_progress=None, cancel: threading.Event | None = None,
                  become_password: str | None = None,
-                 extra_vars: dict[str, Any] | None = None) -> RunResult:
+                 extra_vars: dict[str, Any] | None = None,
+                 on_transfer=None) -> RunResult:
         # the backup playbook's other actions are fixtures of their own ("backup:snapshots")
         action = (extra_vars or {}).get("abri_backup_action")
         mode = f"{mode}:{action}" if action else mode

@@ -24,7 +24,8 @@ class Runner(Protocol):
                  on_progress: Callable[[Progress], None] | None = None,
                  cancel: threading.Event | None = None,
                  become_password: str | None = None,
-                 extra_vars: dict[str, Any] | None = None) -> Any: ...
+                 extra_vars: dict[str, Any] | None = None,
+                 on_transfer: Callable[[Any], None] | None = None) -> Any: ...
 
 
 Verifier = Callable[["Site", "Host"], list[Any]]
@@ -34,11 +35,13 @@ Pinger = Callable[["Site", str], tuple[bool, str]]
 def run_site(site: Site, mode: str = "apply", limit: str | None = None,
              on_progress: Callable[[Progress], None] | None = None,
              cancel: threading.Event | None = None, become_password: str | None = None,
-             extra_vars: dict[str, Any] | None = None) -> Any:
+             extra_vars: dict[str, Any] | None = None,
+             on_transfer: Callable[[Any], None] | None = None) -> Any:
     from tui.core import runner
 
     return runner.run_site(site, mode, limit=limit, on_progress=on_progress, cancel=cancel,
-                           become_password=become_password, extra_vars=extra_vars)
+                           become_password=become_password, extra_vars=extra_vars,
+                           on_transfer=on_transfer)
 
 
 def verify_host(site: Site, host: Host) -> list[Any]:

@@ -113,7 +113,7 @@ def _say(text: str) -> None:
 
 
 def run(site: Site, source: str, target: str) -> int:
-    from tui.core import runner
+    from tui.core import runner, transfers
 
     record = read_record(site)
     if record and (record["source"], record["target"]) != (source, target):
@@ -147,6 +147,7 @@ def run(site: Site, source: str, target: str) -> int:
         return 1
 
     progress = runner.TerminalProgress()
+    moving = transfers.TerminalTransfers()  # bytes, rate and time left of each copy
     step(record["phase"])
     if at("deploy"):
         _say(f"deploy {target}")
@@ -164,6 +165,7 @@ def run(site: Site, source: str, target: str) -> int:
     if at("copy"):
         _say(f"copy the data of {source} while it runs, into {access['repository']}")
         result = runner.run_site(site, "backup", limit=source, on_progress=progress,
+                                 on_transfer=moving,
                                  extra_vars={"abri_backup_live": True,
                                              "abri_backup_source": access})
         if not result.ok:
@@ -175,6 +177,7 @@ def run(site: Site, source: str, target: str) -> int:
              "the first copy")
         step("final", downtime_from=time.time())
         result = runner.run_site(site, "backup", limit=source, on_progress=progress,
+                                 on_transfer=moving,
                                  extra_vars={"abri_backup_source": access,
                                              "abri_backup_keep_stopped": True})
         made = backup.made_rows(result)
@@ -190,6 +193,7 @@ def run(site: Site, source: str, target: str) -> int:
     if at("restore"):
         _say(f"restore on {target} from {source}'s snapshots, start and check")
         result = runner.run_site(site, "restore", limit=target, on_progress=progress,
+                                 on_transfer=moving,
                                  extra_vars={"abri_backup_source": access,
                                              "abri_backup_snapshot": record["snapshot"]})
         runner.print_recap(result)

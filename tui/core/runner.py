@@ -8,6 +8,7 @@ so no secret reaches them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import shutil
@@ -115,13 +116,16 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
              on_progress: Callable[[events.Progress], None] | None = None,
              cancel: threading.Event | None = None, extra_args: list[str] | None = None,
              extra_vars: dict[str, Any] | None = None,
-             become_password: str | None = None) -> RunResult:
+             become_password: str | None = None,
+             on_transfer: Callable[[Any], None] | None = None) -> RunResult:
     """Run site.yml in mode 'apply' or 'plan' (check mode with diff, on a staged copy), or
     the kit's backup.yml ('backup': back up, list, prune) or restore.yml ('restore': put the
     data back, then deploy). extra_vars go to Ansible as JSON (data, never a template).
     `become_password` is the SSH user's sudo password for this run (the TUI asks for it):
     it goes to Ansible in a file of this run, mode 0600, removed when the run ends, and is
-    never stored; without it, ABRI_BECOME_PASSWORD_FILE names such a file."""
+    never stored; without it, ABRI_BECOME_PASSWORD_FILE names such a file. With
+    on_transfer, a backup or restore run hands it the live progress of each host's
+    transfers (tui.core.transfers.Transfer)."""
     import os
     import secrets as _random
 
@@ -243,8 +247,17 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
     }
     if limit:
         kwargs["limit"] = limit
+    watching = contextlib.nullcontext()
+    if on_transfer is not None and mode in ("backup", "restore"):
+        from tui.core import transfers
+        from tui.core.inventory import TARGET_KINDS
+
+        chosen = site.match_hosts(limit) if limit else list(site.hosts)
+        watching = transfers.watch(site, [h for h in chosen
+                                          if site.hosts[h].kind in TARGET_KINDS], on_transfer)
     try:
-        result = ansible_runner.run(**{k: v for k, v in kwargs.items() if v is not None})
+        with watching:
+            result = ansible_runner.run(**{k: v for k, v in kwargs.items() if v is not None})
         status = result.status
         if mode in ("apply", "restore") and status == "successful" and state.ok:
             minted: set[str] = set()

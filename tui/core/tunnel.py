@@ -182,9 +182,10 @@ def _config_quote(value: str) -> str:
 
 
 def ssh_command(conn: Connection, forwards: Sequence[tuple[int, str, int]], *,
-                connect_timeout: float = 10) -> list[str]:
+                connect_timeout: float = 10, remote: str | None = None) -> list[str]:
     """The argv of the tunnel process: ``ssh -N`` with one ``-L 127.0.0.1:LOCAL:HOST:PORT`` per
-    (local port, remote host, remote port) in forwards.
+    (local port, remote host, remote port) in forwards; with remote, that command runs on the
+    host instead of -N (abri's own, never user input).
 
     abri's own options come first, because ssh keeps the first value it is given for an
     option: whatever the inventory's ssh arguments say, the tunnel runs in batch mode, fails
@@ -194,7 +195,7 @@ def ssh_command(conn: Connection, forwards: Sequence[tuple[int, str, int]], *,
     if conn.local:
         raise ValueError(f"{conn.label}: a local connection needs no ssh")
     argv = [
-        conn.ssh_executable, "-N", "-T",
+        conn.ssh_executable, *(() if remote else ("-N",)), "-T",
         "-o", "BatchMode=yes",
         "-o", "ExitOnForwardFailure=yes",
         "-o", "ControlPath=none",
@@ -218,6 +219,8 @@ def ssh_command(conn: Connection, forwards: Sequence[tuple[int, str, int]], *,
     for local_port, remote_host, remote_port in forwards:
         argv += ["-L", f"127.0.0.1:{local_port}:{_forward_host(remote_host)}:{remote_port}"]
     argv += ["--", conn.host]
+    if remote:
+        argv.append(remote)
     return argv
 
 

@@ -46,6 +46,15 @@ class BackupsScreen(WorkerScreen):
         host: str
         result: Any
 
+    @dataclass
+    class Moving(Message):
+        """A transfer's live progress (tui.core.transfers.Transfer): bursts collapse."""
+
+        transfer: Any
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, BackupsScreen.Moving)
+
     def __init__(self) -> None:
         super().__init__()
         self.busy = False
@@ -214,7 +223,8 @@ class BackupsScreen(WorkerScreen):
     def run_backup(self, site: Site, mode: str, limit: str, extra: dict | None) -> None:
         result = self.app.runner(site, "backup" if mode == "trial" else mode, limit=limit,
                                  extra_vars=extra,
-                                 on_progress=lambda p: self.post_message(RunProgress(p)))
+                                 on_progress=lambda p: self.post_message(RunProgress(p)),
+                                 on_transfer=lambda t: self.post_message(self.Moving(t)))
         self.post_message(self.Done(mode, limit, result))
 
     def on_run_progress(self, message: RunProgress) -> None:
@@ -222,6 +232,9 @@ class BackupsScreen(WorkerScreen):
         bar.update(progress=max(message.progress.percent, bar.progress))
         if message.progress.task:
             self.status(f"Task: {message.progress.task}")
+
+    def on_backups_screen_moving(self, message: Moving) -> None:
+        self.status(f"Copying: {message.transfer.line()}")
 
     def on_backups_screen_done(self, message: Done) -> None:
         from tui.core import backup
