@@ -37,6 +37,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -1013,12 +1014,13 @@ def nested_networks(config: dict | None = None) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class Query:
-    """One DNS question the recorder answered: name, type (A, AAAA, PTR, type=65 ...) and
-    the address that asked."""
+    """One DNS question the recorder answered: name, type (A, AAAA, PTR, SRV, type=65 ...),
+    the address that asked, and when (seconds since the epoch, as the engine logged it)."""
 
     name: str
     qtype: str
     client: str
+    at: float = 0.0
 
 
 class Recorder:
@@ -1049,6 +1051,8 @@ class Recorder:
     def __init__(self, fleet: Fleet):
         fleet._ensure_network()
         self.fleet = fleet
+        #: when watch() began on each host (seconds since the epoch), by host name
+        self.since: dict[str, float] = {}
         self.image = build_netwatch_image().ref
         self.name = f"{fleet.prefix}-recorder"
         docker("run", "-d", "--name", self.name, *fleet._labels, "--network", fleet.network,
@@ -1067,8 +1071,9 @@ class Recorder:
                 raise FleetError(f"{self.name}: dnsmasq did not start: {self._log()[-2000:]}")
             time.sleep(0.2)
 
-    def _log(self) -> str:
-        proc = docker("logs", self.name, check=False, timeout=60)
+    def _log(self, timestamps: bool = False) -> str:
+        proc = docker("logs", *(["-t"] if timestamps else []), self.name, check=False,
+                      timeout=60)
         return proc.stdout + proc.stderr
 
     def _nft(self, host: Host, *args: str, input: str | None = None) -> str:
@@ -1084,6 +1089,7 @@ class Recorder:
         are counted, and refused unless allowed. allow: "ADDRESS:PORT" (TCP) of the fleet's
         own services it may reach (the test registry); the recorder's DNS is always allowed.
         local_nets: the nested engine's networks (default: nested_networks())."""
+        self.since.setdefault(host.name, time.time())
         host.exec(f"printf 'nameserver {self.address}\\n' > /etc/resolv.conf")
         allowed = [f"{self.address} . udp . 53", f"{self.address} . tcp . 53"]
         for item in allow:
@@ -1128,11 +1134,13 @@ class Recorder:
         """Every question the recorder answered (asked by host's address, when given), in
         order. Questions of the host's containers arrive from the host's address (NAT)."""
         found = []
-        for line in self._log().splitlines():
-            match = re.search(r"query\[([^\]]+)\] (\S+) from (\S+)$", line)
-            if match and (host is None or match.group(3) == host.address):
-                found.append(Query(match.group(2).rstrip(".").lower(), match.group(1),
-                                   match.group(3)))
+        for line in self._log(timestamps=True).splitlines():
+            match = re.search(r"^(\S+) .*query\[([^\]]+)\] (\S+) from (\S+)$", line)
+            if match and (host is None or match.group(4) == host.address):
+                # RFC 3339 with nanoseconds: Python reads microseconds
+                stamp = re.sub(r"(\.\d{6})\d*", r"\1", match.group(1)).replace("Z", "+00:00")
+                found.append(Query(match.group(3).rstrip(".").lower(), match.group(2),
+                                   match.group(4), datetime.fromisoformat(stamp).timestamp()))
         return found
 
     def connections(self, host: Host) -> dict[tuple[str, str, int | None], int]:
