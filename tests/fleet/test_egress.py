@@ -33,6 +33,10 @@ Before trusting the record, each test proves it records: a name looked up on the
 one inside a container must show up, and so must a connection the host opens to a refused
 port.
 
+test_the_check_fails_on_what_the_audit_does_not_allow plays records back through the same
+check, without a host: it fails on a name or address the audit does not list, on an
+endpoint the audit calls disabled, and in strict mode on one under US jurisdiction.
+
 The recorded destinations are printed with their counts (run with -s).
 """
 
@@ -256,3 +260,49 @@ def test_strict_site_contacts_nothing_under_us_jurisdiction(fleet, fleet_registr
     # the images came from the mirror, the one outside destination this site has
     registry_ip, _, registry_port = fleet_registry.address.rpartition(":")
     assert record["connections"].get((registry_ip, "tcp", int(registry_port))), record
+
+
+class _Played:
+    """A recorder stand-in that plays back a record (the check itself, without a host)."""
+
+    PROBE_PORT = harness.Recorder.PROBE_PORT
+
+    def __init__(self, names: list[str], connections: dict | None = None):
+        self.address = "192.0.2.53"
+        self.since = {"h": time.time() - 60}
+        self._names = names
+        self._connections = connections or {}
+
+    def queries(self, host):
+        return [harness.Query(n, "A", "192.0.2.10", time.time()) for n in self._names]
+
+    def connections(self, host):
+        return dict(self._connections)
+
+
+def test_the_check_fails_on_what_the_audit_does_not_allow(tmp_path):
+    """assert_audited on played-back records: it passes what the audit lists, and fails on
+    a name it does not list, on an endpoint it calls disabled, and, for a strict site, on
+    one under US jurisdiction (no host needed)."""
+    site = tmp_path / "site"
+    _abri("init", "--site", str(site), "--registry-mirror", "192.0.2.5:5000")
+    _abri("host", "add", "--site", str(site), "--kind", "ssh", "--address", "192.0.2.10",
+          "--user", "root", "h1")
+    for stack in ("mosquitto", "homeassistant"):
+        _abri("stack", "add", "--site", str(site), "h1", stack)
+    host = harness.Host(name="h", ssh_port=0, ssh_user="root", key_path=tmp_path / "k",
+                        address="192.0.2.10", network="n", image="i")
+    mirror = {("192.0.2.5", "tcp", 5000): 3}
+    listed = ["files.pythonhosted.org", "de1.api.radio-browser.info", "4.0.214.10.in-addr.arpa"]
+    assert_audited(_Played(listed, mirror), host, site, "h1", [])
+    for names, conns, wanted in (
+            (["example.org"], {}, "the audit does not list"),
+            ([], {("203.0.113.7", "tcp", 443): 1}, "the audit does not list"),
+            (["version.home-assistant.io"], {}, "calls disabled"),
+            (["9.9.9.9.in-addr.arpa"], {}, "the audit does not list")):
+        with pytest.raises(AssertionError, match=wanted):
+            assert_audited(_Played(names, conns), host, site, "h1", [])
+    assert_audited(_Played(["abri-probe-1.invalid"]), host, site, "h1",
+                   ["abri-probe-1.invalid"])
+    with pytest.raises(AssertionError, match=r"US jurisdiction: \['pypi\.org'\]"):
+        assert_audited(_Played(["pypi.org"], mirror), host, site, "h1", [], strict=True)
