@@ -23,8 +23,10 @@ import dataclasses
 import fcntl
 import hashlib
 import io
+import ipaddress
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -35,6 +37,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -506,6 +509,19 @@ def build_esphome_image(force: bool = False, base: ImageResult | None = None) ->
     ref = f"{IMAGE_NS}/esphome:{ESPHOME_VERSION}-{h}"
     return _cached_or_build(
         "esphome", ref, lambda: _docker_build_with_ca(recipe_dir, ref, args, h, ca), force,
+    )
+
+
+def build_netwatch_image(force: bool = False, base: ImageResult | None = None) -> ImageResult:
+    """Debian 13's dnsmasq and nft on the fleet's Debian base, for Recorder:
+    abri-test/netwatch:<hash>."""
+    base = base or build_debian_base()
+    recipe_dir = IMAGES_DIR / "netwatch"
+    h = recipe_hash(recipe_dir, base.ref)
+    ref = f"{IMAGE_NS}/netwatch:{h}"
+    return _cached_or_build(
+        "netwatch", ref,
+        lambda: _docker_build(recipe_dir, ref, {"BASE_IMAGE": base.ref}, h), force,
     )
 
 
@@ -983,6 +999,199 @@ def host_daemon_config(registry: str) -> dict:
     }
 
 
+#: nft's protocol numbers, as the recorder's sets hold them
+_PROTOCOLS = {1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp"}
+
+
+def nested_networks(config: dict | None = None) -> list[str]:
+    """The nested engine's own networks on a fleet host (its docker0 and the pools Compose
+    networks come from), from host_daemon_config: traffic between a host and its containers."""
+    config = config or host_daemon_config("")
+    nets = [str(ipaddress.ip_network(config["bip"], strict=False))]
+    nets += [pool["base"] for pool in config.get("default-address-pools", [])]
+    return nets
+
+
+@dataclasses.dataclass(frozen=True)
+class Query:
+    """One DNS question the recorder answered: name, type (A, AAAA, PTR, SRV, type=65 ...),
+    the address that asked, and when (seconds since the epoch, as the engine logged it)."""
+
+    name: str
+    qtype: str
+    client: str
+    at: float = 0.0
+
+
+class Recorder:
+    """What fleet hosts try to reach, recorded, with nothing let out.
+
+    DNS: dnsmasq in a container of its own on the fleet network answers every name itself,
+    NXDOMAIN (``--address=/#/``; ``--no-resolv``: it never asks another server), and logs
+    each question with the address that asked. watch(host) points the host's resolver at it
+    (/etc/resolv.conf, which Home Assistant's host networking uses too); the nested engine's
+    containers get it through daemon.json's ``dns`` key, which a test sets with the kit's
+    docker_engine_daemon_options.
+
+    Connections: an nftables table (inet abri_egress) in the host's network namespace, put
+    there by nft from the recorder's image (``docker run --network container:HOST``), so
+    nothing is installed on the host. Every new connection the host (output hook) or one of
+    its containers (forward hook) opens to an address that is not the host's own, loopback
+    or the nested engine's networks is counted in a set (address, protocol, port), and all
+    but the allowed ones (the recorder's DNS, the test registry) are refused on the spot.
+    With names unresolved and other addresses refused, nothing a host asks for leaves it.
+
+    The container is one of the fleet's (removed with it). Use Fleet.add_recorder().
+    """
+
+    TABLE = "abri_egress"
+    #: a port nothing listens on at the recorder: probe_connection() opens it, refused
+    PROBE_PORT = 9
+
+    def __init__(self, fleet: Fleet):
+        fleet._ensure_network()
+        self.fleet = fleet
+        #: when watch() began on each host (seconds since the epoch), by host name
+        self.since: dict[str, float] = {}
+        self.image = build_netwatch_image().ref
+        self.name = f"{fleet.prefix}-recorder"
+        docker("run", "-d", "--name", self.name, *fleet._labels, "--network", fleet.network,
+               self.image, "dnsmasq", "--keep-in-foreground", "--log-queries=extra",
+               "--log-facility=-", "--no-resolv", "--no-hosts", "--address=/#/",
+               "--user=nobody", "--group=nogroup")
+        fleet._containers.append(self.name)
+        self.address = docker(
+            "inspect", "-f",
+            f"{{{{(index .NetworkSettings.Networks \"{fleet.network}\").IPAddress}}}}",
+            self.name,
+        ).stdout.strip()
+        deadline = time.monotonic() + 30
+        while "started, version" not in self._log():
+            if time.monotonic() > deadline:
+                raise FleetError(f"{self.name}: dnsmasq did not start: {self._log()[-2000:]}")
+            time.sleep(0.2)
+
+    def _log(self, timestamps: bool = False) -> str:
+        proc = docker("logs", *(["-t"] if timestamps else []), self.name, check=False,
+                      timeout=60)
+        return proc.stdout + proc.stderr
+
+    def _nft(self, host: Host, *args: str, input: str | None = None) -> str:
+        run = ["run", "--rm", "--network", f"container:{host.name}", "--cap-add", "NET_ADMIN",
+               *self.fleet._labels]
+        if input is not None:
+            run.append("-i")
+        return docker(*run, self.image, "nft", *args, input=input, timeout=120).stdout
+
+    def watch(self, host: Host, allow: Iterable[str] = (),
+              local_nets: Iterable[str] | None = None) -> None:
+        """Record host from now on: its resolver asks the recorder, its outbound connections
+        are counted, and refused unless allowed. allow: "ADDRESS:PORT" (TCP) of the fleet's
+        own services it may reach (the test registry); the recorder's DNS is always allowed.
+        local_nets: the nested engine's networks (default: nested_networks())."""
+        self.since.setdefault(host.name, time.time())
+        host.exec(f"printf 'nameserver {self.address}\\n' > /etc/resolv.conf")
+        allowed = [f"{self.address} . udp . 53", f"{self.address} . tcp . 53"]
+        for item in allow:
+            addr, _, port = item.rpartition(":")
+            allowed.append(f"{addr} . tcp . {int(port)}")
+        local = ", ".join(["127.0.0.0/8", *(local_nets or nested_networks())])
+        seen = "flags dynamic; size 65535;"
+        rules = (
+            f"table inet {self.TABLE}\n"
+            f"delete table inet {self.TABLE}\n"
+            f"table inet {self.TABLE} {{\n"
+            f"  set seen4 {{ type ipv4_addr . inet_proto . inet_service; {seen} }}\n"
+            f"  set seen6 {{ type ipv6_addr . inet_proto . inet_service; {seen} }}\n"
+            f"  set seen4x {{ type ipv4_addr . inet_proto; {seen} }}\n"
+            f"  set seen6x {{ type ipv6_addr . inet_proto; {seen} }}\n"
+            "  set allow4 { type ipv4_addr . inet_proto . inet_service;"
+            f" elements = {{ {', '.join(allowed)} }}; }}\n"
+            "  chain egress {\n"
+            f"    ip daddr {{ {local} }} return\n"
+            "    ip6 daddr ::1 return\n"
+            "    fib daddr type local return\n"
+            "    meta nfproto ipv4 meta l4proto { tcp, udp }"
+            " update @seen4 { ip daddr . meta l4proto . th dport counter }\n"
+            "    meta nfproto ipv6 meta l4proto { tcp, udp }"
+            " update @seen6 { ip6 daddr . meta l4proto . th dport counter }\n"
+            "    meta nfproto ipv4 meta l4proto != { tcp, udp }"
+            " update @seen4x { ip daddr . meta l4proto counter }\n"
+            "    meta nfproto ipv6 meta l4proto != { tcp, udp }"
+            " update @seen6x { ip6 daddr . meta l4proto counter }\n"
+            "    meta l4proto { tcp, udp } ip daddr . meta l4proto . th dport @allow4 accept\n"
+            "    reject\n"
+            "  }\n"
+            "  chain output { type filter hook output priority 0; policy accept;"
+            " ct state new jump egress; }\n"
+            "  chain forward { type filter hook forward priority 0; policy accept;"
+            " ct state new jump egress; }\n"
+            "}\n"
+        )
+        self._nft(host, "-f", "-", input=rules)
+
+    def queries(self, host: Host | None = None) -> list[Query]:
+        """Every question the recorder answered (asked by host's address, when given), in
+        order. Questions of the host's containers arrive from the host's address (NAT)."""
+        found = []
+        for line in self._log(timestamps=True).splitlines():
+            match = re.search(r"^(\S+) .*query\[([^\]]+)\] (\S+) from (\S+)$", line)
+            if match and (host is None or match.group(4) == host.address):
+                # RFC 3339 with nanoseconds: Python reads microseconds
+                stamp = re.sub(r"(\.\d{6})\d*", r"\1", match.group(1)).replace("Z", "+00:00")
+                found.append(Query(match.group(3).rstrip(".").lower(), match.group(2),
+                                   match.group(4), datetime.fromisoformat(stamp).timestamp()))
+        return found
+
+    def connections(self, host: Host) -> dict[tuple[str, str, int | None], int]:
+        """The host's outbound connections since watch(): {(address, protocol, port or
+        None): packets that opened one}. A refused connection may be tried again at once,
+        so the count is of attempts, not of distinct connections."""
+        data = json.loads(self._nft(host, "-j", "list", "table", "inet", self.TABLE))
+        out: dict[tuple[str, str, int | None], int] = {}
+        for item in data["nftables"]:
+            entry = item.get("set")
+            if not entry or not entry["name"].startswith("seen"):
+                continue
+            for elem in entry.get("elem", []):
+                inner = elem.get("elem", elem)
+                parts = inner["val"]["concat"]
+                proto = parts[1] if isinstance(parts[1], str) else \
+                    _PROTOCOLS.get(parts[1], str(parts[1]))
+                port = parts[2] if len(parts) > 2 else None
+                packets = (inner.get("counter") or {}).get("packets", 0)
+                out[(parts[0], proto, port)] = out.get((parts[0], proto, port), 0) + packets
+        return out
+
+    def probe(self, host: Host, container: str | None = None, timeout: float = 30) -> str:
+        """Look a fresh name up on host (or inside one of its nested containers, with
+        getent) and wait until the recorder has it from the host's address: proof that the
+        recording works on that path. Returns the name (an .invalid name, RFC 6761)."""
+        name = f"abri-probe-{secrets.token_hex(4)}.invalid"
+        cmd = f"getent hosts {name}"
+        if container:
+            cmd = f"docker exec {container} {cmd}"
+        host.exec(cmd, check=False, timeout=60)
+        deadline = time.monotonic() + timeout
+        while not any(q.name == name for q in self.queries(host)):
+            if time.monotonic() > deadline:
+                raise FleetError(f"the recorder has no question for {name} from {host.name}"
+                                 f" ({container or 'the host'}); its log:\n"
+                                 f"{self._log()[-3000:]}")
+            time.sleep(0.5)
+        return name
+
+    def probe_connection(self, host: Host) -> tuple[str, str, int]:
+        """Open a TCP connection from host to the recorder's unused port (refused) and check
+        that it was counted. Returns its key in connections()."""
+        key = (self.address, "tcp", self.PROBE_PORT)
+        before = self.connections(host).get(key, 0)
+        host.exec(f"exec 3<>/dev/tcp/{self.address}/{self.PROBE_PORT}", check=False)
+        if self.connections(host).get(key, 0) <= before:
+            raise FleetError(f"{host.name}: a connection to {key} was not recorded")
+        return key
+
+
 class Fleet:
     """A set of hosts on one dedicated docker network. Use as a context manager, or call
     teardown(); teardown removes containers, volumes and the network, and never raises."""
@@ -1052,6 +1261,11 @@ class Fleet:
         for host in new:
             host.wait_ready(timeout=timeout)
         return new
+
+    def add_recorder(self) -> Recorder:
+        """Start a Recorder on this fleet's network (removed with the fleet); then
+        recorder.watch(host) for each host it should record."""
+        return Recorder(self)
 
     def teardown(self) -> list[str]:
         """Remove everything this fleet made; returns the problems (empty when all went)."""
@@ -1203,7 +1417,8 @@ if __name__ == "__main__":  # pragma: no cover - manual use
         # them cached (never two builds of one image), and the registry with the catalog's
         imgs = build_images()
         extra = [build_homeassistant_image(version=UPGRADE_FROM),
-                 build_homeassistant_broken_image(base=imgs.homeassistant)]
+                 build_homeassistant_broken_image(base=imgs.homeassistant),
+                 build_netwatch_image(base=imgs.debian)]
         ensure_registry(imgs)
         for r in [*imgs.all(), *extra]:
             print(f"{r.name:15} {r.ref:55} {'built' if r.built else 'reused'} {r.seconds:.0f}s")

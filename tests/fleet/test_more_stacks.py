@@ -15,7 +15,10 @@ Debian 13 fleet host, through the abri CLI as a user runs it:
   or any output; `abri verify` proves it too (the manifest's tokens check);
 * a file Node-RED's user owns (settings.js, seeded) edited by hand stays, and a second apply
   changes nothing (changed=0) and mints nothing;
-* a token abri replaces (the vault's no longer accepted) is revoked in Home Assistant.
+* a token abri replaces (the vault's no longer accepted) is revoked in Home Assistant;
+* everything the host asks for outside, from before its first apply to the end of the test
+  (at least test_egress.WATCH_SECONDS after that apply), is what `abri audit` lists for it:
+  a Recorder answers its DNS and refuses its outbound connections (test_egress.py).
 
 Timings are printed (run with -s); tests never assert on wall-clock time.
 """
@@ -34,12 +37,18 @@ from pathlib import Path
 import pytest
 from test_deploy import (
     _CONFIG_HOME,
-    NESTED_ENGINE_OPTIONS,
     _abri,
     _apply,
     _env,
     _recap,
     _tool,
+)
+from test_egress import (
+    PROBE_CONTAINER,
+    WATCH_SECONDS,
+    assert_audited,
+    daemon_options,
+    watch_until,
 )
 
 pytestmark = pytest.mark.fleet
@@ -129,6 +138,12 @@ def _from_nodered(host) -> dict:
 def test_nodered_and_esphome_from_their_folders(fleet, fleet_registry, tmp_path):
     fl = fleet(1, image="prepared")  # the engine as abri's own engine step installed it
     host = fl.hosts[0]
+    # from here on, every DNS question and outbound connection of the host is recorded, and
+    # nothing but the test registry is let out (checked at the end)
+    recorder = fl.add_recorder()
+    recorder.watch(host, allow=[fleet_registry.address])
+    probes = [recorder.probe(host)]
+    recorder.probe_connection(host)
     site = tmp_path / "site"
     _abri("init", "--site", str(site))
     _abri("host", "add", "--site", str(site), "--kind", "ssh", "--address", host.address,
@@ -138,11 +153,13 @@ def test_nodered_and_esphome_from_their_folders(fleet, fleet_registry, tmp_path)
     _abri("site", "set", "--site", str(site), f"registry_mirror={fleet_registry.address}",
           "registry_insecure=true")
     (site / "group_vars" / "all" / "local.yml").write_text(
-        "---\n# this machine's LAN overlaps Docker's default ranges\n"
-        f"docker_engine_daemon_options: {json.dumps(NESTED_ENGINE_OPTIONS)}\n"
+        "---\n# this machine's LAN overlaps Docker's default ranges; the containers ask the\n"
+        "# recorder for names\n"
+        f"docker_engine_daemon_options: {json.dumps(daemon_options(recorder))}\n"
     )
 
     first, first_s = _apply(site)
+    applied = time.monotonic()
     _show("first apply (mosquitto, homeassistant, nodered, esphome)", first, first_s)
     assert first.returncode == 0, first.stdout[-8000:] + first.stderr[-3000:]
     assert _recap(first.stdout, "h1")["failed"] == 0
@@ -239,3 +256,9 @@ def test_nodered_and_esphome_from_their_folders(fleet, fleet_registry, tmp_path)
     output = "".join(r.stdout + r.stderr for r in (first, second, third))
     for value in [*values, renewed]:
         assert value not in output
+
+    # what the host tried to reach outside, through all of the above, is what the audit lists
+    probes.append(recorder.probe(host, container=PROBE_CONTAINER))
+    watch_until(applied + WATCH_SECONDS)
+    assert_audited(recorder, host, site, "h1", probes,
+                   label="mosquitto, homeassistant, nodered, esphome")
