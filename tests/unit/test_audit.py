@@ -229,3 +229,43 @@ def test_the_gate_only_looks_at_the_chosen_hosts(abri, site_dir):
     site = _site(abri, site_dir, "mosquitto")
     site.settings.sovereignty = "strict"
     assert audit.gate(site, hosts=[]) == []
+
+
+@pytest.mark.parametrize(("repository", "endpoint", "country"), [
+    ("s3:scaleway:fr-par/my-home", "s3.fr-par.scw.cloud", "FR"),
+    ("s3:ovhcloud:gra/my-home/abri", "s3.gra.io.cloud.ovh.net", "FR"),
+    ("s3:hetzner:fsn1/my-home", "fsn1.your-objectstorage.com", "DE"),
+    ("sftp:backup@nas.example.eu:/srv/abri", "nas.example.eu", "unknown"),
+])
+def test_the_backup_storage_is_a_finding_of_its_own(abri, site_dir, repository, endpoint,
+                                                     country):
+    site = _site(abri, site_dir, "mosquitto", mirror="registry.lan:5000")
+    site.settings.set("backup_repository", repository)
+    found = [f for f in audit.findings(site) if f["stack"] == audit.BACKUP_STACK]
+    assert [(f["host"], f["endpoint"], f["country"], f["when"], f["in_use"]) for f in found] \
+        == [("home", endpoint, country, "run", True)], found
+    assert found[0]["fix"] is None and not found[0]["cloud_act"]
+    site.settings.sovereignty = "strict"
+    assert audit.gate(site) == []  # European storage (or the user's own) passes strict
+    jsonschema.validate(audit.report(site), audit.JSON_SCHEMA)
+
+
+def test_backup_storage_under_us_jurisdiction_fails_strict(abri, site_dir):
+    site = _site(abri, site_dir, "mosquitto", mirror="registry.lan:5000")
+    site.settings.set("backup_repository",
+                      "s3:https://s3.eu-central-1.amazonaws.com/my-home/abri")
+    finding, = [f for f in audit.findings(site) if f["stack"] == audit.BACKUP_STACK]
+    assert finding["country"] == "US" and finding["cloud_act"]
+    assert "s3:PROVIDER:REGION/BUCKET" in finding["fix"]
+    site.settings.sovereignty = "strict"
+    with pytest.raises(AbriError) as err:
+        audit.gate(site)
+    text = "\n".join(map(str, err.value.problems))
+    assert "amazonaws.com" in text and "(backup)" in text, text
+
+
+def test_a_folder_or_a_site_host_is_no_outside_storage(abri, site_dir):
+    site = _site(abri, site_dir, "mosquitto")
+    assert not [f for f in audit.findings(site) if f["stack"] == audit.BACKUP_STACK]
+    site.settings.set("backup_repository", "sftp:root@home:/srv/abri")  # a host of the site
+    assert not [f for f in audit.findings(site) if f["stack"] == audit.BACKUP_STACK]

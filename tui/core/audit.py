@@ -179,7 +179,45 @@ def findings(site: Site, mirror_missing: set[str] | None = None) -> list[dict[st
                     "mitigated": mitigation != "none" and not lacking,
                     "in_use": in_use, "fix": fix,
                 })
+        storage = _backup_storage(site, host_name, data)
+        if storage is not None:
+            out.append(storage)
     return out
+
+
+#: the "stack" of a finding that is the host's backup repository, not a service
+BACKUP_STACK = "(backup)"
+
+
+def _backup_storage(site: Site, host_name: str, data: dict[str, Any]) -> dict[str, Any] | None:
+    """The outside place a host's backups go (S3 storage, or an SFTP server that is not a
+    host of the site), as a finding of its own; None for a folder on the host, a site host,
+    or a host with no user data."""
+    from tui.core import backup, resolve, validate
+
+    if not backup.hosts_with_data(site, [host_name]):
+        return None
+    repository = site.settings.backup_repository
+    parts = validate.s3_parts(repository)
+    sftp = resolve.sftp_server(site, repository)
+    if parts is not None:
+        endpoint = parts["endpoint"].split("://", 1)[1]
+        purpose = f"backups (restic repository in S3 storage, bucket {parts['bucket']})"
+    elif sftp is not None and not sftp["site_host"]:
+        endpoint = sftp["address"]
+        purpose = f"backups (restic repository over SFTP, {sftp['path']})"
+    else:
+        return None
+    owner = jurisdiction(endpoint, data)
+    us = bool(owner["cloud_act"]) or owner["country"] == "US"
+    return {"host": host_name, "stack": BACKUP_STACK, "endpoint": endpoint.split(":")[0],
+            "purpose": purpose, "when": "run", "operator": owner["operator"],
+            "country": str(owner["country"]), "cloud_act": bool(owner["cloud_act"]),
+            "source": owner["source"], "mitigation": "none", "mitigated": False,
+            "in_use": True,
+            "fix": ("keep the backups with a European provider: abri site set "
+                    "backup_repository=s3:PROVIDER:REGION/BUCKET (scaleway, ovhcloud, "
+                    "hetzner), or a folder or SFTP server of your own") if us else None}
 
 
 def _us(f: dict[str, Any]) -> bool:
