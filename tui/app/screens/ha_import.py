@@ -26,7 +26,7 @@ from textual.message import Message
 from textual.widgets import Button, Checkbox, Input, Label, ProgressBar, RichLog, Select, Static
 
 from tui.app.messages import RunProgress
-from tui.app.screens.base import WorkerScreen
+from tui.app.screens.base import WorkerScreen, screen_report
 from tui.app.widgets import KeyBar, TitleBar
 from tui.core.errors import AbriError, Problem
 
@@ -357,25 +357,7 @@ class ImportScreen(WorkerScreen):
 
         screen = self
 
-        class Report(ha_import.Report):
-            def __init__(self) -> None:
-                self.run_site = screen.app.runner
-                self.on_progress = lambda p: screen.post_message(RunProgress(p))
-
-            def step(self, text: str) -> None:
-                screen.post_message(screen.Said(text, "bold"))
-
-            def info(self, text: str) -> None:
-                screen.post_message(screen.Said(text))
-
-            def warn(self, text: str) -> None:
-                screen.post_message(screen.Said(text, "yellow"))
-
-            def recap(self, result) -> None:
-                for failure in result.progress.failures:
-                    screen.post_message(screen.Said(
-                        f"{failure.host}: {failure.task}: {failure.message}", "red"))
-
+        class Report(screen_report(self, ha_import.Report)):  # type: ignore[misc]
             def verify(self, site, hosts: list[str]) -> int:
                 ok = True
                 for name in hosts:

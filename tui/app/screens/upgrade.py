@@ -17,7 +17,7 @@ from textual.message import Message
 from textual.widgets import DataTable, ProgressBar, RichLog, Static
 
 from tui.app.messages import RunProgress
-from tui.app.screens.base import WorkerScreen
+from tui.app.screens.base import WorkerScreen, screen_report
 from tui.app.widgets import KeyBar, TitleBar
 
 COLUMNS = (("host", "Host"), ("stack", "Stack"), ("from", "Runs"), ("to", "Newest"),
@@ -168,28 +168,8 @@ class UpgradeScreen(WorkerScreen):
     def run_upgrade(self, site, moves: list[Any]) -> None:
         from tui.core import upgrade
 
-        screen = self
-
-        class Report(upgrade.Report):
-            def __init__(self) -> None:
-                self.run_site = screen.app.runner
-                self.on_progress = lambda p: screen.post_message(RunProgress(p))
-
-            def step(self, text: str) -> None:
-                screen.post_message(screen.Said(text, "bold"))
-
-            def info(self, text: str) -> None:
-                screen.post_message(screen.Said(text))
-
-            def warn(self, text: str) -> None:
-                screen.post_message(screen.Said(text, "yellow"))
-
-            def recap(self, result) -> None:
-                for failure in result.progress.failures:
-                    screen.post_message(screen.Said(
-                        f"{failure.host}: {failure.task}: {failure.message}", "red"))
-
-        self.post_message(self.Done(upgrade.run(site, moves, out=Report())))
+        out = screen_report(self, upgrade.Report)()
+        self.post_message(self.Done(upgrade.run(site, moves, out=out)))
 
     def on_upgrade_screen_said(self, message: Said) -> None:
         self.query_one("#upgrade-log", RichLog).write(Text(message.text, style=message.style))
