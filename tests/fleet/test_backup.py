@@ -205,6 +205,18 @@ def _make_backup(base: str, token: str, host, tmp_path: Path, password: str) -> 
     return local
 
 
+def _backup_head(backup: Path) -> tuple[dict, bytes]:
+    """A Home Assistant backup's backup.json and the first bytes of its homeassistant.tar.gz
+    (SecureTar and its version byte when protected)."""
+    import tarfile
+
+    with tarfile.open(backup) as tar:
+        meta = json.load(tar.extractfile(next(m for m in tar.getmembers()
+                                              if m.name.endswith("backup.json"))))
+        inner = next(m for m in tar.getmembers() if m.name.endswith("homeassistant.tar.gz"))
+        return meta, tar.extractfile(inner).read(10)
+
+
 def _second_user(base: str, token: str, password: str) -> str:
     """A second (non-admin) user with a login of the homeassistant provider; its user id."""
     made, = _ws(base, token, {"type": "config/auth/create", "name": "Second Person",

@@ -35,6 +35,7 @@ import harness
 import pytest
 from test_backup import (
     DB_CHECK,
+    _backup_head,
     _http,
     _make_backup,
     _owner_logs_in,
@@ -166,11 +167,7 @@ def test_import_a_real_home_assistant_backup(fleet, fleet_registry, tmp_path):
     backup = _make_backup(base, token, host, tmp_path, BACKUP_PASSWORD)
     print(f"\n[test_ha_import] Home Assistant made {backup.name} "
           f"({backup.stat().st_size} bytes) in {time.monotonic() - start:.1f}s")
-    with tarfile.open(backup) as tar:
-        meta = json.load(tar.extractfile(next(m for m in tar.getmembers()
-                                              if m.name.endswith("backup.json"))))
-        inner = next(m for m in tar.getmembers() if m.name.endswith("homeassistant.tar.gz"))
-        head = tar.extractfile(inner).read(10)
+    meta, head = _backup_head(backup)
     assert meta["protected"] is True and meta["homeassistant"]["version"] == OLD, meta
     assert head[:9] == b"SecureTar" and head[9] == 2, head  # Home Assistant 2026.2: v2
 

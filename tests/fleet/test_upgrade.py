@@ -35,7 +35,6 @@ import json
 import re
 import secrets as _random
 import subprocess
-import tarfile
 import time
 from pathlib import Path
 
@@ -43,6 +42,7 @@ import harness
 import pytest
 import yaml
 from test_backup import (
+    _backup_head,
     _http,
     _killed_at,
     _make_backup,
@@ -258,11 +258,7 @@ def test_upgrade_then_a_release_that_never_gets_healthy_rolls_back(
     # finding it again proves the import put the backup's configuration in place.
     v3_password = "v3-" + _random.token_urlsafe(12)
     backup = _make_backup(base, token, host, tmp_path, v3_password)
-    with tarfile.open(backup) as tar:
-        meta = json.load(tar.extractfile(next(m for m in tar.getmembers()
-                                              if m.name.endswith("backup.json"))))
-        inner = next(m for m in tar.getmembers() if m.name.endswith("homeassistant.tar.gz"))
-        head = tar.extractfile(inner).read(10)
+    meta, head = _backup_head(backup)
     assert meta["protected"] is True and meta["homeassistant"]["version"] == NEW, meta
     assert head[:9] == b"SecureTar" and head[9] == 3, head  # Home Assistant 2026.11: v3
     status, _ = _http(base, "DELETE", f"/api/config/automation/config/{AUTOMATION_ID}", token)
