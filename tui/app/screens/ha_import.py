@@ -54,6 +54,10 @@ def message_of(problem: Problem) -> str:
     return problem.message
 
 
+
+#: seconds of no typing before the backup is checked with what the fields hold
+CHECK_AFTER = 0.3
+
 class ImportScreen(WorkerScreen):
     BINDINGS = [Binding("ctrl+o", "import_backup", "Import"),
                 Binding("ctrl+r", "reveal", "Show passwords"),
@@ -87,6 +91,7 @@ class ImportScreen(WorkerScreen):
         self.contents = ""  # the text shown of the backup
         self.newer: str | None = None
         self.key: tuple[str, str, str] | None = None
+        self.pending: Any = None  # the timer of the next check (typing waits for a pause)
 
     # ------------------------------------------------------------------ layout
     def ha_hosts(self) -> list[str]:
@@ -208,9 +213,17 @@ class ImportScreen(WorkerScreen):
             self.show("", [Problem("", "file", f"{raw} is a folder, not a backup file "
                                    "(a .tar)")], None)
             return
-        self.key = (str(path), self.host(), self.value("import-password"))
+        self.key = key = (str(path), self.host(), self.value("import-password"))
         self.query_one("#import-contents", Static).update("Reading the backup…")
-        self.check_backup(self.app.site.copy(), *self.key)
+        # a pause in the typing first: a SecureTar v3 password is checked with Argon2id,
+        # which costs a moment of CPU per try, too much for every key pressed
+        if self.pending is not None:
+            self.pending.stop()
+        self.pending = self.set_timer(CHECK_AFTER, lambda: self.check_now(key))
+
+    def check_now(self, key: tuple[str, str, str]) -> None:
+        if key == self.key:  # else the fields changed again: their own timer runs
+            self.check_backup(self.app.site.copy(), *key)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="import-check")
     def check_backup(self, site, path: str, host: str, password: str) -> None:
