@@ -54,7 +54,6 @@ def message_of(problem: Problem) -> str:
     return problem.message
 
 
-
 #: seconds of no typing before the backup is checked with what the fields hold
 CHECK_AFTER = 0.3
 
