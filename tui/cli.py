@@ -162,7 +162,10 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
                    help="the SHA-256 fingerprint of the certificate the node presents, as "
                    "its web interface shows it (System > Certificates, pve-ssl.pem); without "
                    "it abri prints the fingerprint it sees and stops")
-    g = q.add_argument_group("guest (an LXC container abri creates on a proxmox host)")
+    g = q.add_argument_group("guest (an LXC container or a VM abri creates on a proxmox host)")
+    g.add_argument("--type", default=None, metavar="lxc|vm", help="lxc (a container, the "
+                   "default) or vm (a QEMU VM from Debian 13's cloud image with cloud-init; "
+                   "a fixed --ip, reached as user abri)")
     g.add_argument("--cores", default="2", help="CPU cores (default 2)")
     g.add_argument("--memory", default="2048", metavar="MIB", help="memory in MiB "
                    "(default 2048)")
@@ -671,7 +674,7 @@ def cmd_host(args) -> int:
 
 PVE_NODE_OPTIONS = ("api_url", "node", "token_id", "token_secret_file", "password_file",
                     "ca_fingerprint")
-PVE_GUEST_OPTIONS = ("ip", "gateway", "vmid", "storage", "usb")
+PVE_GUEST_OPTIONS = ("ip", "gateway", "vmid", "storage", "usb", "type")
 
 
 def _no_pve_options(args) -> None:
@@ -893,9 +896,12 @@ def _add_pve_host(site, args) -> int:
         guest["usb"] = [check("usb", validate.usb_device, d) for d in args.usb]
         if len(set(guest["usb"])) != len(guest["usb"]):
             problems.append(Problem(where, "usb", "names a device twice"))
+    if args.type is not None:
+        guest["type"] = check("type", validate.guest_type, args.type)
+    problems += [Problem(where, k, m) for k, m in validate.vm_guest_problems(guest)]
     if args.user not in (None, "", "root"):
-        problems.append(Problem(where, "user", "abri reaches a guest it creates as root with "
-                                "its own key; leave --user out"))
+        problems.append(Problem(where, "user", "abri reaches a guest it creates with its own "
+                                "key, as root (a VM: as abri); leave --user out"))
     try:
         site.add_host(args.name, "guest", None, None, None, None, args.parent)
     except AbriError as exc:
@@ -906,11 +912,12 @@ def _add_pve_host(site, args) -> int:
     host.guest = {k: v for k, v in guest.items() if v is not None}
     if guest["ip"] != "dhcp":
         host.address = guest["ip"].split("/")[0]
-    host.user = "root"
+    host.user = proxmox.VM_USER if guest.get("type") == "vm" else "root"
     site.check()  # nothing written unless the whole site still validates
     host.key = str(sshkey.ensure(site.site_id))
     site.save()
-    print(f"Added guest {host.name} on {host.parent}: {guest['cores']} cores, "
+    print(f"Added guest {host.name} ({'VM' if guest.get('type') == 'vm' else 'LXC'}) on "
+          f"{host.parent}: {guest['cores']} cores, "
           f"{guest['memory']} MiB, {guest['disk']} GiB, {guest['bridge']}, ip {guest['ip']}"
           + (f", vmid {guest['vmid']}" if guest.get("vmid") else "")
           + (f", usb {', '.join(guest['usb'])}" if guest.get("usb") else "")

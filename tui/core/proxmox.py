@@ -1,4 +1,5 @@
-"""Proxmox VE nodes and their LXC guests, through the node's API (controller side).
+"""Proxmox VE nodes and their guests (LXC containers, QEMU VMs), through the node's API
+(controller side).
 
 `abri apply` calls ensure_guests() before Ansible runs: for every guest host of the run it
 finds the guest on its node (by vmid and abri's tag), creates what is missing (the Debian 13
@@ -6,6 +7,12 @@ template, the unprivileged container with nesting and keyctl for Docker, abri's 
 onboot, the tag), starts it and waits for its SSH; then Ansible provisions it like any SSH
 host in the same run. A guest that exists is never recreated: changed cores or memory go
 through PUT config. A container abri did not create (no tag of this site) is never touched.
+
+A VM guest (abri_guest.type vm) is the same for Debian 13's cloud image: the node downloads
+the image once into a storage for import content (download-url), the VM is created with its
+disk imported from it (scsi0 import-from) and a cloud-init drive (ciuser abri, abri's key as
+sshkeys URL-encoded, ipconfig0 with the fixed address), its disk grown to the site's size
+(PUT resize), then started; cloud-init does the rest at its first boot.
 
 Why the controller and not a kit module on localhost: the work needs the node's credentials
 from the vault, the pinned CA and the site (the vmid and address abri records), and it must
@@ -34,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from tui.core.errors import AbriError, Problem
+from tui.core.validate import VM_MIN_DISK
 
 TEMPLATE_PACKAGE = "debian-13-standard"
 #: features Docker needs inside an unprivileged container (keyctl: root@pam only)
@@ -41,6 +49,15 @@ FEATURES = "nesting=1,keyctl=1"
 GIB = 1024 ** 3
 #: secrets of a proxmox host in its vault, under this pseudo stack
 VAULT_KEY = "_proxmox"
+#: VMs: Debian 13's cloud image (cloud-init, no hardware drivers), imported by the node
+VM_IMAGE_URL = ("https://cloud.debian.org/images/cloud/trixie/latest/"
+                "debian-13-genericcloud-amd64.qcow2")
+VM_IMAGE_FILE = "debian-13-genericcloud-amd64.qcow2"
+#: the image's disk size: a VM's disk is at least this big
+VM_IMAGE_GIB = VM_MIN_DISK
+#: the user cloud-init makes in a VM (with abri's key and sudo without a password); the
+#: cloud image refuses root logins
+VM_USER = "abri"
 
 
 class GuestError(AbriError):
@@ -348,68 +365,106 @@ def ensure_guests(site, names: list[str], say: Callable[[str], None] = print,
     return reports
 
 
+def guest_type(g: dict[str, Any]) -> str:
+    """'lxc' (the default) or 'vm'."""
+    return str(g.get("type") or "lxc")
+
+
+def _api_kind(g: dict[str, Any]) -> str:
+    """The API's word for the guest's type: lxc or qemu."""
+    return "qemu" if guest_type(g) == "vm" else "lxc"
+
+
+def _listed(api: Api) -> dict[int, dict[str, Any]]:
+    """Every container and VM of the node by vmid, each with its 'kind' (lxc, qemu): one
+    vmid is one guest of either type."""
+    out: dict[int, dict[str, Any]] = {}
+    for kind in ("lxc", "qemu"):
+        for item in api.get(f"/nodes/{api.node}/{kind}") or []:
+            out[int(item["vmid"])] = {**item, "kind": kind}
+    return out
+
+
+def _find(host, listed: dict[int, dict[str, Any]], tag: str) -> dict[str, Any] | None:
+    g = host.guest
+    if g.get("vmid"):
+        return listed.get(int(g["vmid"]))
+    return next((c for c in listed.values() if c["kind"] == _api_kind(g)
+                 and tag in _tags(c.get("tags")) and c.get("name") == host.name), None)
+
+
+def _what(kind: str) -> str:
+    return "VM" if kind == "qemu" else "container"
+
+
 def _ensure_guest(site, host, api: Api, say) -> GuestReport:
     g = host.guest
     tag = site_tag(site.site_id)
     node = api.node
-    listed = api.get(f"/nodes/{node}/lxc") or []
-    by_id = {int(c["vmid"]): c for c in listed}
-    existing = None
-    if g.get("vmid"):
-        existing = by_id.get(int(g["vmid"]))
-    else:
-        existing = next((c for c in listed if tag in _tags(c.get("tags"))
-                         and c.get("name") == host.name), None)
+    kind = _api_kind(g)
+    where = f"host '{host.name}'"
+    listed = _listed(api)
+    existing = _find(host, listed, tag)
     if existing is not None:
         vmid = int(existing["vmid"])
         if tag not in _tags(existing.get("tags")):
-            raise GuestError(Problem(f"host '{host.name}'", "vmid", f"vmid {vmid} on node "
-                                     f"{node} is a container abri did not create (no tag "
+            raise GuestError(Problem(where, "vmid", f"vmid {vmid} on node {node} is a "
+                                     f"{_what(existing['kind'])} abri did not create (no tag "
                                      f"{tag}); abri never touches it. Choose another --vmid, "
                                      "or leave it out to get a free one"))
+        if existing["kind"] != kind:
+            raise GuestError(Problem(where, "type", f"vmid {vmid} on node {node} is a "
+                                     f"{_what(existing['kind'])} abri created, and the site "
+                                     f"says {guest_type(g)}; abri never recreates a guest. "
+                                     "Destroy it first ('abri host destroy') or give the "
+                                     "site's type back"))
+        base = f"/nodes/{node}/{kind}/{vmid}"
         report = GuestReport(host.name, vmid)
-        config = api.get(f"/nodes/{node}/lxc/{vmid}/config") or {}
+        config = api.get(f"{base}/config") or {}
         change = {}
         for key in ("cores", "memory"):
-            if key in g and str(config.get(key)) != str(g[key]):
+            have = str(config.get(key) or "").removeprefix("current=")
+            if key in g and have != str(g[key]):
                 change[key] = g[key]
         if change:
-            api.put(f"/nodes/{node}/lxc/{vmid}/config", change)
+            api.put(f"{base}/config", change)
             report.changed = sorted(change)
             say(f"guest {host.name}: vmid {vmid}: changed " + ", ".join(
                 f"{k} {config.get(k)} -> {v}" for k, v in change.items()))
-        devices = _device_changes(config, g.get("usb") or [])
+        devices = _device_changes(config, g.get("usb") or []) if kind == "lxc" else {}
         if devices:
             if api.creds.is_token:
-                raise GuestError(Problem(f"host '{host.name}'", "usb", "passing USB devices "
+                raise GuestError(Problem(where, "usb", "passing USB devices "
                                          "through is for root@pam with its password; Proxmox "
                                          "refuses it to an API token, even root's"))
-            api.put(f"/nodes/{node}/lxc/{vmid}/config", devices)
+            api.put(f"{base}/config", devices)
             report.changed = sorted([*(report.changed or []), "usb"])
             say(f"guest {host.name}: vmid {vmid}: USB devices now "
                 + (", ".join(g.get("usb") or []) or "none"))
-        have = _size_gib(config.get("rootfs"))
+        disk = "scsi0" if kind == "qemu" else "rootfs"
+        have = _size_gib(config.get(disk))
         want = int(g["disk"])
         if have is not None and want < have:
-            raise GuestError(Problem(f"host '{host.name}'", "disk", f"vmid {vmid} has "
+            raise GuestError(Problem(where, "disk", f"vmid {vmid} has "
                                      f"{have:g} GiB; Proxmox cannot shrink a disk. Give "
                                      f"--disk {have:g} or more"))
         if have is not None and want > have:
-            api.wait_task(api.put(f"/nodes/{node}/lxc/{vmid}/resize",
-                                  {"disk": "rootfs", "size": f"{want}G"}), "disk",
-                          host=host.name)
+            api.wait_task(api.put(f"{base}/resize", {"disk": disk, "size": f"{want}G"}),
+                          "disk", host=host.name)
             report.changed = sorted([*(report.changed or []), "disk"])
-            say(f"guest {host.name}: vmid {vmid}: root disk {have:g} -> {want} GiB")
-        status = api.get(f"/nodes/{node}/lxc/{vmid}/status/current") or {}
+            say(f"guest {host.name}: vmid {vmid}: {'root ' if kind == 'lxc' else ''}disk "
+                f"{have:g} -> {want} GiB")
+        status = api.get(f"{base}/status/current") or {}
         if status.get("status") != "running":
-            api.wait_task(api.post(f"/nodes/{node}/lxc/{vmid}/status/start"), "start",
-                          host=host.name)
+            api.wait_task(api.post(f"{base}/status/start"), "start", host=host.name)
             report.started = True
             say(f"guest {host.name}: vmid {vmid} started")
         if not report.changed and not report.started:
             say(f"guest {host.name}: vmid {vmid} exists and runs; nothing to change")
         return report
-    return _create(site, host, api, tag, say, by_id)
+    if kind == "qemu":
+        return _create_vm(site, host, api, tag, say, listed)
+    return _create(site, host, api, tag, say, listed)
 
 
 def _device_changes(config: dict[str, Any], wanted: list[str]) -> dict[str, Any]:
@@ -507,6 +562,98 @@ def _create(site, host, api: Api, tag: str, say, by_id: dict[int, Any]) -> Guest
     return GuestReport(host.name, vmid, created=True, started=True)
 
 
+def _create_vm(site, host, api: Api, tag: str, say,
+               listed: dict[int, dict[str, Any]]) -> GuestReport:
+    """A QEMU VM from Debian 13's cloud image: the image downloaded once to a storage for
+    import content (download-url), the VM created with its system disk imported from it
+    (import-from) and a cloud-init drive (ciuser, sshkeys, ipconfig0), the disk grown to
+    the site's size, then started. Every check comes before the create request."""
+    g = host.guest
+    node = api.node
+    where = f"host '{host.name}'"
+    if g.get("ip", "dhcp") == "dhcp":  # the site refuses it too; a hand-edited site
+        raise GuestError(Problem(where, "ip", "a VM needs a fixed address (its address "
+                                 "could only be learnt from a QEMU guest agent, which "
+                                 "Debian's cloud image does not carry)"))
+    bridges = {b.get("iface") for b in api.get(f"/nodes/{node}/network",
+                                                {"type": "any_bridge"}) or []}
+    if g["bridge"] not in bridges:
+        raise GuestError(Problem(where, "bridge", f"{g['bridge']!r} is not a bridge of node "
+                                 f"{node}; its bridges: " + (", ".join(sorted(bridges))
+                                                             or "none")))
+    images = api.get(f"/nodes/{node}/storage", {"content": "images"}) or []
+    storage = _pick_storage(images, g.get("storage"), where, node, "images")
+    need = int(g["disk"]) * GIB
+    if int(storage.get("avail") or 0) < need:
+        raise GuestError(Problem(where, "disk", f"storage {storage['storage']} on node {node} "
+                                 f"has {int(storage.get('avail') or 0) / GIB:.1f} GiB free; "
+                                 f"the guest needs {g['disk']} GiB. Free space there, give "
+                                 "--storage another one, or a smaller --disk"))
+    if int(g["disk"]) < VM_IMAGE_GIB:
+        raise GuestError(Problem(where, "disk", f"Debian's cloud image is {VM_IMAGE_GIB} GiB; "
+                                 f"a VM's disk cannot be smaller (give --disk {VM_IMAGE_GIB} "
+                                 "or more)"))
+    vmid = int(g.get("vmid") or api.get("/cluster/nextid"))
+    if vmid in listed:
+        raise GuestError(Problem(where, "vmid", f"vmid {vmid} is taken on node {node}"))
+    image = _cloud_image(api, where, say)
+    key_path, public = ssh_public_key(site.site_id)
+    target = storage["storage"]
+    ipconfig = f"ip={g['ip']}" + (f",gw={g['gateway']}" if g.get("gateway") else "")
+    params = {
+        "vmid": vmid, "name": host.name, "cores": int(g["cores"]),
+        "memory": str(int(g["memory"])), "ostype": "l26", "scsihw": "virtio-scsi-single",
+        "scsi0": f"{target}:0,import-from={image},discard=on,iothread=1",
+        "ide2": f"{target}:cloudinit", "boot": "order=scsi0",
+        "net0": f"virtio,bridge={g['bridge']}", "serial0": "socket", "vga": "serial0",
+        "agent": "enabled=1", "ciuser": VM_USER,
+        # qemu-server takes sshkeys URL-encoded (its 'urlencoded' format): every byte but
+        # letters, digits and -_.~ as %XX, spaces as %20 (never '+'), newlines as %0A;
+        # the form encoding of the request then encodes that once more
+        "sshkeys": urllib.parse.quote(public + "\n", safe=""),
+        "ipconfig0": ipconfig, "onboot": 1, "tags": tag,
+    }
+    say(f"guest {host.name}: creating VM {vmid} on {node} ({g['cores']} cores, "
+        f"{g['memory']} MiB, {g['disk']} GiB on {target} from {image}, {ipconfig})")
+    api.wait_task(api.post(f"/nodes/{node}/qemu", params), "create", host=host.name)
+    # from here the VM carries the tag: a step that fails leaves it for the next apply,
+    # which finds it and grows, starts it (a failed create task leaves nothing)
+    if int(g["disk"]) > VM_IMAGE_GIB:
+        api.wait_task(api.put(f"/nodes/{node}/qemu/{vmid}/resize",
+                              {"disk": "scsi0", "size": f"{int(g['disk'])}G"}), "disk",
+                      host=host.name)
+    api.wait_task(api.post(f"/nodes/{node}/qemu/{vmid}/status/start"), "start",
+                  host=host.name)
+    say(f"guest {host.name}: VM {vmid} created and started")
+    host.user = VM_USER
+    host.key = str(key_path)
+    return GuestReport(host.name, vmid, created=True, started=True)
+
+
+def _cloud_image(api: Api, where: str, say) -> str:
+    """The volume id of Debian 13's cloud image in a storage for import content,
+    downloaded there by the node (download-url, certificates verified) when absent."""
+    node = api.node
+    stores = api.get(f"/nodes/{node}/storage", {"content": "import"}) or []
+    if not stores:
+        raise GuestError(Problem(where, "storage", f"node {node} has no storage for import "
+                                 "content (a VM's disk is imported from Debian's cloud "
+                                 "image): allow 'import' on one, e.g. local (Datacenter > "
+                                 "Storage > local > Content)"))
+    for s in stores:
+        content = api.get(f"/nodes/{node}/storage/{s['storage']}/content",
+                          {"content": "import"}) or []
+        for c in content:
+            if str(c.get("volid", "")).endswith(f":import/{VM_IMAGE_FILE}"):
+                return str(c["volid"])
+    store = max(stores, key=lambda s: int(s.get("avail") or 0))["storage"]
+    say(f"node {node}: downloading {VM_IMAGE_URL} to {store}")
+    api.wait_task(api.post(f"/nodes/{node}/storage/{store}/download-url",
+                           {"url": VM_IMAGE_URL, "content": "import",
+                            "filename": VM_IMAGE_FILE}), "image")
+    return f"{store}:import/{VM_IMAGE_FILE}"
+
+
 def _pick_storage(items: list[dict[str, Any]], wanted: str | None, where: str, node: str,
                   content: str) -> dict[str, Any]:
     names = [s.get("storage") for s in items]
@@ -596,28 +743,24 @@ def destroy_guest(site, name: str, say: Callable[[str], None] = print) -> int | 
     api = api_for(site, site.hosts[host.parent])
     check_node(api)
     tag = site_tag(site.site_id)
-    listed = api.get(f"/nodes/{api.node}/lxc") or []
+    found = _find(host, _listed(api), tag)
     vmid = host.guest.get("vmid")
-    found = next((c for c in listed if vmid and int(c["vmid"]) == int(vmid)), None)
-    if found is None and not vmid:
-        found = next((c for c in listed if tag in _tags(c.get("tags"))
-                      and c.get("name") == name), None)
     if found is None:
-        say(f"guest {name}: no container {vmid or 'of this name'} on node {api.node}; "
+        say(f"guest {name}: no guest {vmid or 'of this name'} on node {api.node}; "
             "nothing to destroy")
         return None
     vmid = int(found["vmid"])
+    kind = found["kind"]
     if tag not in _tags(found.get("tags")):
         raise GuestError(Problem(where, "vmid", f"vmid {vmid} on node {api.node} is a "
-                                 f"container abri did not create (no tag {tag}); abri never "
-                                 "destroys it"))
-    status = api.get(f"/nodes/{api.node}/lxc/{vmid}/status/current") or {}
+                                 f"{_what(kind)} abri did not create (no tag {tag}); abri "
+                                 "never destroys it"))
+    base = f"/nodes/{api.node}/{kind}/{vmid}"
+    status = api.get(f"{base}/status/current") or {}
     if status.get("status") == "running":
-        api.wait_task(api.post(f"/nodes/{api.node}/lxc/{vmid}/status/stop"), "stop",
-                      host=name)
+        api.wait_task(api.post(f"{base}/status/stop"), "stop", host=name)
         say(f"guest {name}: vmid {vmid} stopped")
-    api.wait_task(api._call("DELETE", f"/nodes/{api.node}/lxc/{vmid}",
-                            {"purge": 1, "destroy-unreferenced-disks": 1}), "destroy",
-                  host=name)
+    api.wait_task(api._call("DELETE", base, {"purge": 1, "destroy-unreferenced-disks": 1}),
+                  "destroy", host=name)
     say(f"guest {name}: vmid {vmid} destroyed on node {api.node}")
     return vmid

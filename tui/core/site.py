@@ -653,12 +653,15 @@ class Site:
                             usb[i] = validate.usb_device(str(dev))
                         except ValueError as exc:
                             out.append(Problem(where, f"abri_guest.usb[{i}]", str(exc)))
-            for key, fn in (("vmid", validate.guest_vmid), ("storage", validate.pve_storage)):
+            for key, fn in (("vmid", validate.guest_vmid), ("storage", validate.pve_storage),
+                            ("type", validate.guest_type)):
                 if host.guest.get(key) not in (None, ""):
                     try:
                         host.guest[key] = fn(host.guest[key])
                     except ValueError as exc:
                         out.append(Problem(where, f"abri_guest.{key}", str(exc)))
+            out += [Problem(where, f"abri_guest.{k}", m)
+                    for k, m in validate.vm_guest_problems(host.guest)]
             if host.parent and (host.parent not in self.hosts
                                 or self.hosts[host.parent].kind != "proxmox"):
                 out.append(Problem(f"host '{host.name}'", "parent", f"{host.parent!r} is not "
