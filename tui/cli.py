@@ -197,6 +197,9 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     q.add_argument("--cores", help="guest: CPU cores (the next apply changes them)")
     q.add_argument("--memory", metavar="MIB", help="guest: memory in MiB")
     q.add_argument("--disk", metavar="GIB", help="guest: root disk in GiB (grows only)")
+    q.add_argument("--usb", action="append", metavar="/dev/serial/by-id/...",
+                   help="guest: the USB devices of the node passed into it, by id (repeat "
+                   "for more; they replace the list; --usb '' passes none)")
     q = hsub.add_parser("list", help="list the site's hosts")
     _site_option(q)
     _json_option(q)
@@ -624,15 +627,18 @@ def cmd_host(args) -> int:
         site.save()
         print(f"Added {host.kind} host {host.name}")
     elif args.action == "set" and any(getattr(args, f) is not None
-                                      for f in ("cores", "memory", "disk")):
-        host = site.set_guest(args.name, cores=args.cores, memory=args.memory, disk=args.disk)
+                                      for f in ("cores", "memory", "disk", "usb")):
+        usb = None if args.usb is None else [d for d in args.usb if d != ""]
+        host = site.set_guest(args.name, cores=args.cores, memory=args.memory, disk=args.disk,
+                              usb=usb)
         if any(getattr(args, f) is not None for f in ("address", "port", "user", "key")):
             raise AbriError(Problem(f"host '{args.name}'", "", "change a guest's size apart "
                                     "from how it is reached (two 'abri host set' commands)"))
         site.save()
         g = host.guest
         print(f"Updated guest {host.name}: {g['cores']} cores, {g['memory']} MiB, "
-              f"{g['disk']} GiB; the next apply changes it on {host.parent}")
+              f"{g['disk']} GiB, usb {', '.join(g.get('usb') or []) or 'none'}; the next "
+              f"apply changes it on {host.parent}")
     elif args.action == "set":
         if all(getattr(args, f) is None for f in ("address", "port", "user", "key")):
             raise AbriError(Problem(f"host '{args.name}'", "", "nothing to change; give "

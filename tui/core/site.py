@@ -669,8 +669,9 @@ class Site:
         return out
 
     def set_guest(self, name: str, **sizes: object) -> Host:
-        """Change a guest's cores, memory or disk (None leaves one as it is); the next apply
-        changes the container. Checked as 'host add' checks them."""
+        """Change a guest's cores, memory, disk or USB device list (None leaves one as it
+        is; a list of devices replaces the guest's); the next apply changes the guest.
+        Checked as 'host add' checks them."""
         host = self._host(name)
         where = f"host '{name}'"
         if host.kind != "guest":
@@ -680,14 +681,28 @@ class Site:
         checks = {"cores": validate.guest_cores, "memory": validate.guest_memory,
                   "disk": validate.guest_disk}
         problems: list[Problem] = []
-        clean: dict[str, int] = {}
+        clean: dict[str, Any] = {}
         for key, value in sizes.items():
-            if value is None:
+            if value is None or key == "usb":
                 continue
             try:
                 clean[key] = checks[key](value)
             except ValueError as exc:
                 problems.append(Problem(where, key, str(exc)))
+        usb = sizes.get("usb")
+        if usb is not None:  # the whole list, replaced (an empty one passes none)
+            devices = []
+            for dev in usb:  # type: ignore[union-attr]
+                try:
+                    devices.append(validate.usb_device(str(dev)))
+                except ValueError as exc:
+                    problems.append(Problem(where, "usb", str(exc)))
+            if len(set(devices)) != len(devices):
+                problems.append(Problem(where, "usb", "names a device twice"))
+            clean["usb"] = devices
+        for key, message in validate.vm_guest_problems({**host.guest, **clean}):
+            if key in clean:
+                problems.append(Problem(where, key, message))
         if "disk" in clean and clean["disk"] < int(host.guest.get("disk") or 0):
             problems.append(Problem(where, "disk", f"{clean['disk']} GiB is smaller than the "
                                     f"guest's {host.guest['disk']} GiB; Proxmox cannot shrink "
@@ -695,6 +710,8 @@ class Site:
         if problems:
             raise AbriError(problems)
         host.guest.update(clean)
+        if host.guest.get("usb") == []:
+            del host.guest["usb"]
         return host
 
     def configure_proxmox(self, name: str, conf: dict[str, Any],
