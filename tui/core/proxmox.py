@@ -764,3 +764,208 @@ def destroy_guest(site, name: str, say: Callable[[str], None] = print) -> int | 
                   "destroy", host=name)
     say(f"guest {name}: vmid {vmid} destroyed on node {api.node}")
     return vmid
+
+
+# ---------------------------------------------------------------- adding nodes and guests
+# One place for what 'abri host add --kind proxmox|guest' and the TUI's host editor do: the
+# callers give the values (the CLI reads its secret files first), these check every field,
+# ask the node where needed, and change the site in memory; the caller saves it.
+
+
+def node_problems(site, name: str, *, api_url: str | None, node: str | None,
+                  user: str | None = None, password: str | None = None,
+                  token_id: str | None = None, token_secret: str | None = None,
+                  ca_fingerprint: str | None = None,
+                  secret_fields: dict[str, str] | None = None
+                  ) -> tuple[list[Problem], Credentials]:
+    """Every offline check of a new proxmox node's fields, and its credentials. secret_fields
+    renames the fields a missing password or token secret is reported under (the CLI's
+    password_file, token_secret_file)."""
+    from tui.core import validate
+
+    names = {"password": "password", "token_secret": "token_secret",
+             **(secret_fields or {})}
+    where = f"host '{name}'"
+    problems: list[Problem] = []
+
+    def check(fieldname, fn, value):
+        try:
+            return fn(value)
+        except ValueError as exc:
+            problems.append(Problem(where, fieldname, str(exc)))
+            return None
+
+    if not api_url:
+        problems.append(Problem(where, "api_url", "is required; give the node's API, "
+                                "e.g. https://192.168.1.10:8006"))
+    else:
+        check("api_url", split_url, api_url)
+    if not node:
+        problems.append(Problem(where, "node", "is required; give the node's name (e.g. "
+                                "pve)"))
+    else:
+        check("node", validate.pve_node, node)
+    creds = Credentials()
+    if token_id and user:
+        problems.append(Problem(where, "user", "give either a user with its password or an "
+                                "API token id with its secret, not both"))
+    if token_id:
+        creds.token_id = check("token_id", validate.pve_token_id, token_id)
+        if password:
+            problems.append(Problem(where, names["password"], "goes with a user, not with "
+                                    "an API token"))
+        if not token_secret:
+            problems.append(Problem(where, names["token_secret"], "is required with an API "
+                                    "token id (the token's secret)"))
+        creds.token_secret = token_secret
+    elif user:
+        creds.user = check("user", validate.pve_user, user)
+        if token_secret:
+            problems.append(Problem(where, names["token_secret"], "goes with an API token "
+                                    "id"))
+        if not password:
+            problems.append(Problem(where, names["password"], "is required with a user (its "
+                                    "password)"))
+        creds.password = password
+    else:
+        problems.append(Problem(where, "user", "credentials are required: root@pam with its "
+                                "password (can create guests for Docker), or an API token "
+                                "(USER@REALM!ID and its secret)"))
+    if ca_fingerprint:
+        check("ca_fingerprint", normal_fingerprint, ca_fingerprint)
+    if name in site.hosts:
+        problems.append(Problem(where, "name", "is already in this site; choose another "
+                                "name or remove the host first"))
+    else:
+        check("name", validate.host_name, name)
+    return problems, creds
+
+
+def add_node(site, name: str, *, api_url: str, node: str, creds: Credentials,
+             ca_fingerprint: str | None):
+    """Pin a checked node (node_problems found nothing) and add it to the site in memory:
+    its API settings in the site, the password or token secret in its vault. Raises
+    GuestError when the node presents another certificate, refuses the credentials or
+    does not know the node (nothing changed then). Returns the host."""
+    url = api_url.rstrip("/")
+    host_part = split_url(url)[0]
+    ca_pem, ca_fp, cert_fp = pin_node(name, url, node, creds, ca_fingerprint)
+    host = site.add_host(name, "proxmox", host_part)
+    conf = {"api_url": url, "node": node, "ca_pem": ca_pem, "ca_fingerprint": ca_fp,
+            "cert_fingerprint": cert_fp}
+    if creds.is_token:
+        conf["token_id"] = creds.token_id
+        secret = {"token_secret": creds.token_secret}
+    else:
+        conf["user"] = creds.user
+        secret = {"password": creds.password}
+    site.configure_proxmox(host.name, conf, secret)
+    return host
+
+
+#: a guest's fields, as 'abri host add' and the host editor take them (text)
+GUEST_FIELDS = ("type", "cores", "memory", "disk", "bridge", "ip", "gateway", "vmid",
+                "storage")
+GUEST_DEFAULTS = {"type": "lxc", "cores": "2", "memory": "2048", "disk": "16",
+                  "bridge": "vmbr0"}
+
+
+def add_guest(site, name: str, parent: str | None, values: dict[str, Any],
+              usb: list[str] | None = None, user: str | None = None):
+    """Check a new guest's fields and add it to the site in memory (nothing is asked of the
+    node: apply creates it). Raises AbriError with every problem, each naming its field.
+    Returns the host."""
+    from tui.core import sshkey, validate
+
+    where = f"host '{name}'"
+    problems: list[Problem] = []
+
+    def check(fieldname, fn, value, *extra):
+        try:
+            return fn(value, *extra)
+        except ValueError as exc:
+            problems.append(Problem(where, fieldname, str(exc)))
+            return None
+
+    v = {k: (None if values.get(k) in (None, "") else str(values[k]).strip())
+         for k in GUEST_FIELDS}
+    for k, default in GUEST_DEFAULTS.items():
+        v[k] = v[k] or default
+    guest: dict[str, Any] = {
+        "cores": check("cores", validate.guest_cores, v["cores"]),
+        "memory": check("memory", validate.guest_memory, v["memory"]),
+        "disk": check("disk", validate.guest_disk, v["disk"]),
+        "bridge": check("bridge", validate.bridge, v["bridge"]),
+    }
+    if v["ip"] is None:
+        problems.append(Problem(where, "ip", "is required; dhcp, or a fixed address with "
+                                "its prefix length (e.g. 192.168.1.50/24) and a gateway"))
+    else:
+        guest["ip"] = check("ip", validate.guest_ip, v["ip"])
+    if v["gateway"]:
+        if guest.get("ip") == "dhcp":
+            problems.append(Problem(where, "gateway", "comes from DHCP with ip dhcp; leave "
+                                    "it out"))
+        else:
+            guest["gateway"] = check("gateway", validate.gateway, v["gateway"],
+                                     guest.get("ip"))
+    elif guest.get("ip") not in (None, "dhcp"):
+        problems.append(Problem(where, "gateway", "is required with a fixed ip (the guest "
+                                "installs Docker from Debian's mirrors)"))
+    if v["vmid"] is not None:
+        guest["vmid"] = check("vmid", validate.guest_vmid, v["vmid"])
+    if v["storage"] is not None:
+        guest["storage"] = check("storage", validate.pve_storage, v["storage"])
+    if usb:
+        guest["usb"] = [check("usb", validate.usb_device, d) for d in usb]
+        if len(set(guest["usb"])) != len(guest["usb"]):
+            problems.append(Problem(where, "usb", "names a device twice"))
+    kind = check("type", validate.guest_type, v["type"])
+    if kind == "vm":
+        guest["type"] = "vm"
+    elif values.get("type"):
+        guest["type"] = kind
+    problems += [Problem(where, k, m) for k, m in validate.vm_guest_problems(guest)]
+    if user not in (None, "", "root"):
+        problems.append(Problem(where, "user", "abri reaches a guest it creates with its own "
+                                "key, as root (a VM: as abri); leave the user out"))
+    added = False
+    try:
+        site.add_host(name, "guest", None, None, None, None, parent)
+        added = True
+    except AbriError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        if added:
+            del site.hosts[name]
+        raise AbriError(problems)
+    host = site.hosts[name]
+    host.guest = {k: val for k, val in guest.items() if val is not None}
+    if guest["ip"] != "dhcp":
+        host.address = guest["ip"].split("/")[0]
+    host.user = VM_USER if guest.get("type") == "vm" else "root"
+    try:
+        site.check()  # the whole site must still validate
+    except AbriError:
+        del site.hosts[name]
+        raise
+    host.key = str(sshkey.ensure(site.site_id))
+    return host
+
+
+def node_resources(site, node_name: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """The bridges of a node of the site, and its storages for guest disks (rootdir or
+    images) with their free space: what the host editor offers. Raises GuestError naming
+    the node's field when it cannot be asked."""
+    api = api_for(site, site.hosts[node_name])
+    check_node(api)
+    bridges = sorted(str(b.get("iface")) for b in api.get(
+        f"/nodes/{api.node}/network", {"type": "any_bridge"}) or [] if b.get("iface"))
+    storages: dict[str, dict[str, Any]] = {}
+    for content in ("rootdir", "images"):
+        for s in api.get(f"/nodes/{api.node}/storage", {"content": content}) or []:
+            entry = storages.setdefault(str(s["storage"]), {
+                "storage": str(s["storage"]), "avail": int(s.get("avail") or 0),
+                "content": []})
+            entry["content"].append(content)
+    return bridges, sorted(storages.values(), key=lambda s: -s["avail"])
