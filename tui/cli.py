@@ -174,9 +174,9 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--ip", default=None, metavar="dhcp|CIDR",
                    help="dhcp, or a fixed address with prefix length (192.168.1.50/24)")
     g.add_argument("--gateway", metavar="IP", help="the default gateway with a fixed --ip")
-    g.add_argument("--vmid", help="the container's id on the node (default: a free one)")
-    g.add_argument("--storage", help="the storage of its root disk (default: the rootdir "
-                   "storage with the most free space)")
+    g.add_argument("--vmid", help="the guest's id on the node (default: a free one)")
+    g.add_argument("--storage", help="the storage of its root disk (default: the one with "
+                   "the most free space for rootdir, or for images with --type vm)")
     g.add_argument("--usb", action="append", metavar="/dev/serial/by-id/...",
                    help="a USB device of the node to pass into the guest, by id (repeat for "
                    "more; root@pam only, as Proxmox allows)")
@@ -206,8 +206,8 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     q = hsub.add_parser(
         "destroy", help="destroy a guest abri created on its Proxmox node, then remove it "
         "from the site",
-        description="Destroys the LXC container of a guest abri created (its vmid carries "
-        "the site's tag; any other container is never touched), after a backup of its "
+        description="Destroys the LXC container or VM of a guest abri created (its vmid "
+        "carries the site's tag; any other guest is never touched), after a backup of its "
         "stacks' data when the site backs up to another machine (backup_repository "
         "sftp:...). Asks for the guest's name to be typed; --confirm NAME gives it headless. "
         "Its secrets stay in the vault until 'abri secrets purge'.")
@@ -719,7 +719,7 @@ def _forget_host_key(site, address: str | None) -> None:
 
 def _destroy_guest(site, args) -> int:
     """abri host destroy GUEST: typed confirmation, a backup when it can outlive the guest,
-    the container destroyed on its node, the host out of the site."""
+    the container or VM destroyed on its node, the host out of the site."""
     from tui.core import backup, proxmox, runner, validate
 
     where = f"host '{args.name}'"

@@ -366,7 +366,8 @@ class HostEditor(WorkerScreen):
                 ping.update(f"Checking the credentials and pinning the CA of "
                             f"{self.text('api_url')}…")
                 ping.set_classes("ping -running")
-                self.add_node(self.app.site.copy(), creds)
+                self.add_node(self.app.site.copy(), self.text("name") or "",
+                              self.text("node") or "", creds)
             return
         trial, problems = self.trial()
         if problems or trial is None:
@@ -428,11 +429,10 @@ class HostEditor(WorkerScreen):
         box.disabled = False
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="pve-node")
-    def add_node(self, site: Site, creds: Any) -> None:
+    def add_node(self, site: Site, name: str, node: str, creds: Any) -> None:
         assert self.seen is not None
         try:
-            proxmox.add_node(site, self.text("name") or "", api_url=self.seen[0],
-                             node=self.text("node") or "", creds=creds,
+            proxmox.add_node(site, name, api_url=self.seen[0], node=node, creds=creds,
                              ca_fingerprint=self.seen[1])
         except AbriError as exc:
             self.post_message(self.NodeChecked(None, exc.problems))
