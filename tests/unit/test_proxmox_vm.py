@@ -241,3 +241,18 @@ def test_destroy_a_vm_abri_created(abri, site_dir, node):
     assert [q["path"] for q in writes(standin)][-2:] == [
         f"/nodes/pve/qemu/{vmid}/status/stop", f"/nodes/pve/qemu/{vmid}"]
     assert "ha-vm" not in Site.load(site_dir).hosts
+
+
+def test_an_api_token_can_create_a_vm(abri, site_dir, standin, tmp_path):
+    """A VM needs no keyctl: a node added with an API token creates one (an LXC guest for
+    Docker it cannot: see test_proxmox_hosts)."""
+    secret = tmp_path / "tok"
+    secret.write_text(standin.token[1] + "\n")
+    r = abri("host", "add", "pve", "--kind", "proxmox", "--api-url", standin.url, "--node",
+             "pve", "--token-id", standin.token[0], "--token-secret-file", secret,
+             "--ca-fingerprint", standin.certs.leaf_fingerprint, "--site", site_dir)
+    assert r.code == 0, r.err
+    assert add_vm(abri, site_dir).code == 0
+    proxmox.ensure_guests(Site.load(site_dir), ["ha-vm"], wait=no_wait)
+    assert len(standin.vms) == 1 and not standin.refused()
+    assert not [q for q in standin.requests if q["path"] == "/access/ticket"]
