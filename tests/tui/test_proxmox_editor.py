@@ -226,3 +226,36 @@ async def test_editor_says_when_the_node_cannot_be_read(tmp_path, new_app, stand
         await settle(pilot)
         assert "choose one of the node's bridges" in text_of(app, "#bridge-error")
         assert "mq-vm" not in app.site.hosts
+
+
+async def test_editor_changes_a_guests_size_as_host_set_does(tmp_path, new_app, standin):
+    from tui.core import proxmox
+    from tui.core.site import Site
+
+    site_dir = tmp_path / "site"
+    site = site_with_node(site_dir, standin)
+    proxmox.add_guest(site, "ha", "pve", {"ip": "dhcp", "disk": "16"})
+    site.save()
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot)
+        overview = app.screen
+        overview.hosts_table.move_cursor(row=list(app.site.hosts).index("ha"))
+        await pilot.press("e")
+        await until(pilot, lambda: isinstance(app.screen, HostEditor)
+                    and app.screen.query("#disk"))
+        assert app.screen.query_one("#disk", Input).value == "16"
+        put(app, "#disk", "8")
+        await pilot.press("ctrl+o")
+        await settle(pilot)
+        assert "Proxmox cannot shrink" in text_of(app, "#disk-error")
+        assert app.site.hosts["ha"].guest["disk"] == 16
+        put(app, "#disk", "32")
+        put(app, "#cores", "4")
+        await pilot.press("ctrl+o")
+        await settle(pilot)
+        assert not isinstance(app.screen, HostEditor)
+        assert app.save_site()
+    guest = Site.load(site_dir).hosts["ha"].guest
+    assert (guest["cores"], guest["memory"], guest["disk"]) == (4, 2048, 32)
+    assert guest["ip"] == "dhcp"

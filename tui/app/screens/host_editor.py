@@ -137,6 +137,15 @@ class HostEditor(WorkerScreen):
             if not self.editing:
                 yield from self.node_rows()
                 yield from self.guest_rows()
+            elif host and host.kind == "guest":  # its size: the next apply changes it
+                g = host.guest
+                yield from self.row("cores", "Cores", Input(
+                    str(g.get("cores", "")), id="cores", compact=True))
+                yield from self.row("memory", "Memory MiB", Input(
+                    str(g.get("memory", "")), id="memory", compact=True))
+                yield from self.row("disk", "Disk GiB", Input(
+                    str(g.get("disk", "")), id="disk", compact=True),
+                    help="The next apply changes the guest on its node; a disk only grows.")
             yield Static(id="host-problems", classes="form-problems")
             yield Static(id="ping", classes="ping", markup=False)
             with Horizontal(classes="form-buttons"):
@@ -208,6 +217,10 @@ class HostEditor(WorkerScreen):
         for field in REMOTE_ONLY:
             self.query_one(f"#{field}-row").display = kind != "local" and not adding_pve
         self.query_one("#parent-row").display = kind == "guest"
+        if self.editing:
+            for field in ("cores", "memory", "disk"):
+                if self.query(f"#{field}-row"):
+                    self.query_one(f"#{field}-row").display = kind == "guest"
         if not self.editing:
             for field in NODE_FIELDS:
                 self.query_one(f"#{field}-row").display = kind == "proxmox"
@@ -333,8 +346,14 @@ class HostEditor(WorkerScreen):
             return None, exc.problems
         if old is not None:
             new.stacks = old.stacks
-            new.proxmox, new.guest = old.proxmox, old.guest
+            new.proxmox, new.guest = dict(old.proxmox), dict(old.guest)
             trial.hosts = {n: trial.hosts[n] for n in order}
+            if old.kind == "guest" and new.kind == "guest" and self.query("#cores"):
+                try:  # checked as 'abri host set' checks it (a smaller disk refused)
+                    trial.set_guest(new.name, cores=self.text("cores"),
+                                    memory=self.text("memory"), disk=self.text("disk"))
+                except AbriError as exc:
+                    return None, exc.problems
         mine = f"host '{new.name}'"
         return trial, [p for p in trial.problems() if p.where.startswith(mine)]
 
