@@ -162,7 +162,10 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
                    help="the SHA-256 fingerprint of the certificate the node presents, as "
                    "its web interface shows it (System > Certificates, pve-ssl.pem); without "
                    "it abri prints the fingerprint it sees and stops")
-    g = q.add_argument_group("guest (an LXC container abri creates on a proxmox host)")
+    g = q.add_argument_group("guest (an LXC container or a VM abri creates on a proxmox host)")
+    g.add_argument("--type", default=None, metavar="lxc|vm", help="lxc (a container, the "
+                   "default) or vm (a QEMU VM from Debian 13's cloud image with cloud-init; "
+                   "a fixed --ip, reached as user abri)")
     g.add_argument("--cores", default="2", help="CPU cores (default 2)")
     g.add_argument("--memory", default="2048", metavar="MIB", help="memory in MiB "
                    "(default 2048)")
@@ -171,9 +174,9 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--ip", default=None, metavar="dhcp|CIDR",
                    help="dhcp, or a fixed address with prefix length (192.168.1.50/24)")
     g.add_argument("--gateway", metavar="IP", help="the default gateway with a fixed --ip")
-    g.add_argument("--vmid", help="the container's id on the node (default: a free one)")
-    g.add_argument("--storage", help="the storage of its root disk (default: the rootdir "
-                   "storage with the most free space)")
+    g.add_argument("--vmid", help="the guest's id on the node (default: a free one)")
+    g.add_argument("--storage", help="the storage of its root disk (default: the one with "
+                   "the most free space for rootdir, or for images with --type vm)")
     g.add_argument("--usb", action="append", metavar="/dev/serial/by-id/...",
                    help="a USB device of the node to pass into the guest, by id (repeat for "
                    "more; root@pam only, as Proxmox allows)")
@@ -194,14 +197,17 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     q.add_argument("--cores", help="guest: CPU cores (the next apply changes them)")
     q.add_argument("--memory", metavar="MIB", help="guest: memory in MiB")
     q.add_argument("--disk", metavar="GIB", help="guest: root disk in GiB (grows only)")
+    q.add_argument("--usb", action="append", metavar="/dev/serial/by-id/...",
+                   help="guest: the USB devices of the node passed into it, by id (repeat "
+                   "for more; they replace the list; --usb '' passes none)")
     q = hsub.add_parser("list", help="list the site's hosts")
     _site_option(q)
     _json_option(q)
     q = hsub.add_parser(
         "destroy", help="destroy a guest abri created on its Proxmox node, then remove it "
         "from the site",
-        description="Destroys the LXC container of a guest abri created (its vmid carries "
-        "the site's tag; any other container is never touched), after a backup of its "
+        description="Destroys the LXC container or VM of a guest abri created (its vmid "
+        "carries the site's tag; any other guest is never touched), after a backup of its "
         "stacks' data when the site backs up to another machine (backup_repository "
         "sftp:...). Asks for the guest's name to be typed; --confirm NAME gives it headless. "
         "Its secrets stay in the vault until 'abri secrets purge'.")
@@ -621,15 +627,18 @@ def cmd_host(args) -> int:
         site.save()
         print(f"Added {host.kind} host {host.name}")
     elif args.action == "set" and any(getattr(args, f) is not None
-                                      for f in ("cores", "memory", "disk")):
-        host = site.set_guest(args.name, cores=args.cores, memory=args.memory, disk=args.disk)
+                                      for f in ("cores", "memory", "disk", "usb")):
+        usb = None if args.usb is None else [d for d in args.usb if d != ""]
+        host = site.set_guest(args.name, cores=args.cores, memory=args.memory, disk=args.disk,
+                              usb=usb)
         if any(getattr(args, f) is not None for f in ("address", "port", "user", "key")):
             raise AbriError(Problem(f"host '{args.name}'", "", "change a guest's size apart "
                                     "from how it is reached (two 'abri host set' commands)"))
         site.save()
         g = host.guest
         print(f"Updated guest {host.name}: {g['cores']} cores, {g['memory']} MiB, "
-              f"{g['disk']} GiB; the next apply changes it on {host.parent}")
+              f"{g['disk']} GiB, usb {', '.join(g.get('usb') or []) or 'none'}; the next "
+              f"apply changes it on {host.parent}")
     elif args.action == "set":
         if all(getattr(args, f) is None for f in ("address", "port", "user", "key")):
             raise AbriError(Problem(f"host '{args.name}'", "", "nothing to change; give "
@@ -671,7 +680,7 @@ def cmd_host(args) -> int:
 
 PVE_NODE_OPTIONS = ("api_url", "node", "token_id", "token_secret_file", "password_file",
                     "ca_fingerprint")
-PVE_GUEST_OPTIONS = ("ip", "gateway", "vmid", "storage", "usb")
+PVE_GUEST_OPTIONS = ("ip", "gateway", "vmid", "storage", "usb", "type")
 
 
 def _no_pve_options(args) -> None:
@@ -710,7 +719,7 @@ def _forget_host_key(site, address: str | None) -> None:
 
 def _destroy_guest(site, args) -> int:
     """abri host destroy GUEST: typed confirmation, a backup when it can outlive the guest,
-    the container destroyed on its node, the host out of the site."""
+    the container or VM destroyed on its node, the host out of the site."""
     from tui.core import backup, proxmox, runner, validate
 
     where = f"host '{args.name}'"
@@ -770,147 +779,69 @@ def _destroy_guest(site, args) -> int:
 def _add_pve_host(site, args) -> int:
     """abri host add NAME --kind proxmox|guest: every field checked before anything is
     written; a proxmox node's certificate is pinned only once its fingerprint is confirmed
-    and the credentials work."""
-    from tui.core import proxmox, sshkey, validate
+    and the credentials work. The checks and the change are tui.core.proxmox's (the TUI's
+    host editor uses the same); this reads the secret files and names the flags."""
+    from tui.core import proxmox
 
     where = f"host '{args.name}'"
     problems: list[Problem] = []
-
-    def check(fieldname, fn, value, *extra):
-        try:
-            return fn(value, *extra)
-        except ValueError as exc:
-            problems.append(Problem(where, fieldname, str(exc)))
-            return None
-
     node_only = [o for o in PVE_NODE_OPTIONS if getattr(args, o) is not None]
     guest_only = [o for o in PVE_GUEST_OPTIONS if getattr(args, o) is not None]
     for o in ("address", "port", "key"):
         if getattr(args, o) not in (None, ""):
             problems.append(Problem(where, o, f"is not taken by a {args.kind} host: "
                                     + ("its address comes from --api-url" if args.kind ==
-                                       "proxmox" else "abri reaches it as root with its own "
-                                       "key, at the --ip address")))
+                                       "proxmox" else "abri reaches it with its own key, at "
+                                       "the --ip address")))
     if args.kind == "proxmox":
         problems += [Problem(where, o, "is for a guest, not a proxmox node") for o in guest_only]
         if args.parent:
             problems.append(Problem(where, "parent", "only a guest has a parent"))
-        url = check("api_url", lambda v: v, args.api_url) if args.api_url else None
-        host_part = None
-        if not args.api_url:
-            problems.append(Problem(where, "api_url", "is required; give the node's API, "
-                                    "e.g. https://192.168.1.10:8006"))
-        else:
-            parts = check("api_url", proxmox.split_url, args.api_url)
-            host_part = parts[0] if parts else None
-        node = check("node", validate.pve_node, args.node) if args.node else None
-        if not args.node:
-            problems.append(Problem(where, "node", "is required; give the node's name (e.g. "
-                                    "pve)"))
-        if args.token_id and args.user:
-            problems.append(Problem(where, "user", "give either --user with --password-file "
-                                    "or --token-id with --token-secret-file, not both"))
-        creds = proxmox.Credentials()
-        if args.token_id:
-            creds.token_id = check("token_id", validate.pve_token_id, args.token_id)
-            if args.password_file:
-                problems.append(Problem(where, "password_file", "goes with --user, not with "
-                                        "--token-id"))
-            if not args.token_secret_file:
-                problems.append(Problem(where, "token_secret_file", "is required with "
-                                        "--token-id (a file holding the token's secret)"))
-            else:
-                creds.token_secret = _read_secret_file(where, "token_secret_file",
-                                                       args.token_secret_file)
-        elif args.user:
-            creds.user = check("user", validate.pve_user, args.user)
-            if args.token_secret_file:
-                problems.append(Problem(where, "token_secret_file", "goes with --token-id"))
-            if not args.password_file:
-                problems.append(Problem(where, "password_file", "is required with --user (a "
-                                        "file holding the password)"))
-            else:
-                creds.password = _read_secret_file(where, "password_file", args.password_file)
-        else:
-            problems.append(Problem(where, "user", "credentials are required: --user root@pam "
-                                    "--password-file FILE (can create guests for Docker), or "
-                                    "--token-id USER@REALM!ID --token-secret-file FILE"))
-        if args.ca_fingerprint:
-            check("ca_fingerprint", proxmox.normal_fingerprint, args.ca_fingerprint)
-        if args.name in site.hosts:
-            problems.append(Problem(where, "name", "is already in this site; choose another "
-                                    "name or remove the host first"))
+        password = token_secret = None
+        if args.token_id and args.password_file:
+            problems.append(Problem(where, "password_file", "goes with --user, not with "
+                                    "--token-id"))
+        elif args.password_file:
+            password = _read_secret_file(where, "password_file", args.password_file)
+        if args.user and args.token_secret_file:
+            problems.append(Problem(where, "token_secret_file", "goes with --token-id"))
+        elif args.token_secret_file:
+            token_secret = _read_secret_file(where, "token_secret_file",
+                                             args.token_secret_file)
+        found, creds = proxmox.node_problems(
+            site, args.name, api_url=args.api_url, node=args.node, user=args.user,
+            password=password, token_id=args.token_id, token_secret=token_secret,
+            ca_fingerprint=args.ca_fingerprint,
+            secret_fields={"password": "password_file", "token_secret": "token_secret_file"})
+        problems += [p for p in found if (p.field, p.message) not in
+                     {(q.field, q.message) for q in problems}]
         if problems:
             raise AbriError(problems)
         # validated offline; now the node itself (nothing is written before this succeeds)
-        ca_pem, ca_fp, cert_fp = proxmox.pin_node(args.name, url, node, creds,
-                                                  args.ca_fingerprint)
-        host = site.add_host(args.name, "proxmox", host_part)
-        conf = {"api_url": url.rstrip("/"), "node": node, "ca_pem": ca_pem,
-                "ca_fingerprint": ca_fp, "cert_fingerprint": cert_fp}
-        if creds.is_token:
-            conf["token_id"] = creds.token_id
-            secret = {"token_secret": creds.token_secret}
-        else:
-            conf["user"] = creds.user
-            secret = {"password": creds.password}
-        site.configure_proxmox(host.name, conf, secret)
+        host = proxmox.add_node(site, args.name, api_url=args.api_url, node=args.node,
+                                creds=creds, ca_fingerprint=args.ca_fingerprint)
         site.save()
-        print(f"Added proxmox host {host.name} (node {node} at {conf['api_url']})")
-        print(f"Pinned the CA that signed its certificate: SHA-256 {ca_fp}")
+        conf = host.proxmox
+        print(f"Added proxmox host {host.name} (node {conf['node']} at {conf['api_url']})")
+        print(f"Pinned the CA that signed its certificate: SHA-256 {conf['ca_fingerprint']}")
         if creds.is_token:
-            print("Note: an API token cannot create guests for Docker (the keyctl feature is "
-                  "root@pam's only); guests that exist can still be changed and started",
-                  file=sys.stderr)
+            print("Note: an API token cannot create LXC guests for Docker (the keyctl feature "
+                  "is root@pam's only); guests that exist can still be changed and started, "
+                  "and VM guests created", file=sys.stderr)
         return EXIT_OK
     problems += [Problem(where, o, "is for a proxmox node, not a guest") for o in node_only]
-    guest = {
-        "cores": check("cores", validate.guest_cores, args.cores),
-        "memory": check("memory", validate.guest_memory, args.memory),
-        "disk": check("disk", validate.guest_disk, args.disk),
-        "bridge": check("bridge", validate.bridge, args.bridge),
-    }
-    if args.ip is None:
-        problems.append(Problem(where, "ip", "is required; dhcp, or a fixed address with "
-                                "its prefix length (e.g. 192.168.1.50/24) and --gateway"))
-    else:
-        guest["ip"] = check("ip", validate.guest_ip, args.ip)
-    if args.gateway:
-        if guest.get("ip") == "dhcp":
-            problems.append(Problem(where, "gateway", "comes from DHCP with --ip dhcp; leave "
-                                    "it out"))
-        else:
-            guest["gateway"] = check("gateway", validate.gateway, args.gateway,
-                                     guest.get("ip"))
-    elif guest.get("ip") not in (None, "dhcp"):
-        problems.append(Problem(where, "gateway", "is required with a fixed --ip (the guest "
-                                "installs Docker from Debian's mirrors)"))
-    if args.vmid is not None:
-        guest["vmid"] = check("vmid", validate.guest_vmid, args.vmid)
-    if args.storage is not None:
-        guest["storage"] = check("storage", validate.pve_storage, args.storage)
-    if args.usb:
-        guest["usb"] = [check("usb", validate.usb_device, d) for d in args.usb]
-        if len(set(guest["usb"])) != len(guest["usb"]):
-            problems.append(Problem(where, "usb", "names a device twice"))
-    if args.user not in (None, "", "root"):
-        problems.append(Problem(where, "user", "abri reaches a guest it creates as root with "
-                                "its own key; leave --user out"))
+    values = {k: getattr(args, k) for k in proxmox.GUEST_FIELDS}
     try:
-        site.add_host(args.name, "guest", None, None, None, None, args.parent)
+        host = proxmox.add_guest(site, args.name, args.parent, values, usb=args.usb,
+                                 user=args.user)
     except AbriError as exc:
-        problems.extend(exc.problems)
+        raise AbriError(problems + exc.problems) from None
     if problems:
         raise AbriError(problems)
-    host = site.hosts[args.name]
-    host.guest = {k: v for k, v in guest.items() if v is not None}
-    if guest["ip"] != "dhcp":
-        host.address = guest["ip"].split("/")[0]
-    host.user = "root"
-    site.check()  # nothing written unless the whole site still validates
-    host.key = str(sshkey.ensure(site.site_id))
     site.save()
-    print(f"Added guest {host.name} on {host.parent}: {guest['cores']} cores, "
+    guest = host.guest
+    print(f"Added guest {host.name} ({'VM' if guest.get('type') == 'vm' else 'LXC'}) on "
+          f"{host.parent}: {guest['cores']} cores, "
           f"{guest['memory']} MiB, {guest['disk']} GiB, {guest['bridge']}, ip {guest['ip']}"
           + (f", vmid {guest['vmid']}" if guest.get("vmid") else "")
           + (f", usb {', '.join(guest['usb'])}" if guest.get("usb") else "")

@@ -9,7 +9,11 @@ CSRFPreventionToken; writes without the CSRF header are refused), API tokens
 debian-13-standard template; POST: its download, as a task), /nodes/{node}/storage/{storage}/
 content, /nodes/{node}/lxc (GET list, POST create as a task), /nodes/{node}/lxc/{vmid}/config
 (GET, PUT), .../status/current, .../status/start, .../interfaces, /nodes/{node}/certificates/
-info and /nodes/{node}/tasks/{upid}/status. Tasks run in threads and take the time their work
+info and /nodes/{node}/tasks/{upid}/status; for QEMU VMs /nodes/{node}/qemu (GET list, POST
+create as a task: import-from copies an image of import content into a new disk, STORAGE:
+cloudinit makes the cloud-init drive), .../qemu/{vmid}/config (GET, PUT), .../resize,
+.../status/current, start and stop, DELETE, and /nodes/{node}/storage/{storage}/download-url
+(recorded in ``downloads``, never fetched). Tasks run in threads and take the time their work
 takes (creating a container boots a real host); they end with exitstatus "OK" or an error.
 
 Every request is first checked against the schema: a path or method that does not exist, a
@@ -20,7 +24,10 @@ may set features other than nesting, or dev[n]; an API token (even root's) may n
 
 Creating a container calls ``launcher(vmid, hostname, ip, gateway, ssh_keys)``, which starts
 a real host (the fleet test gives one made with harness.py) and returns its address; without
-a launcher the stand-in only records the container. Every request is kept in ``requests``.
+a launcher the stand-in only records the container. A VM's first start plays cloud-init: the
+launcher gets its name as hostname, the URL-decoded sshkeys, ciuser as ``user`` and the
+address of ipconfig0 (none of it without a cloudinit drive). Every request is kept in
+``requests``.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import re
 import secrets
 import ssl
 import tempfile
@@ -45,6 +53,10 @@ from pve_schema import ParamError, Schema
 
 DEBIAN_TEMPLATE = "debian-13-standard_13.1-2_amd64.tar.zst"
 GIB = 1024 ** 3
+#: the virtual size of a disk imported from an image in 'import' content (Debian's
+#: genericcloud qcow2 images are 3 GiB)
+IMAGE_GIB = 3
+_DISK_KEY = re.compile(r"^(scsi|virtio|ide|sata)\d+$")
 
 
 @dataclass
@@ -160,13 +172,18 @@ class StandIn:
         self.token = token or ("root@pam!abri", secrets.token_hex(16))
         self.bind = bind
         self.schema = schema or Schema.load()
-        self.storages = {"local": Storage("local", "iso,vztmpl,backup"),
+        self.storages = {"local": Storage("local", "iso,vztmpl,backup,import"),
                          "local-lvm": Storage("local-lvm", "images,rootdir", kind="lvmthin")}
         #: bridge -> its address in CIDR form (the guests' network)
         self.bridges = bridges or {"vmbr0": "10.99.0.1/24"}
         self.launcher = launcher
         self.task_delay = task_delay
         self.cts: dict[int, dict[str, Any]] = {}
+        #: QEMU VMs: {"config", "status", "launched"}; a VM's host boots at its first start
+        #: (cloud-init's first boot: name, sshkeys, ipconfig0 from the cloudinit drive)
+        self.vms: dict[int, dict[str, Any]] = {}
+        #: the URLs download-url was asked for (the stand-in never fetches them)
+        self.downloads: list[str] = []
         self.tasks: dict[str, Task] = {}
         self.tickets: dict[str, str] = {}  # ticket -> user
         self.csrf: dict[str, str] = {}     # ticket -> CSRF token
@@ -211,8 +228,9 @@ class StandIn:
         return [r for r in self.requests if r["status"] >= 400]
 
     def creates(self) -> list[dict[str, Any]]:
+        """Every create request, LXC or QEMU."""
         return [r for r in self.requests if r["method"] == "POST"
-                and r["path"] == f"/nodes/{self.node}/lxc"]
+                and r["path"] in (f"/nodes/{self.node}/lxc", f"/nodes/{self.node}/qemu")]
 
     # -- request handling
     def handle(self, method: str, path: str, params: dict[str, Any],
@@ -299,11 +317,11 @@ class StandIn:
         if t == "/cluster/nextid":
             with self._lock:
                 if "vmid" in p:
-                    if int(p["vmid"]) in self.cts:
+                    if int(p["vmid"]) in self.cts or int(p["vmid"]) in self.vms:
                         raise ParamError(400, "Parameter verification failed.",
                                          {"vmid": f"VM {p['vmid']} already exists"})
                     return p["vmid"]
-                return str(max([99, *self.cts]) + 1)
+                return str(max([99, *self.cts, *self.vms]) + 1)
         self._node(p)
         if t == "/nodes/{node}/storage":
             return [{"storage": s.name, "content": s.content, "type": s.kind, "active": 1,
@@ -334,7 +352,8 @@ class StandIn:
             return self._task("download", "", user, download)
         if t == "/nodes/{node}/storage/{storage}/content":
             storage = self._storage(p["storage"])
-            return [{"volid": v, "content": v.split(":", 1)[1].split("/")[0], "format": "tzst",
+            return [{"volid": v, "content": v.split(":", 1)[1].split("/")[0],
+                     "format": v.rsplit(".", 1)[-1] if ":import/" in v else "tzst",
                      "size": 130 * 1024 ** 2} for v in storage.files
                     if not p.get("content") or f":{p['content']}/" in v]
         if t == "/nodes/{node}/lxc" and method == "GET":
@@ -407,6 +426,10 @@ class StandIn:
             return [{"name": "lo", "hwaddr": "00:00:00:00:00:00", "inet": "127.0.0.1/8"},
                     {"name": "eth0", "hwaddr": "bc:24:11:00:00:01",
                      "inet": ct.get("address_cidr", "")}]
+        if t == "/nodes/{node}/storage/{storage}/download-url":
+            return self._download(p, user)
+        if t.startswith("/nodes/{node}/qemu"):
+            return self._route_qemu(method, t, p, user)
         if t == "/nodes/{node}/tasks/{upid}/status":
             task = self.tasks.get(p["upid"])
             if task is None:
@@ -418,6 +441,190 @@ class StandIn:
                 out["exitstatus"] = task.exitstatus
             return out
         raise ParamError(501, f"Method '{method} /api2/json{t}' not implemented (stand-in)")
+
+    def _download(self, p: dict[str, Any], user: str) -> str:
+        """download-url: the node fetches a file into a storage (here: recorded, never
+        fetched). An image for import content needs an extension the import knows."""
+        storage = self._storage(p["storage"], p["content"])
+        name = p["filename"]
+        if "/" in name or (p["content"] == "import"
+                           and not re.search(r"\.(qcow2|raw|vmdk|ova)$", name)):
+            raise ParamError(400, "Parameter verification failed.",
+                             {"filename": "invalid filename or wrong extension"})
+        volid = f"{storage.name}:{p['content']}/{name}"
+
+        def download() -> None:
+            if volid in storage.files:
+                raise RuntimeError(f"refusing to override existing file '{name}'")
+            self.downloads.append(p["url"])
+            storage.files.append(volid)
+        return self._task("download", "", user, download)
+
+    def _vm(self, p: dict[str, Any]) -> dict[str, Any]:
+        vm = self.vms.get(int(p["vmid"]))
+        if vm is None:
+            raise ParamError(500, f"Configuration file 'nodes/{self.node}/qemu-server/"
+                             f"{p['vmid']}.conf' does not exist")
+        return vm
+
+    def _route_qemu(self, method: str, t: str, p: dict[str, Any], user: str) -> Any:
+        if t == "/nodes/{node}/qemu" and method == "GET":
+            return [{"vmid": vmid, "name": vm["config"].get("name", ""),
+                     "status": vm["status"], "tags": vm["config"].get("tags", "")}
+                    for vmid, vm in sorted(self.vms.items())]
+        if t == "/nodes/{node}/qemu":
+            return self._create_vm(p, user)
+        if t == "/nodes/{node}/qemu/{vmid}/config" and method == "GET":
+            return {**self._vm(p)["config"], "digest": secrets.token_hex(20)}
+        if t == "/nodes/{node}/qemu/{vmid}/config" and method == "PUT":
+            vm = self._vm(p)
+            for key, value in p.items():
+                if key not in ("node", "vmid", "digest", "delete"):
+                    if _DISK_KEY.match(key):
+                        raise ParamError(500, "the stand-in does not change disks through "
+                                         "PUT config")
+                    vm["config"][key] = value
+            for key in str(p.get("delete") or "").replace(";", ",").split(","):
+                vm["config"].pop(key.strip(), None)
+            return None
+        if t == "/nodes/{node}/qemu/{vmid}/resize":
+            vm = self._vm(p)
+            disk = vm["config"].get(p["disk"])
+            if disk is None:
+                raise ParamError(500, f"unable to resize {p['disk']}: no such disk")
+            fmt = pve_schema.property_format(self.schema, "/nodes/{node}/qemu", "POST",
+                                             p["disk"])
+            parts = pve_schema.parse_property_string(fmt, disk)
+            have = float(parts.get("size", "0G").rstrip("G"))
+            text = p["size"]
+            if not text.endswith("G"):
+                raise ParamError(500, "the stand-in only resizes in G")
+            want = have + float(text[1:-1]) if text.startswith("+") else float(text[:-1])
+            if want < have:
+                raise ParamError(500, "shrinking disks is not supported")
+            storage = self._storage(parts["file"].split(":")[0])
+
+            def grow() -> None:
+                if (want - have) * GIB > storage.avail:
+                    raise RuntimeError("lvextend: insufficient free space")
+                storage.avail -= int((want - have) * GIB)
+                vm["config"][p["disk"]] = re.sub(r"size=[^,]*", f"size={int(want)}G", disk)
+            return self._task("resize", str(p["vmid"]), user, grow)
+        if t == "/nodes/{node}/qemu/{vmid}/status/current":
+            vm = self._vm(p)
+            return {"vmid": int(p["vmid"]), "status": vm["status"], "qmpstatus": vm["status"],
+                    "name": vm["config"].get("name", ""), "tags": vm["config"].get("tags")}
+        if t == "/nodes/{node}/qemu/{vmid}/status/start":
+            vm = self._vm(p)
+            vmid = int(p["vmid"])
+
+            def start() -> None:
+                if not vm.get("launched"):
+                    self._first_boot(vmid, vm)
+                vm["status"] = "running"
+            return self._task("qmstart", str(vmid), user, start)
+        if t == "/nodes/{node}/qemu/{vmid}/status/stop":
+            vm = self._vm(p)
+
+            def stop() -> None:
+                vm["status"] = "stopped"
+            return self._task("qmstop", str(p["vmid"]), user, stop)
+        if t == "/nodes/{node}/qemu/{vmid}" and method == "DELETE":
+            vm = self._vm(p)
+            if vm["status"] == "running":
+                raise ParamError(500, f"VM {p['vmid']} is running - destroy failed")
+            vmid = int(p["vmid"])
+
+            def destroy() -> None:
+                if self.on_destroy is not None and vm.get("launched"):
+                    self.on_destroy(vmid)
+                with self._lock:
+                    self.vms.pop(vmid, None)
+            return self._task("qmdestroy", str(vmid), user, destroy)
+        raise ParamError(501, f"Method '{method} /api2/json{t}' not implemented (stand-in)")
+
+    def _create_vm(self, p: dict[str, Any], user: str) -> str:
+        """POST /nodes/{node}/qemu: disks are allocated (import-from copies an image of
+        import content into a new volume of an images storage; STORAGE:cloudinit makes the
+        cloud-init drive), the bridge checked; the VM boots at its first start."""
+        vmid = int(p["vmid"])
+        if vmid in self.vms or vmid in self.cts:
+            raise ParamError(500, f"unable to create VM {vmid} - VM {vmid} already exists on "
+                             f"node '{self.node}'")
+        config = {k: v for k, v in p.items() if k not in ("node", "vmid", "start")}
+        need: dict[str, float] = {}
+        volumes: dict[str, str] = {}
+        for key in sorted(k for k in p if _DISK_KEY.match(k)):
+            fmt = pve_schema.property_format(self.schema, "/nodes/{node}/qemu", "POST", key)
+            parts = pve_schema.parse_property_string(fmt, p[key])
+            target, _, what = parts["file"].partition(":")
+            self._storage(target, "images")
+            if what == "cloudinit":
+                volumes[key] = f"{target}:vm-{vmid}-cloudinit,media=cdrom"
+                continue
+            if "import-from" in parts:
+                source = parts["import-from"]
+                if not any(source in s.files for s in self.storages.values()):
+                    raise ParamError(500, f"unable to create VM {vmid} - import-from: volume "
+                                     f"'{source}' does not exist")
+                size = float(IMAGE_GIB)
+            elif re.match(r"^\d+(\.\d+)?$", what):
+                size = float(what)
+            else:
+                raise ParamError(500, f"the stand-in only creates new disks ({key})")
+            n = len([v for v in volumes.values() if "-disk-" in v])
+            volumes[key] = f"{target}:vm-{vmid}-disk-{n},size={int(size)}G"
+            need[target] = need.get(target, 0.0) + size
+        if "net0" in p:
+            fmt = pve_schema.property_format(self.schema, "/nodes/{node}/qemu", "POST", "net0")
+            net = pve_schema.parse_property_string(fmt, p["net0"])
+            if net.get("bridge") and net["bridge"] not in self.bridges:
+                raise ParamError(400, f"bridge '{net['bridge']}' does not exist")
+            mac = f"BC:24:11:{vmid >> 16 & 255:02X}:{vmid >> 8 & 255:02X}:{vmid & 255:02X}"
+            config["net0"] = f"{net['model']}={net.get('macaddr') or mac}" + "".join(
+                f",{k}={v}" for k, v in net.items() if k not in ("model", "macaddr"))
+        config.update(volumes)
+        vm = {"config": config, "status": "stopped", "launched": False}
+        with self._lock:
+            self.vms[vmid] = vm
+
+        def work() -> None:
+            for name, size in need.items():
+                storage = self.storages[name]
+                if size * GIB > storage.avail:
+                    raise RuntimeError(f"unable to create VM {vmid} - lvcreate: Volume group "
+                                       "\"pve\" has insufficient free space")
+                storage.avail -= int(size * GIB)
+
+        def cleanup() -> None:
+            with self._lock:
+                self.vms.pop(vmid, None)
+
+        return self._task("qmcreate", str(vmid), user, work, on_fail=cleanup)
+
+    def _first_boot(self, vmid: int, vm: dict[str, Any]) -> None:
+        """What cloud-init does at a VM's first boot, from its cloudinit drive: the
+        hostname from name, ciuser with the keys of sshkeys (URL-decoded), the address of
+        ipconfig0. Without a cloudinit drive none of it happens."""
+        config = vm["config"]
+        has_drive = any(_DISK_KEY.match(k) and ",media=cdrom" in str(v)
+                        and "-cloudinit" in str(v) for k, v in config.items())
+        ip, gw, keys, ciuser = "dhcp", None, "", "root"
+        if has_drive:
+            for part in str(config.get("ipconfig0") or "").split(","):
+                k, _, v = part.partition("=")
+                if k == "ip":
+                    ip = v
+                elif k == "gw":
+                    gw = v
+            keys = urllib.parse.unquote(str(config.get("sshkeys") or ""))
+            ciuser = str(config.get("ciuser") or "root")
+        address = ""
+        if self.launcher is not None:
+            address = self.launcher(vmid=vmid, hostname=config.get("name", f"VM{vmid}"),
+                                    ip=ip, gateway=gw, ssh_keys=keys, user=ciuser)
+        vm["address"] = address
+        vm["launched"] = True
 
     def _storage(self, name: str, content: str | None = None) -> Storage:
         s = self.storages.get(name)

@@ -135,7 +135,53 @@ FORMATS = {
     "pve-priv-list": lambda v: all(re.match(r"^[A-Za-z.]+$", p) for p in v.split(",")),
     "pve-startup-order": lambda v: bool(re.match(
         r"^(order=\d+)?(,?up=\d+)?(,?down=\d+)?$", v)),
+    # qemu-server's: a disk's volume (an existing volume, STORAGE:SIZE_GB for a new one,
+    # STORAGE:cloudinit, or a path), the source of import-from, a bridge, the boot order
+    "pve-volume-id-or-qm-path": lambda v: v in ("none", "cdrom") or _mp_string(v),
+    "pve-volume-id-or-absolute-path": _mp_string,
+    "pve-bridge-id": lambda v: bool(re.match(r"^[-_.\w\d]+$", v)),
+    "pve-qm-boot": lambda v: _qm_boot(v),
+    "pve-qm-ipconfig": lambda v: _qm_ipconfig(v),
+    # PVE::JSONSchema::pve_verify_urlencoded: what JavaScript's encodeURIComponent leaves
+    "urlencoded": lambda v: bool(re.match(r"^[-%a-zA-Z0-9_.!~*'()]*$", v)),
 }
+
+_QM_DEVICE = re.compile(r"^(ide|sata|scsi|virtio|net|efidisk|tpmstate)\d+$")
+
+
+def _qm_boot(v: str) -> bool:
+    """'order=scsi0;ide2;net0' (or the deprecated legacy=cdn)."""
+    for part in v.split(","):
+        key, _, value = part.rpartition("=")
+        key = key or "legacy"
+        if key == "legacy":
+            if not re.match(r"^[acdn]{1,4}$", value):
+                return False
+        elif key == "order":
+            if not all(_QM_DEVICE.match(d) for d in value.split(";")):
+                return False
+        else:
+            return False
+    return True
+
+
+def _qm_ipconfig(v: str) -> bool:
+    """'ip=192.168.1.50/24,gw=192.168.1.1', 'ip=dhcp' (qemu-server's pve-qm-ipconfig: keys
+    ip, gw, ip6, gw6; a gateway needs a fixed address of its family)."""
+    parts: dict[str, str] = {}
+    for part in v.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or key not in ("ip", "gw", "ip6", "gw6") or key in parts:
+            return False
+        parts[key] = value
+    if "ip" in parts and not (parts["ip"] == "dhcp" or _cidr(parts["ip"], 4)):
+        return False
+    if "ip6" in parts and not (parts["ip6"] in ("dhcp", "auto") or _cidr(parts["ip6"], 6)):
+        return False
+    if "gw" in parts and (not _is_ipv4(parts["gw"]) or not _cidr(parts.get("ip", ""), 4)):
+        return False
+    return not ("gw6" in parts and (not _is_ipv6(parts["gw6"])
+                                    or not _cidr(parts.get("ip6", ""), 6)))
 
 
 def _perl_pattern(pattern: str) -> re.Pattern[str]:
@@ -286,7 +332,7 @@ def check_value(prop: dict[str, Any], value: Any) -> Any:
         raise ValueError(f"value may only be {prop['maxLength']} characters long")
     if "minLength" in prop and len(text) < int(prop["minLength"]):
         raise ValueError(f"value must be at least {prop['minLength']} characters long")
-    if "enum" in prop and text not in prop["enum"]:
+    if prop.get("enum") is not None and text not in prop["enum"]:
         raise ValueError(f"value '{text}' does not have a value in the enumeration '"
                          + ", ".join(prop["enum"]) + "'")
     if "pattern" in prop and not _perl_pattern(prop["pattern"]).fullmatch(text):
@@ -333,6 +379,17 @@ def parse_property_string(fmt: dict[str, Any], text: str) -> dict[str, str]:
         if key not in fmt:
             raise ValueError(f"invalid format - property '{key}' is not defined in the "
                              "format")
+        alias = fmt[key].get("alias")
+        if alias:  # 'volume' is 'file'; 'virtio=MAC' is model=virtio,macaddr=MAC
+            if fmt[key].get("keyAlias"):
+                if fmt[key]["keyAlias"] in out:
+                    raise ValueError(f"invalid format - duplicate key in comma-separated "
+                                     f"list property: {fmt[key]['keyAlias']}")
+                out[fmt[key]["keyAlias"]] = key
+            key = alias
+            if key in out:
+                raise ValueError(f"invalid format - duplicate key in comma-separated list "
+                                 f"property: {key}")
         out[key] = value
     return out
 
@@ -346,7 +403,7 @@ def check_property_string(fmt: dict[str, Any], text: str) -> dict[str, Any]:
         except ValueError as exc:
             raise ValueError(f"invalid format - {key}: {exc}") from None
     for key, prop in fmt.items():
-        if not prop.get("optional") and key not in parsed:
+        if not prop.get("optional") and not prop.get("alias") and key not in parsed:
             raise ValueError(f"invalid format - {key}: property is missing and it is not "
                              "optional")
     return clean

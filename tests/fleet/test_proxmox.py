@@ -1,8 +1,10 @@
 """Proxmox VE guests end to end: a site with one node (the API stand-in, strict about the
-published schema) and two LXC guests. One apply creates both guests through the API (each a
-real Debian 13 fleet host with the requested hostname, fixed address and abri's SSH key),
-deploys Mosquitto on one and Home Assistant on the other, wired across the guests, and
-verify passes; a second apply sends no create request and changes nothing.
+published schema), a QEMU VM guest and an LXC guest. One apply creates both through the API
+(each a real Debian 13 fleet host: the VM's from what cloud-init would do with its name,
+sshkeys, ciuser and ipconfig0; the container's with the requested hostname, its DHCP address
+and abri's key for root), deploys Mosquitto on the VM and Home Assistant on the container,
+wired across the guests, and verify passes; a second apply sends no create request and
+changes nothing.
 
 The error cases (wrong credentials, unknown node, a CA that does not match, a full storage,
 a token asked for keyctl, a failing create task) need no guest to boot: they are in
@@ -31,6 +33,8 @@ BIN = Path(sys.executable).parent
 import pve_schema  # noqa: E402
 from proxmox_standin import StandIn  # noqa: E402
 
+from tui.core import proxmox  # noqa: E402
+
 NESTED_ENGINE_OPTIONS = {
     "bip": "10.213.0.1/24",
     "default-address-pools": [{"base": "10.214.0.0/16", "size": 24}],
@@ -58,9 +62,11 @@ def _free_subnet() -> ipaddress.IPv4Network:
 
 
 class Launcher:
-    """Boots a container the stand-in was asked to create as a real fleet host on the
-    node's bridge (a docker network with the bridge's subnet): the requested hostname, the
-    fixed address, root's authorized_keys from ssh-public-keys."""
+    """Boots a guest the stand-in was asked to create as a real fleet host on the node's
+    bridge (a docker network with the bridge's subnet): the requested hostname, the fixed
+    address, the keys. A container's keys are root's (ssh-public-keys); a VM's go to the
+    user cloud-init makes (ciuser, in the sudo group with sudo without a password, as
+    cloud-init's default user), and root gets none."""
 
     def __init__(self, fleet: harness.Fleet, subnet: ipaddress.IPv4Network, registry: str):
         self.fleet = fleet
@@ -72,7 +78,7 @@ class Launcher:
         fleet._network_created = True
 
     def __call__(self, vmid: int, hostname: str, ip: str, gateway: str | None,
-                 ssh_keys: str) -> str:
+                 ssh_keys: str, user: str = "root") -> str:
         fl = self.fleet
         name = f"{fl.prefix}-ct{vmid}"
         volume = f"{name}-docker"
@@ -86,9 +92,13 @@ class Launcher:
         fl._containers.append(name)
         daemon = json.dumps(harness.host_daemon_config(self.registry)).encode()
         keys = (ssh_keys.strip() + "\n").encode()
-        harness.docker("cp", "-", f"{name}:/", input=harness._tar_files({
-            "root/.ssh/authorized_keys": (keys, 0o600),
-            "etc/docker/daemon.json": (daemon, 0o644)}))
+        files = {"etc/docker/daemon.json": (daemon, 0o644)}
+        if user == "root":
+            files["root/.ssh/authorized_keys"] = (keys, 0o600)
+        else:  # cloud-init's default user: its own keys, sudo without a password
+            files["etc/sudoers.d/90-cloud-init-users"] = (
+                f"{user} ALL=(ALL) NOPASSWD:ALL\n".encode(), 0o440)
+        harness.docker("cp", "-", f"{name}:/", input=harness._tar_files(files))
         harness.docker("start", name)
         got = harness.docker("inspect", "-f", f"{{{{(index .NetworkSettings.Networks "
                              f"\"{fl.network}\").IPAddress}}}}", name).stdout.strip()
@@ -104,6 +114,13 @@ class Launcher:
             if state in ("running", "degraded"):
                 break
             time.sleep(0.5)
+        if user != "root":
+            harness.docker("exec", "-i", name, "sh", "-ec",
+                           f"useradd -m -s /bin/bash -G sudo {user}; "
+                           f"install -d -m 0700 -o {user} -g {user} /home/{user}/.ssh; "
+                           f"cat >/home/{user}/.ssh/authorized_keys; "
+                           f"chown {user}:{user} /home/{user}/.ssh/authorized_keys; "
+                           f"chmod 0600 /home/{user}/.ssh/authorized_keys", input=keys)
         return got
 
     def remove(self, vmid: int) -> None:
@@ -146,7 +163,7 @@ def node(request, fleet_registry, tmp_path):
         assert not problems, problems
 
 
-def test_two_lxc_guests_created_and_deployed(node, fleet_registry, tmp_path):
+def test_vm_and_lxc_guests_created_and_deployed(node, fleet_registry, tmp_path):
     standin, fl, subnet = node
     standin.on_destroy = standin.launcher.remove
     env = dict(os.environ, ABRI_CONFIG_HOME=str(tmp_path / "abri-config"), ANSIBLE_NOCOLOR="1",
@@ -165,14 +182,15 @@ def test_two_lxc_guests_created_and_deployed(node, fleet_registry, tmp_path):
                   env=env)
     assert standin.certs.ca_fingerprint in added.stdout
     gateway = str(subnet.network_address + 1)
-    # the broker's guest at a fixed address, Home Assistant's from the node's DHCP
-    _abri("host", "add", "mq-lxc", "--kind", "guest", "--parent", "pve", "--cores", "2",
-          "--memory", "1024", "--disk", "8", "--bridge", "vmbr0", "--ip",
+    # the broker's guest a VM at a fixed address, Home Assistant's a container with an
+    # address from the node's DHCP
+    _abri("host", "add", "mq-vm", "--kind", "guest", "--parent", "pve", "--type", "vm",
+          "--cores", "2", "--memory", "1024", "--disk", "8", "--bridge", "vmbr0", "--ip",
           f"{subnet.network_address + 50}/24", "--gateway", gateway, "--site", str(site),
           env=env)
     _abri("host", "add", "ha-lxc", "--kind", "guest", "--parent", "pve", "--cores", "2",
           "--memory", "2048", "--disk", "8", "--ip", "dhcp", "--site", str(site), env=env)
-    _abri("stack", "add", "mq-lxc", "mosquitto", "--site", str(site), env=env)
+    _abri("stack", "add", "mq-vm", "mosquitto", "--site", str(site), env=env)
     _abri("stack", "add", "ha-lxc", "homeassistant", "--site", str(site), env=env)
     state = yaml.safe_load((site / "host_vars/ha-lxc/abri.yml").read_text())["abri_state"]
     wired = state["stacks"][0]["api"]["integrations"][0]
@@ -184,18 +202,27 @@ def test_two_lxc_guests_created_and_deployed(node, fleet_registry, tmp_path):
           f"rc={first.returncode}")
     assert first.returncode == 0, first.stdout[-8000:] + first.stderr[-3000:]
     assert not standin.refused(), standin.refused()  # every request was schema-valid
-    creates = standin.creates()
-    assert len(creates) == 2
-    for create in creates:
-        assert create["params"]["features"] == "nesting=1,keyctl=1"
-        assert create["params"]["unprivileged"] == "1"
-    assert {ct["config"]["hostname"] for ct in standin.cts.values()} == {"mq-lxc", "ha-lxc"}
-    assert sorted(h.exec("hostname").stdout.strip() for h in fl.hosts) == ["ha-lxc", "mq-lxc"]
+    creates = {r["path"].rsplit("/", 1)[1]: r["params"] for r in standin.creates()}
+    assert sorted(creates) == ["lxc", "qemu"]
+    assert creates["lxc"]["features"] == "nesting=1,keyctl=1"
+    assert creates["lxc"]["unprivileged"] == "1"
+    vm = creates["qemu"]
+    assert "import-from=local:import/debian-13-genericcloud-amd64.qcow2" in vm["scsi0"]
+    assert vm["ciuser"] == "abri" and vm["sshkeys"].startswith("ssh-ed25519%20")
+    assert standin.downloads == [proxmox.VM_IMAGE_URL]  # recorded, never fetched
+    assert [ct["config"]["hostname"] for ct in standin.cts.values()] == ["ha-lxc"]
+    assert [v["config"]["name"] for v in standin.vms.values()] == ["mq-vm"]
+    [vm_state] = standin.vms.values()
+    assert vm_state["config"]["scsi0"].endswith(",size=8G")  # grown from the image's 3
+    assert sorted(h.exec("hostname").stdout.strip() for h in fl.hosts) == ["ha-lxc", "mq-vm"]
+    inventory = (site / "inventory.ini").read_text()
+    assert "ansible_user=abri" in next(x for x in inventory.splitlines()
+                                       if x.startswith("mq-vm "))
     report = first.stdout.split("Recap:")[-1]
     assert "FAIL" not in report and "CHECK NOT RUN" not in report, report
     for name in ("homeassistant mqtt integration", "mqtt round trip as homeassistant"):
         assert f"ok   {name}" in report, (name, report)
-    for host in ("mq-lxc", "ha-lxc"):
+    for host in ("mq-vm", "ha-lxc"):
         assert _recap(first.stdout, host)["failed"] == 0
     recorded = yaml.safe_load((site / "host_vars/ha-lxc/abri.yml").read_text())["abri_guest"]
     assert recorded["vmid"] in standin.cts
@@ -214,16 +241,16 @@ def test_two_lxc_guests_created_and_deployed(node, fleet_registry, tmp_path):
     assert not [r for r in later if r["method"] != "GET" and r["path"] != "/access/ticket"], \
         later
     assert len(standin.creates()) == 2 and not standin.refused()
-    for host in ("mq-lxc", "ha-lxc"):
+    for host in ("mq-vm", "ha-lxc"):
         assert _recap(second.stdout, host)["changed"] == 0, second.stdout[-3000:]
-    assert "exists and runs; nothing to change" in second.stderr
+    assert second.stderr.count("exists and runs; nothing to change") == 2
 
     # destroying: the broker's guest is still used by Home Assistant's; Home Assistant's
     # guest goes (its data without a backup: the site keeps backups on each host)
-    refused = _abri("host", "destroy", "mq-lxc", "--confirm", "mq-lxc", "--no-backup",
+    refused = _abri("host", "destroy", "mq-vm", "--confirm", "mq-vm", "--no-backup",
                     "--site", str(site), env=env, ok=False)
     assert refused.returncode == 2 and "mqtt" in refused.stderr, refused.stderr
     _abri("host", "destroy", "ha-lxc", "--confirm", "ha-lxc", "--no-backup", "--site",
           str(site), env=env)
-    assert len(standin.cts) == 1 and not standin.refused()
-    assert [h.exec("hostname").stdout.strip() for h in fl.hosts] == ["mq-lxc"]
+    assert not standin.cts and len(standin.vms) == 1 and not standin.refused()
+    assert [h.exec("hostname").stdout.strip() for h in fl.hosts] == ["mq-vm"]

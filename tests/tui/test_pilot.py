@@ -1107,26 +1107,3 @@ async def test_backups_screen_shows_proven_restores_and_runs_a_trial(tmp_path, n
         assert runner.runs[-1][0] == "backup:snapshots"  # read again after the trial
         assert isinstance(app.screen, BackupsScreen)
     assert backup.proven(site) == record
-
-
-async def test_host_editor_sends_proxmox_nodes_and_guests_to_the_cli(tmp_path, new_app):
-    """A node needs its certificate confirmed and a guest its size: the editor says to use
-    'abri host add' for them (next to the kind), and adds nothing."""
-    site_dir = tmp_path / "site"
-    make_site(site_dir, stacks=())
-    app = new_app(site_dir)
-    async with app.run_test(size=SIZE) as pilot:
-        await opened(pilot)
-        await pilot.press("a")
-        await pilot.pause()
-        editor = app.screen
-        for kind in ("proxmox", "guest"):
-            editor.query_one("#kind", Select).value = kind
-            await pilot.pause()
-            await type_into(pilot, "#name", "pve")
-            await type_into(pilot, "#address", "192.168.1.5")
-            await pilot.press("ctrl+o")
-            await pilot.pause()
-            assert isinstance(app.screen, HostEditor)
-            assert f"abri host add NAME --kind {kind}" in text_of(app, "#kind-error")
-            assert "pve" not in app.site.hosts

@@ -113,6 +113,48 @@ def test_host_editor_connection_failed(snap_compare):
     assert snap_compare(app_for(), run_before=ready(run_before))
 
 
+def test_host_editor_guest_with_the_nodes_lists(snap_compare):
+    """A guest being added: its node chosen, the bridges and storages the node gave (the
+    Proxmox API stand-in in this process), a VM with a fixed address."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests" / "fleet"))
+    import pve_schema
+
+    if pve_schema.find_schema() is None:
+        pytest.skip("the Proxmox API schema is not here (../shared/data beside the clone)")
+    from proxmox_standin import StandIn
+
+    from tui.core import proxmox
+
+    standin = StandIn(node="pve", schema=pve_schema.Schema.load(), task_delay=0.02,
+                      bridges={"vmbr0": "192.168.1.5/24", "vmbr1": "10.0.0.1/24"}).start()
+    try:
+        site = make_site(SITE, stacks=())
+        proxmox.add_node(site, "pve", api_url=standin.url, node="pve",
+                         creds=proxmox.Credentials(user="root@pam", password=standin.password),
+                         ca_fingerprint=standin.certs.leaf_fingerprint)
+        site.save()
+
+        async def run_before(pilot):
+            await pilot.press("a")
+            await until(pilot, lambda: pilot.app.screen.query("#name"))
+            screen = pilot.app.screen
+            screen.query_one("#kind").value = "guest"
+            screen.query_one("#name", Input).value = "ha-vm"
+            screen.query_one("#parent").value = "pve"
+            await settle(pilot)
+            screen.query_one("#type").value = "vm"
+            screen.query_one("#ip", Input).value = "192.168.1.40/24"
+            screen.query_one("#gateway", Input).value = "192.168.1.1"
+            screen.query_one("#storage").focus()
+            await settle(pilot)
+
+        assert snap_compare(app_for(), run_before=ready(run_before))
+    finally:
+        standin.stop()
+
+
 def test_stack_picker(snap_compare):
     make_site(SITE, stacks=())
     assert snap_compare(app_for(), run_before=ready(), press=["s"])

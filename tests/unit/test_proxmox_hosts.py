@@ -431,3 +431,36 @@ def test_apply_stops_before_ansible_with_the_host_and_field(abri, site_dir, stan
            "the guest needs 8 GiB" in r.err
     assert "Traceback" not in r.err and standin.password not in r.err + r.out
     assert not standin.cts and not standin.creates()
+
+
+def test_host_set_usb_replaces_a_guests_devices(abri, site_dir, standin, secret_files):
+    site = guests_site(abri, site_dir, standin, secret_files)
+    proxmox.ensure_guests(site, ["ha"], wait=no_wait)
+    vmid = Site.load(site_dir).hosts["ha"].guest["vmid"]
+    before = fingerprint(site_dir)
+    r = abri("host", "set", "ha", "--usb", "/dev/ttyUSB0,mode=0666", "--site", site_dir)
+    assert r.code == 2 and "host 'ha': usb:" in r.err  # no property-string injection
+    r = abri("host", "set", "ha", "--usb", ZIGBEE, "--usb", ZIGBEE, "--site", site_dir)
+    assert r.code == 2 and "host 'ha': usb: names a device twice" in r.err
+    r = abri("host", "set", "pve", "--usb", ZIGBEE, "--site", site_dir)
+    assert r.code == 2 and "host 'pve': usb: only a guest" in r.err
+    assert fingerprint(site_dir) == before
+    r = abri("host", "set", "ha", "--usb", ZIGBEE, "--site", site_dir)
+    assert r.code == 0, r.err
+    assert Site.load(site_dir).hosts["ha"].guest["usb"] == [ZIGBEE]
+    proxmox.ensure_guests(Site.load(site_dir), ["ha"], wait=no_wait)
+    assert standin.cts[vmid]["config"]["dev0"] == f"path={ZIGBEE}" and not standin.refused()
+    # --usb '' passes none: the next apply takes dev0 away
+    assert abri("host", "set", "ha", "--usb", "", "--site", site_dir).code == 0
+    assert "usb" not in Site.load(site_dir).hosts["ha"].guest
+    proxmox.ensure_guests(Site.load(site_dir), ["ha"], wait=no_wait)
+    assert "dev0" not in standin.cts[vmid]["config"] and not standin.refused()
+
+
+def test_host_set_usb_is_refused_for_a_vm(abri, site_dir, standin, secret_files):
+    assert add_node(abri, site_dir, standin, secret_files).code == 0
+    assert add_guest(abri, site_dir, "vm", "--type", "vm").code == 0
+    before = fingerprint(site_dir)
+    r = abri("host", "set", "vm", "--usb", ZIGBEE, "--site", site_dir)
+    assert r.code == 2 and "host 'vm': usb: passing USB devices into a VM" in r.err
+    assert fingerprint(site_dir) == before

@@ -172,3 +172,96 @@ def test_server_error_shapes(standin):
     status, body = call(standin, "GET", "/nodes/elsewhere/storage", {}, token_header(standin))
     assert status == 500 and "elsewhere" in body["message"]
     assert standin.refused()  # every refusal is on record
+
+
+# -- QEMU VMs (cloud-init) and the node's download of an image to import
+
+VM = {"vmid": "130", "name": "ha-vm", "cores": "2", "memory": "2048", "ostype": "l26",
+      "scsihw": "virtio-scsi-single",
+      "scsi0": "local-lvm:0,import-from=local:import/debian-13-genericcloud-amd64.qcow2,"
+               "discard=on,iothread=1",
+      "ide2": "local-lvm:cloudinit", "boot": "order=scsi0", "net0": "virtio,bridge=vmbr0",
+      "serial0": "socket", "vga": "serial0", "agent": "enabled=1", "ciuser": "abri",
+      "sshkeys": "ssh-ed25519%20AAAAC3Nza%20abri%0A", "onboot": "1", "tags": "abri",
+      "ipconfig0": "ip=10.99.0.30/24,gw=10.99.0.1"}
+
+
+def test_a_good_vm_create_passes(schema):
+    template, _info, clean = schema.check("POST", "/nodes/pve/qemu", VM)
+    assert template == "/nodes/{node}/qemu" and clean["vmid"] == 130
+    # the property strings' aliases: virtio=MAC is model=virtio,macaddr=MAC; volume is file
+    schema.check("POST", "/nodes/pve/qemu", {**VM, "net0": "virtio=BC:24:11:00:00:01,"
+                                             "bridge=vmbr0", "ide2": "volume=local-lvm:"
+                                             "cloudinit,media=cdrom"})
+
+
+@pytest.mark.parametrize("change, param, words", [
+    ({"sshkeys": "ssh-ed25519 AAAAC3Nza abri"}, "sshkeys", "valid urlencoded"),
+    ({"sshkeys": "ssh-ed25519+AAAAC3Nza"}, "sshkeys", "valid urlencoded"),
+    ({"ipconfig0": "gw=10.99.0.1"}, "ipconfig0", "pve-qm-ipconfig"),
+    ({"ipconfig0": "ip=dhcp,gw=10.99.0.1"}, "ipconfig0", "pve-qm-ipconfig"),
+    ({"ipconfig0": "ip=10.99.0.30"}, "ipconfig0", "pve-qm-ipconfig"),
+    ({"ipconfig0": "address=10.99.0.30/24"}, "ipconfig0", "pve-qm-ipconfig"),
+    ({"net0": "virtio-net,bridge=vmbr0"}, "net0", "model: value 'virtio-net'"),
+    ({"net0": "virtio,bridge=vmbr0,colour=red"}, "net0", "'colour' is not defined"),
+    ({"net0": "bridge=vmbr0"}, "net0", "model: property is missing"),
+    ({"scsi0": "local-lvm:0,import=local:import/x.qcow2"}, "scsi0", "'import' is not defined"),
+    ({"scsi0": "local-lvm:0,iothread=maybe"}, "scsi0", "iothread: type check ('boolean')"),
+    ({"scsi0": "local-lvm:0,file=local-lvm:1"}, "scsi0", "duplicate key"),
+    ({"boot": "order=scsi0;floppy0"}, "boot", "pve-qm-boot"),
+    ({"agent": "enabled=sometimes"}, "agent", "enabled: type check ('boolean')"),
+    ({"memory": "current=8"}, "memory", "minimum value of 16"),
+    ({"scsihw": "virtio"}, "scsihw", "enumeration"),
+    ({"hostname": "ha-vm"}, "hostname", "not defined in schema"),  # an LXC word
+    ({"vmid": None}, "vmid", "property is missing"),
+])
+def test_vm_create_refusals(schema, change, param, words):
+    params = dict(VM)
+    for key, value in change.items():
+        if value is None:
+            params.pop(key)
+        else:
+            params[key] = value
+    exc = refused(schema, "POST", "/nodes/pve/qemu", params)
+    assert exc.status == 400 and words in exc.errors[param], exc.errors
+
+
+def test_vm_resize_config_and_download_are_checked(schema):
+    schema.check("PUT", "/nodes/pve/qemu/130/resize", {"disk": "scsi0", "size": "16G"})
+    exc = refused(schema, "PUT", "/nodes/pve/qemu/130/resize", {"disk": "rootfs",
+                                                                  "size": "16G"})
+    assert "enumeration" in exc.errors["disk"]
+    exc = refused(schema, "PUT", "/nodes/pve/qemu/130/resize", {"disk": "scsi0",
+                                                                  "size": "16 GiB"})
+    assert "regex" in exc.errors["size"]
+    schema.check("PUT", "/nodes/pve/qemu/130/config", {"cores": "4", "memory": "4096"})
+    exc = refused(schema, "PUT", "/nodes/pve/qemu/130/config", {"rootfs": "local-lvm:8"})
+    assert "not defined in schema" in exc.errors["rootfs"]
+    good = {"url": "https://cloud.debian.org/images/cloud/trixie/latest/"
+                   "debian-13-genericcloud-amd64.qcow2",
+            "content": "import", "filename": "debian-13-genericcloud-amd64.qcow2"}
+    schema.check("POST", "/nodes/pve/storage/local/download-url", good)
+    exc = refused(schema, "POST", "/nodes/pve/storage/local/download-url",
+                  {**good, "content": "images"})
+    assert "enumeration" in exc.errors["content"]
+    exc = refused(schema, "POST", "/nodes/pve/storage/local/download-url",
+                  {**good, "url": "ftp://example.org/x.qcow2"})
+    assert "regex" in exc.errors["url"]
+    exc = refused(schema, "POST", "/nodes/pve/storage/local/download-url",
+                  {**good, "checksum": "abc"})
+    assert "required by 'checksum'" in exc.errors["checksum-algorithm"]
+
+
+def test_server_vm_needs_an_image_that_exists_and_a_storage_for_import(standin):
+    status, body = call(standin, "POST", "/nodes/pve/qemu", {**VM, "vmid": "131"},
+                        token_header(standin))
+    assert status == 500 and "does not exist" in body["message"], body
+    status, body = call(standin, "POST", "/nodes/pve/storage/local-lvm/download-url",
+                        {"url": "https://cloud.debian.org/x.qcow2", "content": "import",
+                         "filename": "x.qcow2"}, token_header(standin))
+    assert status == 500 and "does not support import content" in body["message"]
+    status, body = call(standin, "POST", "/nodes/pve/storage/local/download-url",
+                        {"url": "https://cloud.debian.org/x.iso", "content": "import",
+                         "filename": "x.iso"}, token_header(standin))
+    assert status == 400 and "extension" in body["errors"]["filename"]
+    assert not standin.downloads and 131 not in standin.vms

@@ -1,4 +1,5 @@
-"""Proxmox VE nodes and their LXC guests, through the node's API (controller side).
+"""Proxmox VE nodes and their guests (LXC containers, QEMU VMs), through the node's API
+(controller side).
 
 `abri apply` calls ensure_guests() before Ansible runs: for every guest host of the run it
 finds the guest on its node (by vmid and abri's tag), creates what is missing (the Debian 13
@@ -6,6 +7,12 @@ template, the unprivileged container with nesting and keyctl for Docker, abri's 
 onboot, the tag), starts it and waits for its SSH; then Ansible provisions it like any SSH
 host in the same run. A guest that exists is never recreated: changed cores or memory go
 through PUT config. A container abri did not create (no tag of this site) is never touched.
+
+A VM guest (abri_guest.type vm) is the same for Debian 13's cloud image: the node downloads
+the image once into a storage for import content (download-url), the VM is created with its
+disk imported from it (scsi0 import-from) and a cloud-init drive (ciuser abri, abri's key as
+sshkeys URL-encoded, ipconfig0 with the fixed address), its disk grown to the site's size
+(PUT resize), then started; cloud-init does the rest at its first boot.
 
 Why the controller and not a kit module on localhost: the work needs the node's credentials
 from the vault, the pinned CA and the site (the vmid and address abri records), and it must
@@ -34,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from tui.core.errors import AbriError, Problem
+from tui.core.validate import VM_MIN_DISK
 
 TEMPLATE_PACKAGE = "debian-13-standard"
 #: features Docker needs inside an unprivileged container (keyctl: root@pam only)
@@ -41,6 +49,15 @@ FEATURES = "nesting=1,keyctl=1"
 GIB = 1024 ** 3
 #: secrets of a proxmox host in its vault, under this pseudo stack
 VAULT_KEY = "_proxmox"
+#: VMs: Debian 13's cloud image (cloud-init, no hardware drivers), imported by the node
+VM_IMAGE_URL = ("https://cloud.debian.org/images/cloud/trixie/latest/"
+                "debian-13-genericcloud-amd64.qcow2")
+VM_IMAGE_FILE = "debian-13-genericcloud-amd64.qcow2"
+#: the image's disk size: a VM's disk is at least this big
+VM_IMAGE_GIB = VM_MIN_DISK
+#: the user cloud-init makes in a VM (with abri's key and sudo without a password); the
+#: cloud image refuses root logins
+VM_USER = "abri"
 
 
 class GuestError(AbriError):
@@ -348,68 +365,106 @@ def ensure_guests(site, names: list[str], say: Callable[[str], None] = print,
     return reports
 
 
+def guest_type(g: dict[str, Any]) -> str:
+    """'lxc' (the default) or 'vm'."""
+    return str(g.get("type") or "lxc")
+
+
+def _api_kind(g: dict[str, Any]) -> str:
+    """The API's word for the guest's type: lxc or qemu."""
+    return "qemu" if guest_type(g) == "vm" else "lxc"
+
+
+def _listed(api: Api) -> dict[int, dict[str, Any]]:
+    """Every container and VM of the node by vmid, each with its 'kind' (lxc, qemu): one
+    vmid is one guest of either type."""
+    out: dict[int, dict[str, Any]] = {}
+    for kind in ("lxc", "qemu"):
+        for item in api.get(f"/nodes/{api.node}/{kind}") or []:
+            out[int(item["vmid"])] = {**item, "kind": kind}
+    return out
+
+
+def _find(host, listed: dict[int, dict[str, Any]], tag: str) -> dict[str, Any] | None:
+    g = host.guest
+    if g.get("vmid"):
+        return listed.get(int(g["vmid"]))
+    return next((c for c in listed.values() if c["kind"] == _api_kind(g)
+                 and tag in _tags(c.get("tags")) and c.get("name") == host.name), None)
+
+
+def _what(kind: str) -> str:
+    return "VM" if kind == "qemu" else "container"
+
+
 def _ensure_guest(site, host, api: Api, say) -> GuestReport:
     g = host.guest
     tag = site_tag(site.site_id)
     node = api.node
-    listed = api.get(f"/nodes/{node}/lxc") or []
-    by_id = {int(c["vmid"]): c for c in listed}
-    existing = None
-    if g.get("vmid"):
-        existing = by_id.get(int(g["vmid"]))
-    else:
-        existing = next((c for c in listed if tag in _tags(c.get("tags"))
-                         and c.get("name") == host.name), None)
+    kind = _api_kind(g)
+    where = f"host '{host.name}'"
+    listed = _listed(api)
+    existing = _find(host, listed, tag)
     if existing is not None:
         vmid = int(existing["vmid"])
         if tag not in _tags(existing.get("tags")):
-            raise GuestError(Problem(f"host '{host.name}'", "vmid", f"vmid {vmid} on node "
-                                     f"{node} is a container abri did not create (no tag "
+            raise GuestError(Problem(where, "vmid", f"vmid {vmid} on node {node} is a "
+                                     f"{_what(existing['kind'])} abri did not create (no tag "
                                      f"{tag}); abri never touches it. Choose another --vmid, "
                                      "or leave it out to get a free one"))
+        if existing["kind"] != kind:
+            raise GuestError(Problem(where, "type", f"vmid {vmid} on node {node} is a "
+                                     f"{_what(existing['kind'])} abri created, and the site "
+                                     f"says {guest_type(g)}; abri never recreates a guest. "
+                                     "Destroy it first ('abri host destroy') or give the "
+                                     "site's type back"))
+        base = f"/nodes/{node}/{kind}/{vmid}"
         report = GuestReport(host.name, vmid)
-        config = api.get(f"/nodes/{node}/lxc/{vmid}/config") or {}
+        config = api.get(f"{base}/config") or {}
         change = {}
         for key in ("cores", "memory"):
-            if key in g and str(config.get(key)) != str(g[key]):
+            have = str(config.get(key) or "").removeprefix("current=")
+            if key in g and have != str(g[key]):
                 change[key] = g[key]
         if change:
-            api.put(f"/nodes/{node}/lxc/{vmid}/config", change)
+            api.put(f"{base}/config", change)
             report.changed = sorted(change)
             say(f"guest {host.name}: vmid {vmid}: changed " + ", ".join(
                 f"{k} {config.get(k)} -> {v}" for k, v in change.items()))
-        devices = _device_changes(config, g.get("usb") or [])
+        devices = _device_changes(config, g.get("usb") or []) if kind == "lxc" else {}
         if devices:
             if api.creds.is_token:
-                raise GuestError(Problem(f"host '{host.name}'", "usb", "passing USB devices "
+                raise GuestError(Problem(where, "usb", "passing USB devices "
                                          "through is for root@pam with its password; Proxmox "
                                          "refuses it to an API token, even root's"))
-            api.put(f"/nodes/{node}/lxc/{vmid}/config", devices)
+            api.put(f"{base}/config", devices)
             report.changed = sorted([*(report.changed or []), "usb"])
             say(f"guest {host.name}: vmid {vmid}: USB devices now "
                 + (", ".join(g.get("usb") or []) or "none"))
-        have = _size_gib(config.get("rootfs"))
+        disk = "scsi0" if kind == "qemu" else "rootfs"
+        have = _size_gib(config.get(disk))
         want = int(g["disk"])
         if have is not None and want < have:
-            raise GuestError(Problem(f"host '{host.name}'", "disk", f"vmid {vmid} has "
+            raise GuestError(Problem(where, "disk", f"vmid {vmid} has "
                                      f"{have:g} GiB; Proxmox cannot shrink a disk. Give "
                                      f"--disk {have:g} or more"))
         if have is not None and want > have:
-            api.wait_task(api.put(f"/nodes/{node}/lxc/{vmid}/resize",
-                                  {"disk": "rootfs", "size": f"{want}G"}), "disk",
-                          host=host.name)
+            api.wait_task(api.put(f"{base}/resize", {"disk": disk, "size": f"{want}G"}),
+                          "disk", host=host.name)
             report.changed = sorted([*(report.changed or []), "disk"])
-            say(f"guest {host.name}: vmid {vmid}: root disk {have:g} -> {want} GiB")
-        status = api.get(f"/nodes/{node}/lxc/{vmid}/status/current") or {}
+            say(f"guest {host.name}: vmid {vmid}: {'root ' if kind == 'lxc' else ''}disk "
+                f"{have:g} -> {want} GiB")
+        status = api.get(f"{base}/status/current") or {}
         if status.get("status") != "running":
-            api.wait_task(api.post(f"/nodes/{node}/lxc/{vmid}/status/start"), "start",
-                          host=host.name)
+            api.wait_task(api.post(f"{base}/status/start"), "start", host=host.name)
             report.started = True
             say(f"guest {host.name}: vmid {vmid} started")
         if not report.changed and not report.started:
             say(f"guest {host.name}: vmid {vmid} exists and runs; nothing to change")
         return report
-    return _create(site, host, api, tag, say, by_id)
+    if kind == "qemu":
+        return _create_vm(site, host, api, tag, say, listed)
+    return _create(site, host, api, tag, say, listed)
 
 
 def _device_changes(config: dict[str, Any], wanted: list[str]) -> dict[str, Any]:
@@ -507,6 +562,98 @@ def _create(site, host, api: Api, tag: str, say, by_id: dict[int, Any]) -> Guest
     return GuestReport(host.name, vmid, created=True, started=True)
 
 
+def _create_vm(site, host, api: Api, tag: str, say,
+               listed: dict[int, dict[str, Any]]) -> GuestReport:
+    """A QEMU VM from Debian 13's cloud image: the image downloaded once to a storage for
+    import content (download-url), the VM created with its system disk imported from it
+    (import-from) and a cloud-init drive (ciuser, sshkeys, ipconfig0), the disk grown to
+    the site's size, then started. Every check comes before the create request."""
+    g = host.guest
+    node = api.node
+    where = f"host '{host.name}'"
+    if g.get("ip", "dhcp") == "dhcp":  # the site refuses it too; a hand-edited site
+        raise GuestError(Problem(where, "ip", "a VM needs a fixed address (its address "
+                                 "could only be learnt from a QEMU guest agent, which "
+                                 "Debian's cloud image does not carry)"))
+    bridges = {b.get("iface") for b in api.get(f"/nodes/{node}/network",
+                                                {"type": "any_bridge"}) or []}
+    if g["bridge"] not in bridges:
+        raise GuestError(Problem(where, "bridge", f"{g['bridge']!r} is not a bridge of node "
+                                 f"{node}; its bridges: " + (", ".join(sorted(bridges))
+                                                             or "none")))
+    images = api.get(f"/nodes/{node}/storage", {"content": "images"}) or []
+    storage = _pick_storage(images, g.get("storage"), where, node, "images")
+    need = int(g["disk"]) * GIB
+    if int(storage.get("avail") or 0) < need:
+        raise GuestError(Problem(where, "disk", f"storage {storage['storage']} on node {node} "
+                                 f"has {int(storage.get('avail') or 0) / GIB:.1f} GiB free; "
+                                 f"the guest needs {g['disk']} GiB. Free space there, give "
+                                 "--storage another one, or a smaller --disk"))
+    if int(g["disk"]) < VM_IMAGE_GIB:
+        raise GuestError(Problem(where, "disk", f"Debian's cloud image is {VM_IMAGE_GIB} GiB; "
+                                 f"a VM's disk cannot be smaller (give --disk {VM_IMAGE_GIB} "
+                                 "or more)"))
+    vmid = int(g.get("vmid") or api.get("/cluster/nextid"))
+    if vmid in listed:
+        raise GuestError(Problem(where, "vmid", f"vmid {vmid} is taken on node {node}"))
+    image = _cloud_image(api, where, say)
+    key_path, public = ssh_public_key(site.site_id)
+    target = storage["storage"]
+    ipconfig = f"ip={g['ip']}" + (f",gw={g['gateway']}" if g.get("gateway") else "")
+    params = {
+        "vmid": vmid, "name": host.name, "cores": int(g["cores"]),
+        "memory": str(int(g["memory"])), "ostype": "l26", "scsihw": "virtio-scsi-single",
+        "scsi0": f"{target}:0,import-from={image},discard=on,iothread=1",
+        "ide2": f"{target}:cloudinit", "boot": "order=scsi0",
+        "net0": f"virtio,bridge={g['bridge']}", "serial0": "socket", "vga": "serial0",
+        "agent": "enabled=1", "ciuser": VM_USER,
+        # qemu-server takes sshkeys URL-encoded (its 'urlencoded' format): every byte but
+        # letters, digits and -_.~ as %XX, spaces as %20 (never '+'), newlines as %0A;
+        # the form encoding of the request then encodes that once more
+        "sshkeys": urllib.parse.quote(public + "\n", safe=""),
+        "ipconfig0": ipconfig, "onboot": 1, "tags": tag,
+    }
+    say(f"guest {host.name}: creating VM {vmid} on {node} ({g['cores']} cores, "
+        f"{g['memory']} MiB, {g['disk']} GiB on {target} from {image}, {ipconfig})")
+    api.wait_task(api.post(f"/nodes/{node}/qemu", params), "create", host=host.name)
+    # from here the VM carries the tag: a step that fails leaves it for the next apply,
+    # which finds it and grows, starts it (a failed create task leaves nothing)
+    if int(g["disk"]) > VM_IMAGE_GIB:
+        api.wait_task(api.put(f"/nodes/{node}/qemu/{vmid}/resize",
+                              {"disk": "scsi0", "size": f"{int(g['disk'])}G"}), "disk",
+                      host=host.name)
+    api.wait_task(api.post(f"/nodes/{node}/qemu/{vmid}/status/start"), "start",
+                  host=host.name)
+    say(f"guest {host.name}: VM {vmid} created and started")
+    host.user = VM_USER
+    host.key = str(key_path)
+    return GuestReport(host.name, vmid, created=True, started=True)
+
+
+def _cloud_image(api: Api, where: str, say) -> str:
+    """The volume id of Debian 13's cloud image in a storage for import content,
+    downloaded there by the node (download-url, certificates verified) when absent."""
+    node = api.node
+    stores = api.get(f"/nodes/{node}/storage", {"content": "import"}) or []
+    if not stores:
+        raise GuestError(Problem(where, "storage", f"node {node} has no storage for import "
+                                 "content (a VM's disk is imported from Debian's cloud "
+                                 "image): allow 'import' on one, e.g. local (Datacenter > "
+                                 "Storage > local > Content)"))
+    for s in stores:
+        content = api.get(f"/nodes/{node}/storage/{s['storage']}/content",
+                          {"content": "import"}) or []
+        for c in content:
+            if str(c.get("volid", "")).endswith(f":import/{VM_IMAGE_FILE}"):
+                return str(c["volid"])
+    store = max(stores, key=lambda s: int(s.get("avail") or 0))["storage"]
+    say(f"node {node}: downloading {VM_IMAGE_URL} to {store}")
+    api.wait_task(api.post(f"/nodes/{node}/storage/{store}/download-url",
+                           {"url": VM_IMAGE_URL, "content": "import",
+                            "filename": VM_IMAGE_FILE}), "image")
+    return f"{store}:import/{VM_IMAGE_FILE}"
+
+
 def _pick_storage(items: list[dict[str, Any]], wanted: str | None, where: str, node: str,
                   content: str) -> dict[str, Any]:
     names = [s.get("storage") for s in items]
@@ -596,28 +743,229 @@ def destroy_guest(site, name: str, say: Callable[[str], None] = print) -> int | 
     api = api_for(site, site.hosts[host.parent])
     check_node(api)
     tag = site_tag(site.site_id)
-    listed = api.get(f"/nodes/{api.node}/lxc") or []
+    found = _find(host, _listed(api), tag)
     vmid = host.guest.get("vmid")
-    found = next((c for c in listed if vmid and int(c["vmid"]) == int(vmid)), None)
-    if found is None and not vmid:
-        found = next((c for c in listed if tag in _tags(c.get("tags"))
-                      and c.get("name") == name), None)
     if found is None:
-        say(f"guest {name}: no container {vmid or 'of this name'} on node {api.node}; "
+        say(f"guest {name}: no guest {vmid or 'of this name'} on node {api.node}; "
             "nothing to destroy")
         return None
     vmid = int(found["vmid"])
+    kind = found["kind"]
     if tag not in _tags(found.get("tags")):
         raise GuestError(Problem(where, "vmid", f"vmid {vmid} on node {api.node} is a "
-                                 f"container abri did not create (no tag {tag}); abri never "
-                                 "destroys it"))
-    status = api.get(f"/nodes/{api.node}/lxc/{vmid}/status/current") or {}
+                                 f"{_what(kind)} abri did not create (no tag {tag}); abri "
+                                 "never destroys it"))
+    base = f"/nodes/{api.node}/{kind}/{vmid}"
+    status = api.get(f"{base}/status/current") or {}
     if status.get("status") == "running":
-        api.wait_task(api.post(f"/nodes/{api.node}/lxc/{vmid}/status/stop"), "stop",
-                      host=name)
+        api.wait_task(api.post(f"{base}/status/stop"), "stop", host=name)
         say(f"guest {name}: vmid {vmid} stopped")
-    api.wait_task(api._call("DELETE", f"/nodes/{api.node}/lxc/{vmid}",
-                            {"purge": 1, "destroy-unreferenced-disks": 1}), "destroy",
-                  host=name)
+    api.wait_task(api._call("DELETE", base, {"purge": 1, "destroy-unreferenced-disks": 1}),
+                  "destroy", host=name)
     say(f"guest {name}: vmid {vmid} destroyed on node {api.node}")
     return vmid
+
+
+# ---------------------------------------------------------------- adding nodes and guests
+# One place for what 'abri host add --kind proxmox|guest' and the TUI's host editor do: the
+# callers give the values (the CLI reads its secret files first), these check every field,
+# ask the node where needed, and change the site in memory; the caller saves it.
+
+
+def node_problems(site, name: str, *, api_url: str | None, node: str | None,
+                  user: str | None = None, password: str | None = None,
+                  token_id: str | None = None, token_secret: str | None = None,
+                  ca_fingerprint: str | None = None,
+                  secret_fields: dict[str, str] | None = None
+                  ) -> tuple[list[Problem], Credentials]:
+    """Every offline check of a new proxmox node's fields, and its credentials. secret_fields
+    renames the fields a missing password or token secret is reported under (the CLI's
+    password_file, token_secret_file)."""
+    from tui.core import validate
+
+    names = {"password": "password", "token_secret": "token_secret",
+             **(secret_fields or {})}
+    where = f"host '{name}'"
+    problems: list[Problem] = []
+
+    def check(fieldname, fn, value):
+        try:
+            return fn(value)
+        except ValueError as exc:
+            problems.append(Problem(where, fieldname, str(exc)))
+            return None
+
+    if not api_url:
+        problems.append(Problem(where, "api_url", "is required; give the node's API, "
+                                "e.g. https://192.168.1.10:8006"))
+    else:
+        check("api_url", split_url, api_url)
+    if not node:
+        problems.append(Problem(where, "node", "is required; give the node's name (e.g. "
+                                "pve)"))
+    else:
+        check("node", validate.pve_node, node)
+    creds = Credentials()
+    if token_id and user:
+        problems.append(Problem(where, "user", "give either a user with its password or an "
+                                "API token id with its secret, not both"))
+    if token_id:
+        creds.token_id = check("token_id", validate.pve_token_id, token_id)
+        if password:
+            problems.append(Problem(where, names["password"], "goes with a user, not with "
+                                    "an API token"))
+        if not token_secret:
+            problems.append(Problem(where, names["token_secret"], "is required with an API "
+                                    "token id (the token's secret)"))
+        creds.token_secret = token_secret
+    elif user:
+        creds.user = check("user", validate.pve_user, user)
+        if token_secret:
+            problems.append(Problem(where, names["token_secret"], "goes with an API token "
+                                    "id"))
+        if not password:
+            problems.append(Problem(where, names["password"], "is required with a user (its "
+                                    "password)"))
+        creds.password = password
+    else:
+        problems.append(Problem(where, "user", "credentials are required: root@pam with its "
+                                "password (can create guests for Docker), or an API token "
+                                "(USER@REALM!ID and its secret)"))
+    if ca_fingerprint:
+        check("ca_fingerprint", normal_fingerprint, ca_fingerprint)
+    if name in site.hosts:
+        problems.append(Problem(where, "name", "is already in this site; choose another "
+                                "name or remove the host first"))
+    else:
+        check("name", validate.host_name, name)
+    return problems, creds
+
+
+def add_node(site, name: str, *, api_url: str, node: str, creds: Credentials,
+             ca_fingerprint: str | None):
+    """Pin a checked node (node_problems found nothing) and add it to the site in memory:
+    its API settings in the site, the password or token secret in its vault. Raises
+    GuestError when the node presents another certificate, refuses the credentials or
+    does not know the node (nothing changed then). Returns the host."""
+    url = api_url.rstrip("/")
+    host_part = split_url(url)[0]
+    ca_pem, ca_fp, cert_fp = pin_node(name, url, node, creds, ca_fingerprint)
+    host = site.add_host(name, "proxmox", host_part)
+    conf = {"api_url": url, "node": node, "ca_pem": ca_pem, "ca_fingerprint": ca_fp,
+            "cert_fingerprint": cert_fp}
+    if creds.is_token:
+        conf["token_id"] = creds.token_id
+        secret = {"token_secret": creds.token_secret}
+    else:
+        conf["user"] = creds.user
+        secret = {"password": creds.password}
+    site.configure_proxmox(host.name, conf, secret)
+    return host
+
+
+#: a guest's fields, as 'abri host add' and the host editor take them (text)
+GUEST_FIELDS = ("type", "cores", "memory", "disk", "bridge", "ip", "gateway", "vmid",
+                "storage")
+GUEST_DEFAULTS = {"type": "lxc", "cores": "2", "memory": "2048", "disk": "16",
+                  "bridge": "vmbr0"}
+
+
+def add_guest(site, name: str, parent: str | None, values: dict[str, Any],
+              usb: list[str] | None = None, user: str | None = None):
+    """Check a new guest's fields and add it to the site in memory (nothing is asked of the
+    node: apply creates it). Raises AbriError with every problem, each naming its field.
+    Returns the host."""
+    from tui.core import sshkey, validate
+
+    where = f"host '{name}'"
+    problems: list[Problem] = []
+
+    def check(fieldname, fn, value, *extra):
+        try:
+            return fn(value, *extra)
+        except ValueError as exc:
+            problems.append(Problem(where, fieldname, str(exc)))
+            return None
+
+    v = {k: (None if values.get(k) in (None, "") else str(values[k]).strip())
+         for k in GUEST_FIELDS}
+    for k, default in GUEST_DEFAULTS.items():
+        v[k] = v[k] or default
+    guest: dict[str, Any] = {
+        "cores": check("cores", validate.guest_cores, v["cores"]),
+        "memory": check("memory", validate.guest_memory, v["memory"]),
+        "disk": check("disk", validate.guest_disk, v["disk"]),
+        "bridge": check("bridge", validate.bridge, v["bridge"]),
+    }
+    if v["ip"] is None:
+        problems.append(Problem(where, "ip", "is required; dhcp, or a fixed address with "
+                                "its prefix length (e.g. 192.168.1.50/24) and a gateway"))
+    else:
+        guest["ip"] = check("ip", validate.guest_ip, v["ip"])
+    if v["gateway"]:
+        if guest.get("ip") == "dhcp":
+            problems.append(Problem(where, "gateway", "comes from DHCP with ip dhcp; leave "
+                                    "it out"))
+        else:
+            guest["gateway"] = check("gateway", validate.gateway, v["gateway"],
+                                     guest.get("ip"))
+    elif guest.get("ip") not in (None, "dhcp"):
+        problems.append(Problem(where, "gateway", "is required with a fixed ip (the guest "
+                                "installs Docker from Debian's mirrors)"))
+    if v["vmid"] is not None:
+        guest["vmid"] = check("vmid", validate.guest_vmid, v["vmid"])
+    if v["storage"] is not None:
+        guest["storage"] = check("storage", validate.pve_storage, v["storage"])
+    if usb:
+        guest["usb"] = [check("usb", validate.usb_device, d) for d in usb]
+        if len(set(guest["usb"])) != len(guest["usb"]):
+            problems.append(Problem(where, "usb", "names a device twice"))
+    kind = check("type", validate.guest_type, v["type"])
+    if kind == "vm":
+        guest["type"] = "vm"
+    elif values.get("type"):
+        guest["type"] = kind
+    problems += [Problem(where, k, m) for k, m in validate.vm_guest_problems(guest)]
+    if user not in (None, "", "root"):
+        problems.append(Problem(where, "user", "abri reaches a guest it creates with its own "
+                                "key, as root (a VM: as abri); leave the user out"))
+    added = False
+    try:
+        site.add_host(name, "guest", None, None, None, None, parent)
+        added = True
+    except AbriError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        if added:
+            del site.hosts[name]
+        raise AbriError(problems)
+    host = site.hosts[name]
+    host.guest = {k: val for k, val in guest.items() if val is not None}
+    if guest["ip"] != "dhcp":
+        host.address = guest["ip"].split("/")[0]
+    host.user = VM_USER if guest.get("type") == "vm" else "root"
+    try:
+        site.check()  # the whole site must still validate
+    except AbriError:
+        del site.hosts[name]
+        raise
+    host.key = str(sshkey.ensure(site.site_id))
+    return host
+
+
+def node_resources(site, node_name: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """The bridges of a node of the site, and its storages for guest disks (rootdir or
+    images) with their free space: what the host editor offers. Raises GuestError naming
+    the node's field when it cannot be asked."""
+    api = api_for(site, site.hosts[node_name])
+    check_node(api)
+    bridges = sorted(str(b.get("iface")) for b in api.get(
+        f"/nodes/{api.node}/network", {"type": "any_bridge"}) or [] if b.get("iface"))
+    storages: dict[str, dict[str, Any]] = {}
+    for content in ("rootdir", "images"):
+        for s in api.get(f"/nodes/{api.node}/storage", {"content": content}) or []:
+            entry = storages.setdefault(str(s["storage"]), {
+                "storage": str(s["storage"]), "avail": int(s.get("avail") or 0),
+                "content": []})
+            entry["content"].append(content)
+    return bridges, sorted(storages.values(), key=lambda s: -s["avail"])

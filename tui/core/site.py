@@ -653,12 +653,15 @@ class Site:
                             usb[i] = validate.usb_device(str(dev))
                         except ValueError as exc:
                             out.append(Problem(where, f"abri_guest.usb[{i}]", str(exc)))
-            for key, fn in (("vmid", validate.guest_vmid), ("storage", validate.pve_storage)):
+            for key, fn in (("vmid", validate.guest_vmid), ("storage", validate.pve_storage),
+                            ("type", validate.guest_type)):
                 if host.guest.get(key) not in (None, ""):
                     try:
                         host.guest[key] = fn(host.guest[key])
                     except ValueError as exc:
                         out.append(Problem(where, f"abri_guest.{key}", str(exc)))
+            out += [Problem(where, f"abri_guest.{k}", m)
+                    for k, m in validate.vm_guest_problems(host.guest)]
             if host.parent and (host.parent not in self.hosts
                                 or self.hosts[host.parent].kind != "proxmox"):
                 out.append(Problem(f"host '{host.name}'", "parent", f"{host.parent!r} is not "
@@ -666,8 +669,9 @@ class Site:
         return out
 
     def set_guest(self, name: str, **sizes: object) -> Host:
-        """Change a guest's cores, memory or disk (None leaves one as it is); the next apply
-        changes the container. Checked as 'host add' checks them."""
+        """Change a guest's cores, memory, disk or USB device list (None leaves one as it
+        is; a list of devices replaces the guest's); the next apply changes the guest.
+        Checked as 'host add' checks them."""
         host = self._host(name)
         where = f"host '{name}'"
         if host.kind != "guest":
@@ -677,14 +681,28 @@ class Site:
         checks = {"cores": validate.guest_cores, "memory": validate.guest_memory,
                   "disk": validate.guest_disk}
         problems: list[Problem] = []
-        clean: dict[str, int] = {}
+        clean: dict[str, Any] = {}
         for key, value in sizes.items():
-            if value is None:
+            if value is None or key == "usb":
                 continue
             try:
                 clean[key] = checks[key](value)
             except ValueError as exc:
                 problems.append(Problem(where, key, str(exc)))
+        usb = sizes.get("usb")
+        if usb is not None:  # the whole list, replaced (an empty one passes none)
+            devices = []
+            for dev in usb:  # type: ignore[union-attr]
+                try:
+                    devices.append(validate.usb_device(str(dev)))
+                except ValueError as exc:
+                    problems.append(Problem(where, "usb", str(exc)))
+            if len(set(devices)) != len(devices):
+                problems.append(Problem(where, "usb", "names a device twice"))
+            clean["usb"] = devices
+        for key, message in validate.vm_guest_problems({**host.guest, **clean}):
+            if key in clean:
+                problems.append(Problem(where, key, message))
         if "disk" in clean and clean["disk"] < int(host.guest.get("disk") or 0):
             problems.append(Problem(where, "disk", f"{clean['disk']} GiB is smaller than the "
                                     f"guest's {host.guest['disk']} GiB; Proxmox cannot shrink "
@@ -692,6 +710,8 @@ class Site:
         if problems:
             raise AbriError(problems)
         host.guest.update(clean)
+        if host.guest.get("usb") == []:
+            del host.guest["usb"]
         return host
 
     def configure_proxmox(self, name: str, conf: dict[str, Any],

@@ -357,6 +357,47 @@ def guest_vmid(value: object) -> int:
     return whole(value, 100, 999999999, "(a Proxmox vmid)", "120")
 
 
+GUEST_TYPES = ("lxc", "vm")
+
+
+def guest_type(value: str) -> str:
+    """lxc (a container, the default) or vm (a QEMU VM from Debian's cloud image)."""
+    text = (value or "").strip().lower()
+    if text not in GUEST_TYPES:
+        raise ValueError(f"{value!r} is not a guest type; give lxc (a container) or vm (a "
+                         "QEMU VM with cloud-init)")
+    return text
+
+
+#: the size of Debian's cloud image, the smallest disk a VM guest can have
+VM_MIN_DISK = 3
+
+
+def vm_guest_problems(guest: dict) -> list[tuple[str, str]]:
+    """What a VM guest cannot have, as (field, message): DHCP (its address is needed
+    before abri can reach it, and only a guest agent Debian's cloud image lacks could tell
+    it), USB devices by path (a VM takes them otherwise; not built), a disk smaller than
+    the image."""
+    if guest.get("type") != "vm":
+        return []
+    out = []
+    if guest.get("ip") == "dhcp":
+        out.append(("ip", "a VM needs a fixed address with its prefix length and a "
+                    "gateway (abri must know it before the VM answers; only a QEMU guest "
+                    "agent, which Debian's cloud image lacks, could tell a DHCP one)"))
+    if guest.get("usb"):
+        out.append(("usb", "passing USB devices into a VM is not built yet; use an LXC "
+                    "guest for a USB stick"))
+    try:
+        small = int(guest.get("disk") or 0) < VM_MIN_DISK
+    except (TypeError, ValueError):
+        small = False
+    if small:
+        out.append(("disk", f"Debian's cloud image is {VM_MIN_DISK} GiB; a VM's disk cannot "
+                    "be smaller"))
+    return out
+
+
 def bridge(value: str) -> str:
     value = (value or "").strip()
     if not _BRIDGE.match(value):

@@ -3,22 +3,33 @@ the engine's own problems land next to the field they name.
 
 A local host (this machine) takes no connection fields: address, port, user and key are
 hidden and never written for it. The name of an existing host cannot change (it names the
-host's host_vars folder and its vault); the form says so and how to get the same effect."""
+host's host_vars folder and its vault); the form says so and how to get the same effect.
+
+A new proxmox node takes its API URL, node name and credentials (password or token secret in
+masked fields, kept in the vault only); "Read certificate" shows the fingerprint of the
+certificate the node presents, to compare with the node's own before confirming it, and OK
+pins the node's CA and checks the credentials (tui.core.proxmox, in a worker, as 'abri host
+add' does). A new guest takes its node, type, size and address; its bridge and storage are
+chosen from the lists the node gives once it is chosen (read in a worker)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.widget import Widget
-from textual.widgets import Button, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from tui.app.messages import PingResult
 from tui.app.screens.base import WorkerScreen
 from tui.app.screens.dialogs import problems_text
 from tui.app.widgets import KeyBar, TitleBar
-from tui.core import validate
+from tui.core import proxmox, validate
 from tui.core.errors import AbriError, Problem
 from tui.core.inventory import KINDS
 from tui.core.site import Site
@@ -28,12 +39,25 @@ KIND_LABELS = {
     "ssh": "ssh: a machine reached over SSH",
     "vps": "vps: a rented server (hardened)",
     "proxmox": "proxmox: a Proxmox VE node",
-    "guest": "guest: a container on a Proxmox node",
+    "guest": "guest: a container or VM on a Proxmox node",
 }
 VALIDATORS = {"name": validate.host_name, "address": validate.address, "port": validate.port,
-              "user": validate.ssh_user, "key": validate.key_path}
-FIELDS = ("name", "kind", "address", "port", "user", "key", "parent")
+              "user": validate.ssh_user, "key": validate.key_path,
+              "api_url": proxmox.split_url,
+              "node": validate.pve_node, "pve_user": validate.pve_user,
+              "token_id": validate.pve_token_id, "cores": validate.guest_cores,
+              "memory": validate.guest_memory, "disk": validate.guest_disk,
+              "ip": validate.guest_ip}
+FIELDS = ("name", "kind", "address", "port", "user", "key", "parent", "api_url", "node",
+          "pve_user", "password", "token_id", "token_secret", "ca_fingerprint", "type",
+          "cores", "memory", "disk", "bridge", "storage", "ip", "gateway")
 REMOTE_ONLY = ("address", "port", "user", "key")  # connection fields: none for local
+NODE_FIELDS = ("api_url", "node", "pve_user", "password", "token_id", "token_secret",
+               "ca_fingerprint")
+GUEST_FIELDS = ("type", "cores", "memory", "disk", "bridge", "storage", "ip", "gateway")
+#: the engine names a node's user 'user'; here that is the SSH user's row
+PVE_FIELD = {"user": "pve_user"}
+ANY_STORAGE = "(the one with the most free space)"
 RENAME_NOTE = ("The name cannot be changed: it names this host's folder host_vars/{name}/ "
                "and its vault of secrets. To rename, add a new host and move the stacks.")
 
@@ -41,12 +65,40 @@ RENAME_NOTE = ("The name cannot be changed: it names this host's folder host_var
 class HostEditor(WorkerScreen):
     BINDINGS = [Binding("escape", "cancel", "Cancel"),
                 Binding("ctrl+o", "ok", "OK"),
-                Binding("ctrl+t", "test", "Test connection")]
+                Binding("ctrl+t", "test", "Test connection"),
+                Binding("ctrl+r", "read_certificate", "Read certificate", show=False)]
+
+    @dataclass
+    class CertificateRead(Message):
+        """The certificate a node presents: its fingerprint, or why it could not be read."""
+
+        url: str
+        fingerprint: str | None
+        error: str = ""
+
+    @dataclass
+    class NodeChecked(Message):
+        """The node was pinned and its credentials worked (site), or its problems."""
+
+        site: Any
+        problems: list[Problem]
+
+    @dataclass
+    class ResourcesRead(Message):
+        """A node's bridges and storages for guest disks, or why they could not be read."""
+
+        node: str
+        bridges: list[str]
+        storages: list[dict[str, Any]]
+        error: str = ""
 
     def __init__(self, host: str | None = None, kind: str = "local"):
         super().__init__()
         self.editing = host
         self.initial_kind = kind
+        #: the fingerprint read from the node, and the URL it was read from
+        self.seen: tuple[str, str] | None = None
+        self.busy = False
 
     def compose(self) -> ComposeResult:
         site: Site = self.app.site
@@ -82,6 +134,18 @@ class HostEditor(WorkerScreen):
                 nodes, value=host.parent if host and host.parent else Select.NULL,
                 prompt="the node that owns this guest" if nodes else "no proxmox host yet",
                 id="parent", compact=True))
+            if not self.editing:
+                yield from self.node_rows()
+                yield from self.guest_rows()
+            elif host and host.kind == "guest":  # its size: the next apply changes it
+                g = host.guest
+                yield from self.row("cores", "Cores", Input(
+                    str(g.get("cores", "")), id="cores", compact=True))
+                yield from self.row("memory", "Memory MiB", Input(
+                    str(g.get("memory", "")), id="memory", compact=True))
+                yield from self.row("disk", "Disk GiB", Input(
+                    str(g.get("disk", "")), id="disk", compact=True),
+                    help="The next apply changes the guest on its node; a disk only grows.")
             yield Static(id="host-problems", classes="form-problems")
             yield Static(id="ping", classes="ping", markup=False)
             with Horizontal(classes="form-buttons"):
@@ -89,6 +153,46 @@ class HostEditor(WorkerScreen):
                 yield Button("Test connection", id="test", compact=True)
                 yield Button("Cancel", id="cancel", compact=True)
         yield KeyBar()
+
+    def node_rows(self):
+        def text(field, label, placeholder, password=False, help=""):
+            return self.row(field, label, Input(placeholder=placeholder, id=field,
+                                                password=password, compact=True), help=help)
+
+        yield from text("api_url", "API URL", "https://192.168.1.5:8006")
+        yield from text("node", "Node", "pve (its name in the cluster)")
+        yield from text("pve_user", "User", "root@pam (can create containers for Docker)")
+        yield from text("password", "Password", "root@pam's password", password=True)
+        yield from text("token_id", "API token", "or a token: root@pam!abri (optional)")
+        yield from text("token_secret", "Token secret", "the token's secret", password=True,
+                        help="A token cannot create LXC guests for Docker: Proxmox lets only "
+                        "root@pam with its password set the keyctl feature.")
+        with Vertical(id="ca_fingerprint-row", classes="field"):
+            with Horizontal(classes="field-line"):
+                yield Label("Certificate", classes="field-label")
+                yield Button("Read certificate", id="read-cert", compact=True)
+            yield Static("", id="cert-seen", classes="field-help", markup=False)
+            yield Checkbox("It is the fingerprint the node shows (System > Certificates, "
+                           "pve-ssl.pem)", id="cert-ok", compact=True, disabled=True)
+            yield Static(id="ca_fingerprint-error", classes="field-error", markup=False)
+
+    def guest_rows(self):
+        yield from self.row("type", "Type", Select(
+            [("LXC container (Docker inside, keyctl)", "lxc"),
+             ("VM (Debian 13 cloud image, cloud-init)", "vm")], value="lxc",
+            allow_blank=False, id="type", compact=True))
+        yield from self.row("cores", "Cores", Input("2", id="cores", compact=True))
+        yield from self.row("memory", "Memory MiB", Input("2048", id="memory", compact=True))
+        yield from self.row("disk", "Disk GiB", Input("16", id="disk", compact=True))
+        yield from self.row("bridge", "Bridge", Select(
+            [], prompt="choose the node first", id="bridge", compact=True))
+        yield from self.row("storage", "Storage", Select(
+            [], prompt="choose the node first", id="storage", compact=True))
+        yield from self.row("ip", "Address", Input(
+            placeholder="dhcp, or 192.168.1.50/24 (a VM needs a fixed one)", id="ip",
+            compact=True))
+        yield from self.row("gateway", "Gateway", Input(
+            placeholder="192.168.1.1 (with a fixed address)", id="gateway", compact=True))
 
     def row(self, field: str, label: str, widget: Widget, help: str = ""):
         with Vertical(id=f"{field}-row", classes="field"):
@@ -109,14 +213,44 @@ class HostEditor(WorkerScreen):
 
     # ------------------------------------------------------------------ as you type
     def show_kind(self, kind: object) -> None:
+        adding_pve = not self.editing and kind in ("proxmox", "guest")
         for field in REMOTE_ONLY:
-            self.query_one(f"#{field}-row").display = kind != "local"
+            self.query_one(f"#{field}-row").display = kind != "local" and not adding_pve
         self.query_one("#parent-row").display = kind == "guest"
+        if self.editing:
+            for field in ("cores", "memory", "disk"):
+                if self.query(f"#{field}-row"):
+                    self.query_one(f"#{field}-row").display = kind == "guest"
+        if not self.editing:
+            for field in NODE_FIELDS:
+                self.query_one(f"#{field}-row").display = kind == "proxmox"
+            for field in GUEST_FIELDS:
+                self.query_one(f"#{field}-row").display = kind == "guest"
+            self.query_one("#test").display = not adding_pve
 
     @on(Select.Changed, "#kind")
     def kind_changed(self, event: Select.Changed) -> None:
         self.show_kind(event.value)
         self.set_error("kind", "")
+
+    @on(Select.Changed, "#parent")
+    def parent_changed(self, event: Select.Changed) -> None:
+        if self.editing or event.value == Select.NULL:
+            return
+        for field in ("bridge", "storage"):
+            self.query_one(f"#{field}", Select).set_options([])
+            self.query_one(f"#{field}", Select).prompt = "reading the node…"
+        self.set_error("parent", "")
+        self.read_resources(self.app.site, str(event.value))
+
+    @on(Input.Changed, "#api_url")
+    def url_changed(self) -> None:
+        # a fingerprint belongs to the URL it was read from
+        self.seen = None
+        self.query_one("#cert-seen", Static).update("")
+        box = self.query_one("#cert-ok", Checkbox)
+        box.value = False
+        box.disabled = True
 
     @on(Input.Changed)
     def field_changed(self, event: Input.Changed) -> None:
@@ -133,6 +267,7 @@ class HostEditor(WorkerScreen):
         self.set_error(field, message)
 
     def set_error(self, field: str, message: str) -> None:
+        field = PVE_FIELD.get(field, field) if self.kind() == "proxmox" else field
         error = self.query_one(f"#{field}-error", Static)
         error.update(message)
         error.set_class(bool(message), "-shown")
@@ -150,19 +285,60 @@ class HostEditor(WorkerScreen):
             out.update({field: None for field in REMOTE_ONLY})
         return out
 
+    def kind(self) -> str:
+        return str(self.query_one("#kind", Select).value)
+
+    def text(self, field: str) -> str | None:
+        return self.query_one(f"#{field}", Input).value.strip() or None
+
+    def choice(self, field: str) -> str | None:
+        value = self.query_one(f"#{field}", Select).value
+        return None if value in (Select.NULL, ANY_STORAGE) else str(value)
+
+    def node_check(self) -> tuple[list[Problem], Any]:
+        """The offline checks of a new node (the engine's), and its credentials."""
+        name = self.text("name") or ""
+        problems, creds = proxmox.node_problems(
+            self.app.site, name, api_url=self.text("api_url"), node=self.text("node"),
+            user=self.text("pve_user"), password=self.query_one("#password", Input).value
+            or None, token_id=self.text("token_id"),
+            token_secret=self.query_one("#token_secret", Input).value or None)
+        if not problems:
+            url = str(self.text("api_url"))
+            if self.seen is None or self.seen[0] != url:
+                problems.append(Problem(f"host '{name}'", "ca_fingerprint", "read the "
+                                        "certificate the node presents, and compare its "
+                                        "fingerprint with the node's own"))
+            elif not self.query_one("#cert-ok", Checkbox).value:
+                problems.append(Problem(f"host '{name}'", "ca_fingerprint", "confirm that "
+                                        "the fingerprint is the one the node shows"))
+        return problems, creds
+
+    def guest_trial(self) -> tuple[Site | None, list[Problem]]:
+        trial = self.app.site.copy()
+        values = {"type": self.choice("type"), "bridge": self.choice("bridge"),
+                  "storage": self.choice("storage")}
+        for field in ("cores", "memory", "disk", "ip", "gateway"):
+            values[field] = self.text(field)
+        if values["bridge"] is None:
+            return None, [Problem(f"host '{self.text('name') or ''}'", "bridge", "choose one "
+                                  "of the node's bridges (they are read once the node is "
+                                  "chosen)")]
+        parent = self.choice("parent")
+        try:
+            proxmox.add_guest(trial, self.text("name") or "", parent, values)
+        except AbriError as exc:
+            return None, exc.problems
+        return trial, []
+
     def trial(self) -> tuple[Site | None, list[Problem]]:
         """The site with this host added (or replaced), and what the engine says about it."""
         v = self.values()
         trial = self.app.site.copy()
         order = list(trial.hosts)
         old = trial.hosts.pop(self.editing) if self.editing else None
-        if old is None and v["kind"] in ("proxmox", "guest"):
-            # a node needs its certificate confirmed and its credentials checked, a guest
-            # its size and address: the CLI does both; this editor does not yet
-            return None, [Problem(f"host '{v['name'] or ''}'", "kind",
-                                  f"add {'a proxmox node' if v['kind'] == 'proxmox' else 'a guest'}"
-                                  " with the CLI for now: abri host add NAME --kind "
-                                  f"{v['kind']} ... (README: Proxmox VE guests)")]
+        if old is None and v["kind"] == "guest":
+            return self.guest_trial()
         try:
             new = trial.add_host(v["name"] or "", v["kind"] or "", v["address"], v["port"],
                                  v["user"], v["key"], v["parent"])
@@ -170,19 +346,27 @@ class HostEditor(WorkerScreen):
             return None, exc.problems
         if old is not None:
             new.stacks = old.stacks
-            new.proxmox, new.guest = old.proxmox, old.guest
+            new.proxmox, new.guest = dict(old.proxmox), dict(old.guest)
             trial.hosts = {n: trial.hosts[n] for n in order}
+            if old.kind == "guest" and new.kind == "guest" and self.query("#cores"):
+                try:  # checked as 'abri host set' checks it (a smaller disk refused)
+                    trial.set_guest(new.name, cores=self.text("cores"),
+                                    memory=self.text("memory"), disk=self.text("disk"))
+                except AbriError as exc:
+                    return None, exc.problems
         mine = f"host '{new.name}'"
         return trial, [p for p in trial.problems() if p.where.startswith(mine)]
 
     def show_problems(self, problems: list[Problem]) -> None:
         for field in FIELDS:
-            self.set_error(field, "")
+            if self.query(f"#{field}-error"):
+                self.set_error(field, "")
         rest = []
         for p in problems:
-            row = self.query(f"#{p.field}-row")
-            if p.field in FIELDS and row and row.first().display:
-                self.set_error(p.field, p.message)
+            field = PVE_FIELD.get(p.field, p.field) if self.kind() == "proxmox" else p.field
+            row = self.query(f"#{field}-row")
+            if field in FIELDS and row and row.first().display:
+                self.set_error(field, p.message)
             else:
                 rest.append(p)
         box = self.query_one("#host-problems", Static)
@@ -190,6 +374,20 @@ class HostEditor(WorkerScreen):
         box.set_class(bool(rest), "-shown")
 
     def action_ok(self) -> None:
+        if self.busy:
+            return
+        if not self.editing and self.kind() == "proxmox":
+            problems, creds = self.node_check()
+            self.show_problems(problems)
+            if not problems:
+                self.busy = True
+                ping = self.query_one("#ping", Static)
+                ping.update(f"Checking the credentials and pinning the CA of "
+                            f"{self.text('api_url')}…")
+                ping.set_classes("ping -running")
+                self.add_node(self.app.site.copy(), self.text("name") or "",
+                              self.text("node") or "", creds)
+            return
         trial, problems = self.trial()
         if problems or trial is None:
             self.show_problems(problems)
@@ -206,11 +404,106 @@ class HostEditor(WorkerScreen):
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
-        {"ok": self.action_ok, "test": self.action_test,
+        {"ok": self.action_ok, "test": self.action_test, "read-cert":
+         self.action_read_certificate,
          "cancel": self.action_cancel}[event.button.id or "cancel"]()
+
+    # ------------------------------------------------------------------ proxmox
+    def action_read_certificate(self) -> None:
+        if self.editing or self.kind() != "proxmox":
+            return
+        url = self.text("api_url") or ""
+        try:
+            proxmox.split_url(url)
+        except ValueError as exc:
+            self.set_error("api_url", str(exc))
+            return
+        self.query_one("#cert-seen", Static).update(f"Reading the certificate of {url}…")
+        self.read_certificate(url)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="pve-cert")
+    def read_certificate(self, url: str) -> None:
+        try:
+            seen = proxmox.fingerprint(proxmox.presented_certificate(url))
+        except (OSError, ValueError) as exc:
+            self.post_message(self.CertificateRead(url, None, str(exc)))
+            return
+        self.post_message(self.CertificateRead(url, seen))
+
+    @on(CertificateRead)
+    def certificate_read(self, message: CertificateRead) -> None:
+        if message.url != (self.text("api_url") or ""):
+            return  # the URL changed meanwhile
+        box = self.query_one("#cert-ok", Checkbox)
+        if message.fingerprint is None:
+            self.seen = None
+            self.query_one("#cert-seen", Static).update("")
+            box.disabled = True
+            self.set_error("api_url", f"cannot reach {message.url}: {message.error}")
+            return
+        self.seen = (message.url, message.fingerprint)
+        self.set_error("api_url", "")
+        self.query_one("#cert-seen", Static).update(f"SHA-256 {message.fingerprint}")
+        box.value = False
+        box.disabled = False
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="pve-node")
+    def add_node(self, site: Site, name: str, node: str, creds: Any) -> None:
+        assert self.seen is not None
+        try:
+            proxmox.add_node(site, name, api_url=self.seen[0], node=node, creds=creds,
+                             ca_fingerprint=self.seen[1])
+        except AbriError as exc:
+            self.post_message(self.NodeChecked(None, exc.problems))
+            return
+        self.post_message(self.NodeChecked(site, []))
+
+    @on(NodeChecked)
+    def node_checked(self, message: NodeChecked) -> None:
+        self.busy = False
+        ping = self.query_one("#ping", Static)
+        if message.site is None:
+            ping.update("✘ the node refused: nothing was added")
+            ping.set_classes("ping -failed")
+            self.show_problems(message.problems)
+            return
+        self.app.commit(message.site)
+        self.dismiss(self.text("name"))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="pve-resources")
+    def read_resources(self, site: Site, node: str) -> None:
+        try:
+            bridges, storages = proxmox.node_resources(site, node)
+        except AbriError as exc:
+            self.post_message(self.ResourcesRead(node, [], [], "; ".join(
+                str(p) for p in exc.problems)))
+            return
+        self.post_message(self.ResourcesRead(node, bridges, storages))
+
+    @on(ResourcesRead)
+    def resources_read(self, message: ResourcesRead) -> None:
+        if self.choice("parent") != message.node:
+            return  # another node was chosen meanwhile
+        bridge = self.query_one("#bridge", Select)
+        storage = self.query_one("#storage", Select)
+        if message.error:
+            self.set_error("parent", f"cannot read the node's bridges and storages: "
+                           f"{message.error}")
+            bridge.prompt = storage.prompt = "the node could not be read"
+            return
+        bridge.set_options([(b, b) for b in message.bridges])
+        bridge.prompt = "choose a bridge"
+        if "vmbr0" in message.bridges or len(message.bridges) == 1:
+            bridge.value = "vmbr0" if "vmbr0" in message.bridges else message.bridges[0]
+        storage.set_options([(ANY_STORAGE, ANY_STORAGE)] + [
+            (f"{s['storage']} ({s['avail'] / 1024 ** 3:.0f} GiB free; "
+             f"{', '.join(s['content'])})", s["storage"]) for s in message.storages])
+        storage.value = ANY_STORAGE
 
     # ------------------------------------------------------------------ test connection
     def action_test(self) -> None:
+        if not self.editing and self.kind() in ("proxmox", "guest"):
+            return  # a node is checked by OK; a guest does not exist before apply
         trial, problems = self.trial()
         if problems or trial is None:
             self.show_problems(problems)
@@ -233,6 +526,8 @@ class HostEditor(WorkerScreen):
         ping.set_classes("ping " + ("-ok" if message.ok else "-failed"))
 
     def worker_changed(self, event) -> None:
+        if event.worker.group == "pve-node" and event.state.name == "ERROR":
+            self.busy = False
         if event.worker.group == "ping" and event.state.name == "ERROR":
             ping = self.query_one("#ping", Static)
             ping.update("✘ the connection test could not run")
