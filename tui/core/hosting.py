@@ -20,9 +20,10 @@ _REGION = re.compile(r"^[a-z0-9][a-z0-9/_-]{0,31}$")
 ADMIN_USER = "abri"
 #: countries whose law is the EU's data protection law (EU, EEA) or close to it (CH, GB by
 #: adequacy decision): a region elsewhere is reported as such by the audit
-EUROPE = frozenset(
-    "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE "
-    "IS LI NO CH GB".split())
+EUROPE = frozenset((
+    "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT",
+    "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE", "IS", "LI", "NO",
+    "CH", "GB"))
 
 
 def providers() -> dict[str, Any]:
