@@ -19,6 +19,7 @@ from ansible.module_utils.abri_engine_core import os_release, run, write_atomic
 
 FIREWALL_FILE = "/etc/abri/firewall.nft"
 FIREWALL_UNIT = "/etc/systemd/system/abri-firewall.service"
+NFTABLES_DROPIN = "/etc/systemd/system/nftables.service.d/50-abri-firewall.conf"
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/00-abri-hardening.conf"
 SUDOERS = "/etc/sudoers.d/abri-admin"
 UPGRADES = "/etc/apt/apt.conf.d/52abri-unattended-upgrades"
@@ -49,17 +50,16 @@ SSHD = (
 
 UNIT = """\
 # Managed by abri (hardening): loads abri's firewall, table inet abri, alone: nothing else in
-# the ruleset is flushed. Restarted with nftables.service (whose /etc/nftables.conf starts
-# with 'flush ruleset') and reloaded with it, so that a restart or reload of nftables does
-# not leave the host open; before docker.service, so published ports are never unguarded.
+# the ruleset is flushed. At boot before docker.service, so published ports are never
+# unguarded, and after nftables.service when that is enabled (its /etc/nftables.conf starts
+# with 'flush ruleset'). A later restart or reload of nftables loads the table again in
+# nftables.service itself (drop-in nftables.service.d/50-abri-firewall.conf).
 [Unit]
 Description=abri firewall (nftables table inet abri)
 DefaultDependencies=no
 Wants=network-pre.target
 Before=network-pre.target docker.service shutdown.target
 After=nftables.service
-PartOf=nftables.service
-ReloadPropagatedFrom=nftables.service
 Conflicts=shutdown.target
 
 [Service]
@@ -69,7 +69,17 @@ ExecStart=/usr/sbin/nft -f {path}
 ExecReload=/usr/sbin/nft -f {path}
 
 [Install]
-WantedBy=multi-user.target nftables.service
+WantedBy=multi-user.target
+"""
+
+#: nftables.service's own start and reload load abri's table right after nftables.conf
+#: flushed the ruleset, before 'systemctl restart nftables' returns
+NFTABLES_HOOK = """\
+# Managed by abri (hardening): /etc/nftables.conf starts with 'flush ruleset', which also
+# removes abri's firewall (table inet abri): load it again right after, in the same job.
+[Service]
+ExecStartPost=/usr/sbin/nft -f {path}
+ExecReload=/usr/sbin/nft -f {path}
 """
 
 
@@ -277,6 +287,10 @@ class Harden:
                                validate=lambda tmp: run(self.m, ["nft", "-c", "-f", tmp]))
         new_unit = self._file(FIREWALL_UNIT, UNIT.format(path=FIREWALL_FILE), 0o644,
                               "the firewall's unit (abri-firewall.service)")
+        new_hook = self._file(NFTABLES_DROPIN, NFTABLES_HOOK.format(path=FIREWALL_FILE),
+                              0o644, "nftables.service loads the firewall again after its "
+                              "flush")
+        new_unit = new_unit or new_hook
         if self.m.check_mode:
             return
         if new_unit:
