@@ -155,3 +155,29 @@ def test_sshd_dropin_keeps_openssh_key_exchange_and_local_forwards():
     conf = core.upgrades_conf("Debian")
     assert "#clear Unattended-Upgrade::Origins-Pattern;" in conf
     assert "label=Debian-Security" in conf and "-updates" not in conf
+
+
+def test_inventory_user_becomes_the_admin_once_sshd_is_tightened(abri, site_dir):
+    from tui.core import runner
+    from tui.core.site import Site
+
+    abri("host", "add", "v1", "--kind", "vps", "--address", "203.0.113.1", "--user", "root",
+         "--site", site_dir)
+    abri("host", "add", "v2", "--kind", "vps", "--address", "203.0.113.2", "--user", "root",
+         "--site", site_dir)
+    site = Site.load(site_dir)
+
+    def ok(host, res, action="abri_harden"):
+        return {"event": "runner_on_ok",
+                "event_data": {"host": host, "task_action": action, "res": res}}
+
+    recorded = [
+        ok("v1", {"changed": True, "switched": False, "admin_user": "abri"}),  # base phase
+        ok("v2", {"changed": True, "switched": True, "admin_user": "abri"}, "other_module"),
+        ok("v1", {"changed": True, "switched": True, "admin_user": "abri"}),
+    ]
+    assert runner.switch_to_admin(site, recorded) == ["v1"]
+    inventory = (site_dir / "inventory.ini").read_text()
+    assert "v1 ansible_host=203.0.113.1 ansible_user=abri" in inventory
+    assert "v2 ansible_host=203.0.113.2 ansible_user=root" in inventory
+    assert runner.switch_to_admin(Site.load(site_dir), recorded) == []  # once
