@@ -171,6 +171,10 @@ class HostEditor(WorkerScreen):
         if old is not None:
             new.stacks = old.stacks
             new.proxmox, new.guest = old.proxmox, old.guest
+            # provider, region and hardening are set with the CLI for now: an edit keeps them
+            new.hardening = old.hardening
+            if new.kind == old.kind == "vps":
+                new.vps = old.vps
             trial.hosts = {n: trial.hosts[n] for n in order}
         mine = f"host '{new.name}'"
         return trial, [p for p in trial.problems() if p.where.startswith(mine)]
