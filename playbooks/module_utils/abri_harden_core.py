@@ -349,7 +349,9 @@ class Harden:
                 os.unlink(main)
 
         self._file(SSHD_DROPIN, text, 0o644, what, validate=validate)
-        run(self.m, ["systemctl", "reload", "ssh.service"])
+        # try-: Ubuntu 24.04 starts sshd from ssh.socket per need (then it reads the new
+        # configuration on its next start); Debian 13 runs ssh.service, which reloads
+        run(self.m, ["systemctl", "try-reload-or-restart", "ssh.service"])
         effective = subprocess.run(["sshd", "-T"], capture_output=True, text=True).stdout
         seen = dict(line.split(" ", 1) for line in effective.splitlines() if " " in line)
         wrong = [k for k, v in SSHD if k.lower() in seen and seen[k.lower()] != v.lower()]

@@ -111,6 +111,7 @@ def test_vps_hardened_from_bare(fleet, fleet_registry, tmp_path):
     assert "Traceback" not in guarded.stdout + guarded.stderr
     assert host.exec("test -e /etc/ssh/sshd_config.d/00-abri-hardening.conf",
                      check=False).returncode != 0
+    assert "permitrootlogin without-password" in host.exec("sshd -T").stdout
     assert _ssh(host, "root", "id -un").stdout.strip() == "root"  # reachable as before
     assert "ansible_user=root" in (site / "inventory.ini").read_text()
 
@@ -170,3 +171,8 @@ def test_vps_hardened_from_bare(fleet, fleet_registry, tmp_path):
     print(f"[vps] second apply: rc {again.returncode}, {again_s:.1f}s")
     assert again.returncode == 0, again.stdout[-6000:] + again.stderr[-3000:]
     assert _recap(again.stdout, "vps1")["changed"] == 0, again.stdout[-6000:]
+    # the plan (check mode) of the hardened host, reached as the admin user: nothing to do
+    plan, plan_s = _apply(site, "plan")
+    print(f"[vps] plan: rc {plan.returncode}, {plan_s:.1f}s")
+    assert plan.returncode == 0, plan.stdout[-6000:] + plan.stderr[-3000:]
+    assert "vps1: 0 change(s)" in plan.stdout, plan.stdout[-3000:]

@@ -181,3 +181,27 @@ def test_inventory_user_becomes_the_admin_once_sshd_is_tightened(abri, site_dir)
     assert "v1 ansible_host=203.0.113.1 ansible_user=abri" in inventory
     assert "v2 ansible_host=203.0.113.2 ansible_user=root" in inventory
     assert runner.switch_to_admin(Site.load(site_dir), recorded) == []  # once
+
+
+def test_a_public_port_is_opened_on_a_vps(abri, site_dir, tmp_path):
+    """exposure public (no stack of the catalog declares one yet): a manifest that does gets
+    that port opened on a vps; its lan ports stay closed."""
+    import shutil
+
+    from tui.core import resolve
+    from tui.core.catalog import Catalog
+    from tui.core.site import Site
+
+    stacks = tmp_path / "stacks"
+    shutil.copytree(ROOT / "stacks" / "mosquitto", stacks / "mosquitto")
+    manifest = stacks / "mosquitto" / "stack.yml"
+    data = yaml.safe_load(manifest.read_text())
+    data["ports"][0]["exposure"] = "public"
+    manifest.write_text(yaml.safe_dump(data))
+    abri("host", "add", "v1", "--kind", "vps", "--address", "203.0.113.1", "--site", site_dir)
+    site = Site.load(site_dir, catalog=Catalog.load(stacks))
+    site.add_stack("v1", "mosquitto", {"tls": "true"})
+    state = resolve.hardening_state(site, site.hosts["v1"])
+    assert state["open"] == [{"port": 1883, "protocol": "tcp", "why": "mosquitto mqtt"}]
+    site.set_stack("v1", "mosquitto", {"bind": "loopback"})
+    assert resolve.hardening_state(site, site.hosts["v1"])["open"] == []
