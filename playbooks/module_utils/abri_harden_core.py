@@ -314,9 +314,14 @@ class Harden:
             run(self.m, ["systemctl", "reload", "abri-firewall.service"])
 
     def firewall_check(self):
-        """In check mode: a table that is not loaded is a change too."""
-        if subprocess.run(["nft", "list", "table", "inet", "abri"],
-                          capture_output=True, text=True).returncode != 0:
+        """In check mode: a table that is not loaded is a change too (nft itself may not be
+        installed yet)."""
+        try:
+            loaded = subprocess.run(["nft", "list", "table", "inet", "abri"],
+                                    capture_output=True, text=True).returncode == 0
+        except FileNotFoundError:
+            loaded = False
+        if not loaded:
             self.changes.append("load the firewall (table inet abri)")
 
     def sshd_pending(self):

@@ -95,6 +95,15 @@ def test_vps_hardened_from_bare(fleet, fleet_registry, tmp_path):
     assert "vps vps1: hetzner, Hetzner Online GmbH, DE" in audit, audit
     assert "region fsn1 (DE)" in audit, audit
 
+    # a plan on the bare host: what hardening would do, nothing done
+    plan, plan_s = _apply(site, "plan")
+    print(f"\n[vps] plan on the bare host: rc {plan.returncode}, {plan_s:.1f}s")
+    assert plan.returncode == 0, plan.stdout[-6000:] + plan.stderr[-3000:]
+    assert "vps1: 0 change(s)" not in plan.stdout and "vps1: not checked" not in plan.stdout, \
+        plan.stdout[-3000:]
+    assert host.exec(f"id {ADMIN}", check=False).returncode != 0
+    assert host.exec("command -v nft", check=False).returncode != 0
+
     # the lock-out guard: the admin user gets a key that is not the one abri logs in with
     other = tmp_path / "other_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)],
@@ -103,7 +112,7 @@ def test_vps_hardened_from_bare(fleet, fleet_registry, tmp_path):
     own.write_text("---\nabri_admin_keys: " + json.dumps([Path(f"{other}.pub").read_text()
                                                           .strip()]) + "\n")
     guarded, guarded_s = _apply(site)
-    print(f"\n[vps] guarded apply: rc {guarded.returncode}, {guarded_s:.1f}s")
+    print(f"[vps] guarded apply: rc {guarded.returncode}, {guarded_s:.1f}s")
     assert guarded.returncode != 0, guarded.stdout[-4000:]
     assert "lock-out guard: a new SSH session as the admin user abri" in guarded.stdout, \
         guarded.stdout[-4000:]
