@@ -148,6 +148,7 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     q.add_argument("--user", help="SSH user")
     q.add_argument("--key", help="path of the SSH private key")
     q.add_argument("--parent", help="guest only: the proxmox host that owns it")
+    _hosting_options(q, add=True)
     g = q.add_argument_group("proxmox (a Proxmox VE node, reached through its API)")
     g.add_argument("--api-url", metavar="URL", help="the node's API, https://HOST:8006")
     g.add_argument("--node", help="the node's name in its cluster (e.g. pve)")
@@ -200,6 +201,7 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     q.add_argument("--usb", action="append", metavar="/dev/serial/by-id/...",
                    help="guest: the USB devices of the node passed into it, by id (repeat "
                    "for more; they replace the list; --usb '' passes none)")
+    _hosting_options(q, add=False)
     q = hsub.add_parser("list", help="list the site's hosts")
     _site_option(q)
     _json_option(q)
@@ -616,14 +618,39 @@ def cmd_audit(args) -> int:
     return EXIT_OK
 
 
+def _hosting_options(q, add: bool) -> None:
+    from tui.core.hosting import PROVIDERS
+
+    g = q.add_argument_group("vps and hardening")
+    g.add_argument("--provider", help="vps only: its hosting provider, one of "
+                   + ", ".join(PROVIDERS) + (" (default other)" if add else ""))
+    g.add_argument("--region", help="vps only: the provider's region (e.g. fr-par, fsn1, "
+                   "de/fra, gra); checked against the provider's regions")
+    g.add_argument("--hardening", choices=("on", "off"), help="the hardening profile (admin "
+                   "user, sshd keys only, security upgrades, default-deny firewall); on by "
+                   "default for a vps, off for other kinds")
+
+
+HOSTING_OPTIONS = ("provider", "region", "hardening")
+
+
 def cmd_host(args) -> int:
     site = _load(args)
     if args.action == "add" and args.kind in ("proxmox", "guest"):
+        given = [o for o in HOSTING_OPTIONS if getattr(args, o) is not None]
+        if given:
+            raise AbriError([Problem(f"host '{args.name}'", o, f"is not taken by 'host add "
+                                     f"--kind {args.kind}'" + ("; switch a guest's hardening "
+                                     "on with 'abri host set NAME --hardening on' once added"
+                                     if o == "hardening" else "; only a vps has it"))
+                             for o in given])
         return _add_pve_host(site, args)
     if args.action == "add":
         _no_pve_options(args)
         host = site.add_host(args.name, args.kind, args.address, args.port, args.user,
-                             args.key, args.parent)
+                             args.key, args.parent, args.provider, args.region)
+        if args.hardening is not None:
+            site.set_hosting(host.name, hardening=args.hardening)
         site.save()
         print(f"Added {host.kind} host {host.name}")
     elif args.action == "set" and any(getattr(args, f) is not None
@@ -639,11 +666,20 @@ def cmd_host(args) -> int:
         print(f"Updated guest {host.name}: {g['cores']} cores, {g['memory']} MiB, "
               f"{g['disk']} GiB, usb {', '.join(g.get('usb') or []) or 'none'}; the next "
               f"apply changes it on {host.parent}")
+    elif args.action == "set" and any(getattr(args, f) is not None for f in HOSTING_OPTIONS):
+        host = site.set_hosting(args.name, args.hardening, args.provider, args.region)
+        if any(getattr(args, f) is not None for f in ("address", "port", "user", "key")):
+            host = site.set_host(args.name, args.address, args.port, args.user, args.key)
+        site.save()
+        where = (f", {host.vps['provider']}" + (f" {host.vps['region']}"
+                                                 if host.vps.get("region") else "")
+                 if host.vps else "")
+        print(f"Updated host {host.name}: hardening {'on' if host.hardened else 'off'}{where}")
     elif args.action == "set":
         if all(getattr(args, f) is None for f in ("address", "port", "user", "key")):
             raise AbriError(Problem(f"host '{args.name}'", "", "nothing to change; give "
-                                    "--address, --port, --user or --key (see 'abri host set "
-                                    "--help')"))
+                                    "--address, --port, --user, --key, --hardening, "
+                                    "--provider or --region (see 'abri host set --help')"))
         host = site.set_host(args.name, args.address, args.port, args.user, args.key)
         site.save()
         where = host.address or ("this machine" if host.kind == "local" else host.name)
@@ -659,7 +695,8 @@ def cmd_host(args) -> int:
     else:
         rows = [{"name": h.name, "kind": h.kind, "address": h.address, "port": h.port,
                  "user": h.user, "key": h.key, "parent": h.parent,
-                 "stacks": list(h.stacks),
+                 "stacks": list(h.stacks), "hardening": h.hardened,
+                 **({"vps": dict(h.vps)} if h.kind == "vps" else {}),
                  **({"guest": dict(h.guest)} if h.kind == "guest" else {}),
                  **({"proxmox": {k: v for k, v in h.proxmox.items() if k != "ca_pem"}}
                     if h.kind == "proxmox" else {})}
@@ -849,7 +886,8 @@ def _add_pve_host(site, args) -> int:
     return EXIT_OK
 
 
-EXPOSURE = {"lan": "reachable on the LAN", "local": "this host only"}
+EXPOSURE = {"lan": "reachable on the LAN", "local": "this host only",
+            "public": "open to the internet"}
 
 
 def _stack_data(s) -> dict:

@@ -1107,3 +1107,34 @@ async def test_backups_screen_shows_proven_restores_and_runs_a_trial(tmp_path, n
         assert runner.runs[-1][0] == "backup:snapshots"  # read again after the trial
         assert isinstance(app.screen, BackupsScreen)
     assert backup.proven(site) == record
+
+
+async def test_apply_that_hardened_a_host_keeps_its_admin_user(tmp_path):
+    """The run works on a copy of the site and writes the admin user into inventory.ini once
+    sshd refuses root (tui.core.runner.switch_to_admin): the installer takes it over, so a
+    later save does not write root back."""
+    from tests.tui.conftest import fake_pinger, fake_verifier
+    from tui.app.app import make_app
+    from tui.core.site import Site
+
+    site_dir = tmp_path / "site"
+    site = make_site(site_dir)
+    site.add_host("v1", "vps", "203.0.113.1", user="root")
+    site.save()
+    recorded = RecordedRunner()
+
+    def runner(copy: Site, mode: str = "apply", **kwargs):
+        copy.hosts["v1"].user = "abri"  # as switch_to_admin does after the sshd step
+        copy.save()
+        return recorded(copy, mode, **kwargs)
+
+    app = make_app(site_dir, runner=runner, verifier=fake_verifier, pinger=fake_pinger,
+                   blink=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot)
+        await pilot.press("g", "y")
+        await settle(pilot)
+        assert app.site.hosts["v1"].user == "abri"
+        app.site.save()  # what any later edit in the installer does
+    assert "v1 ansible_host=203.0.113.1 ansible_user=abri" in \
+        (site_dir / "inventory.ini").read_text()

@@ -65,6 +65,23 @@ JSON_SCHEMA: dict[str, Any] = {
                 "us_in_use_build": {"type": "array", "items": {"type": "string"}},
             },
         },
+        # one entry per vps host: who operates the machine, under whose law (optional: sites
+        # without a vps leave it out)
+        "hosting": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["host", "provider", "operator", "country", "cloud_act", "source",
+                             "region", "region_country"],
+                "properties": {
+                    "host": {"type": "string"}, "provider": {"type": "string"},
+                    "operator": {"type": "string"}, "country": {"type": "string"},
+                    "cloud_act": {"type": "boolean"}, "source": {"type": "string"},
+                    "region": {"type": "string"}, "region_country": {"type": "string"},
+                },
+            },
+        },
         "findings": {
             "type": "array",
             "items": {
@@ -234,7 +251,9 @@ def report(site: Site, mirror_missing: set[str] | None = None) -> dict[str, Any]
     def label(f: dict[str, Any]) -> str:
         return f"{f['endpoint']} ({f['stack']} on {f['host']})"
 
-    return {
+    from tui.core import hosting
+
+    out = {
         "schema_version": SCHEMA_VERSION,
         "site": str(site.path),
         "sovereignty": site.settings.sovereignty,
@@ -249,9 +268,16 @@ def report(site: Site, mirror_missing: set[str] | None = None) -> dict[str, Any]
         },
         "findings": found,
     }
+    vps = [{"host": h.name, **hosting.jurisdiction(h.vps)}
+           for h in sorted(site.hosts.values(), key=lambda h: h.name) if h.kind == "vps"]
+    if vps:
+        out["hosting"] = vps
+    return out
 
 
 def format_report(data: dict[str, Any]) -> str:
+    from tui.core import hosting
+
     s = data["summary"]
     lines = [f"Sovereignty: {data['sovereignty']}   {s['endpoints']} outside endpoints, "
              f"{s['cloud_act']} under the US CLOUD Act",
@@ -261,6 +287,15 @@ def format_report(data: dict[str, Any]) -> str:
              + "".join(f"\n  {x}" for x in s["us_in_use_run"]),
              f"US in use at build time: {len(s['us_in_use_build'])}"
              + "".join(f"\n  {x}" for x in s["us_in_use_build"])]
+    for h in data.get("hosting", ()):
+        region = (f"region {h['region']} ({h['region_country']})" if h["region"]
+                  else "region not given")
+        lines.append(f"vps {h['host']}: {h['provider']}, {h['operator']}, {h['country']}"
+                     + (", US CLOUD Act" if h["cloud_act"] else ", not under the US CLOUD Act"
+                        if h["country"] != "unknown" else "")
+                     + f"; {region}"
+                     + ("" if h["region_country"] in hosting.EUROPE or not h["region"]
+                        else "; outside Europe"))
     current = None
     for f in data["findings"]:
         if (f["host"], f["stack"]) != current:

@@ -116,7 +116,7 @@ SCHEMA: dict[str, Any] = {
                     "setting": {"type": "string", "pattern": _NAME},
                     "protocol": {"enum": ["tcp", "udp"]},
                     "purpose": {"type": "string", "minLength": 1},
-                    "exposure": {"enum": ["lan", "local"]},
+                    "exposure": {"enum": ["lan", "local", "public"]},
                     "when": {"type": "string", "pattern": _NAME},
                     # a choice setting whose value "loopback" keeps the port on the host
                     "loopback_setting": {"type": "string", "pattern": _NAME},

@@ -143,6 +143,10 @@ def host_vars(site: Site, name: str, state: dict[str, Any] | None) -> str:
         data["abri_proxmox"] = dict(host.proxmox)
     if host.kind == "guest" and host.guest:
         data["abri_guest"] = dict(host.guest)
+    if host.kind == "vps" and host.vps:  # provider and region (tui.core.hosting)
+        data["abri_vps"] = dict(host.vps)
+    if host.hardening is not None:  # set by the user; absent: the kind's default
+        data["abri_hardening"] = host.hardening
     if state is not None:
         data["abri_state"] = state
     return ("# Managed by abri: it rewrites this file. Put your own variables in another file "

@@ -509,13 +509,62 @@ def resolve_host(site: Site, name: str, links: list[Binding] | None = None) -> d
     moved = sorted(f"abri-{s}" for s in host.migrated if s not in host.stacks)
     if moved:  # migrated to another host: kept stopped with their data, never brought down
         engine["stopped"] = moved
-    return {
+    state: dict[str, Any] = {
         "root": site.settings.stacks_root,
         "engine": engine,
         "projects": [s["project"] for s in stacks],
         "stacks": stacks,
         "backup": _backup_state(site, host, stacks),
     }
+    if host.hardened and host.kind != "local":
+        state["hardening"] = hardening_state(site, host)
+    return state
+
+
+def admin_keys(host: Host) -> list[str]:
+    """The public key of the key abri reaches the host with (KEY.pub, as ssh-copy-id reads
+    it, else derived from the private key): the hardened host's admin user gets it. Empty
+    when the host has no key of its own (ssh's agent or defaults): the admin then gets the
+    keys that let abri in today (the connecting user's authorized_keys on the host)."""
+    from pathlib import Path
+
+    if not host.key:
+        return []
+    pub = Path(host.key + ".pub")
+    try:
+        text = pub.read_text(encoding="utf-8").strip()
+    except OSError:
+        try:
+            run = subprocess.run(["ssh-keygen", "-y", "-P", "", "-f", host.key],
+                                 capture_output=True, text=True, timeout=10,
+                                 stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError):
+            return []
+        text = run.stdout.strip() if run.returncode == 0 else ""
+    return [line for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")][:1]
+
+
+def hardening_state(site: Site, host: Host) -> dict[str, Any]:
+    """What the kit's abri_harden converges: the admin user and its key, the sshd drop-in's
+    SSH port, and the ports the firewall opens. A vps opens SSH and the ports the site
+    declares public (a manifest port with exposure public) only; another hardened host opens
+    its LAN ports too. A port bound to loopback is never opened."""
+    from tui.core.hosting import ADMIN_USER
+
+    wanted = ("public",) if host.kind == "vps" else ("public", "lan")
+    open_ports: list[dict[str, Any]] = []
+    for name in site.catalog.ordered([s for s in host.stacks if s in site.catalog]):
+        stack = site.catalog[name]
+        values = {**stack.defaults(), **(host.stacks.get(name) or {})}
+        for port, number in stack.active_ports(values):
+            loopback = (port.loopback_setting is not None
+                        and values.get(port.loopback_setting) == "loopback")
+            if port.exposure in wanted and not loopback:
+                open_ports.append({"port": number, "protocol": port.protocol,
+                                   "why": f"{name} {port.name}"})
+    return {"admin_user": ADMIN_USER, "admin_keys": admin_keys(host),
+            "ssh_port": int(host.port or 22), "open": open_ports}
 
 
 def secret_refs(state: Any) -> set[str]:

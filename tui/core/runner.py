@@ -259,6 +259,8 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
         with watching:
             result = ansible_runner.run(**{k: v for k, v in kwargs.items() if v is not None})
         status = result.status
+        if mode in ("apply", "restore"):
+            switch_to_admin(site, recorded)
         if mode in ("apply", "restore") and status == "successful" and state.ok:
             minted: set[str] = set()
             notes = after_apply(site, [h.name for h in state.hosts], minted,
@@ -287,6 +289,29 @@ def run_site(site: Site, mode: str = "apply", limit: str | None = None,
     _prune(base)
     return RunResult(mode, status, result.rc if result.rc is not None else 1, state,
                      private / "artifacts" / "run", recorded)
+
+
+def switch_to_admin(site: Site, recorded: list[dict[str, Any]]) -> list[str]:
+    """Hosts whose sshd the hardening step tightened in this run (root login off) are
+    reached as the admin user from now on: the inventory's user becomes it, saved at once,
+    whether or not the rest of the run succeeded. Returns the hosts switched."""
+    switched = []
+    for event in recorded:
+        data = event.get("event_data") or {}
+        res = data.get("res") or {}
+        if (event.get("event") == "runner_on_ok" and res.get("switched")
+                and str(data.get("task_action", "")).endswith("abri_harden")):
+            host = site.hosts.get(data.get("host", ""))
+            user = res.get("admin_user")
+            if host is not None and user and host.user != user:
+                host.user = user
+                switched.append(host.name)
+    if switched:
+        site.save()
+        for name in switched:
+            print(f"abri: {name}: sshd refuses root and passwords now; abri reaches it as "
+                  f"{site.hosts[name].user} (inventory.ini)", file=sys.stderr)
+    return switched
 
 
 def merge(first: events.Progress, again: events.Progress) -> events.Progress:

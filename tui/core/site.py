@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from tui.core import accounts, inventory, render, validate
+from tui.core import accounts, hosting, inventory, render, validate
 from tui.core import secrets as vault
 from tui.core.atomic import write_atomic
 from tui.core.catalog import Catalog
@@ -115,6 +115,14 @@ class Host(HostEntry):
     #: guest: cores, memory (MiB), disk (GiB), bridge, ip (dhcp or CIDR), gateway, storage,
     #: vmid (given, or recorded once abri created the guest)
     guest: dict[str, Any] = field(default_factory=dict)
+    #: vps: provider and region (tui.core.hosting; its jurisdiction is in the audit)
+    vps: dict[str, str] = field(default_factory=dict)
+    #: hardening on (True) or off (False); None: the kind's default (on for a vps only)
+    hardening: bool | None = None
+
+    @property
+    def hardened(self) -> bool:
+        return hosting.hardened(self.kind, self.hardening)
 
     @property
     def service_address(self) -> str:
@@ -237,6 +245,17 @@ class Site:
                     problems.append(Problem(where, f"abri_{key}", "must be a mapping"))
                     given = {}
                 setattr(host, key, dict(given))
+            if host.kind == "vps":
+                host.vps, bad_vps = hosting.check(data.get("abri_vps"))
+                problems.extend(Problem(where, f, m) for f, m in bad_vps)
+            elif data.get("abri_vps") not in (None, {}):
+                problems.append(Problem(where, "abri_vps", "only a vps host has a provider "
+                                        "and region"))
+            if data.get("abri_hardening") is not None:
+                try:
+                    host.hardening = hosting.on_off(data["abri_hardening"])
+                except ValueError as exc:
+                    problems.append(Problem(where, "abri_hardening", str(exc)))
             hosts[name] = host
             secrets[name] = vault.read_host_secrets(site_id, host_dir)
         pins = site_vars.get("abri_images") or {}
@@ -254,7 +273,8 @@ class Site:
     # ------------------------------------------------------------------ changes
     def add_host(self, name: str, kind: str, address: str | None = None,
                  port: int | str | None = None, user: str | None = None,
-                 key: str | None = None, parent: str | None = None) -> Host:
+                 key: str | None = None, parent: str | None = None,
+                 provider: str | None = None, region: str | None = None) -> Host:
         where = f"host '{name}'"
         problems: list[Problem] = []
 
@@ -297,16 +317,71 @@ class Site:
                                         "this site; valid: " + (", ".join(nodes) or "none yet")))
         elif parent:
             problems.append(Problem(where, "parent", "only a guest has a parent"))
+        vps = self._vps_fields(where, kind, provider, region, problems)
         if problems:
             raise AbriError(problems)
         host = Host(name, kind, clean_address, clean_port, clean_user, clean_key,
                     parent if kind == "guest" else None)
+        host.vps = vps
         self.hosts[name] = host
         # a host removed earlier and added again gets its secrets back: its data on the
         # machine (the Home Assistant owner, broker users) still belongs to them
         if name not in self.secrets:
             self.secrets[name] = vault.read_host_secrets(
                 self.site_id, self.path / "host_vars" / name)
+        return host
+
+    @staticmethod
+    def _vps_fields(where: str, kind: str, provider: str | None, region: str | None,
+                    problems: list[Problem]) -> dict[str, str]:
+        """A vps's provider (default other) and region, checked; refused for other kinds."""
+        if kind != "vps":
+            problems.extend(Problem(where, f, f"only a vps host has a {f}")
+                            for f, v in (("provider", provider), ("region", region))
+                            if v not in (None, ""))
+            return {}
+        out: dict[str, str] = {}
+        try:
+            out["provider"] = hosting.provider(provider or "other")
+        except ValueError as exc:
+            problems.append(Problem(where, "provider", str(exc)))
+            return out
+        if region not in (None, ""):
+            try:
+                out["region"] = hosting.region(out["provider"], str(region))
+            except ValueError as exc:
+                problems.append(Problem(where, "region", str(exc)))
+        return out
+
+    def set_hosting(self, name: str, hardening: str | None = None,
+                    provider: str | None = None, region: str | None = None) -> Host:
+        """Switch a host's hardening on or off, or change a vps's provider and region
+        (None leaves a field as it is). Hardening applies to hosts that get stacks."""
+        host = self._host(name)
+        where = f"host '{name}'"
+        problems: list[Problem] = []
+        clean_hardening = host.hardening
+        if hardening is not None:
+            if host.kind not in TARGET_KINDS:
+                problems.append(Problem(where, "hardening", f"{validate.a_kind(host.kind)} "
+                                        "host is not deployed to; harden its guests"))
+            elif host.kind == "local":
+                problems.append(Problem(where, "hardening", "a local host is this machine, "
+                                        "reached without SSH; harden it from another "
+                                        "machine as an ssh host"))
+            else:
+                try:
+                    clean_hardening = hosting.on_off(hardening)
+                except ValueError as exc:
+                    problems.append(Problem(where, "hardening", f"{exc}; use on or off"))
+        vps = host.vps
+        if provider is not None or region is not None:
+            vps = self._vps_fields(where, host.kind, provider or host.vps.get("provider"),
+                                   region if region is not None else host.vps.get("region"),
+                                   problems)
+        if problems:
+            raise AbriError(problems)
+        host.hardening, host.vps = clean_hardening, vps
         return host
 
     @staticmethod

@@ -347,6 +347,10 @@ class HostEditor(WorkerScreen):
         if old is not None:
             new.stacks = old.stacks
             new.proxmox, new.guest = dict(old.proxmox), dict(old.guest)
+            # provider, region and hardening are set with the CLI for now: an edit keeps them
+            new.hardening = old.hardening
+            if new.kind == old.kind == "vps":
+                new.vps = old.vps
             trial.hosts = {n: trial.hosts[n] for n in order}
             if old.kind == "guest" and new.kind == "guest" and self.query("#cores"):
                 try:  # checked as 'abri host set' checks it (a smaller disk refused)

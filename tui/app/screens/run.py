@@ -157,6 +157,7 @@ class RunScreen(WorkerScreen):
     def on_run_finished(self, message: RunFinished) -> None:
         result = message.result
         p: Progress = result.progress
+        self.take_admin_users()
         self.show_progress(p)
         self.finish(result.status == "canceled", result.ok)
         failed = [f for f in p.failures]
@@ -184,6 +185,27 @@ class RunScreen(WorkerScreen):
             self.app.last_run[row.name] = (status, f"apply {status}")
         if not result.ok and result.status != "canceled" and needs_become_password(p):
             self.ask_become_password(p)
+
+    def take_admin_users(self) -> None:
+        """The run (on a copy of the site) wrote the admin user into inventory.ini for hosts
+        whose sshd the hardening tightened: the installer's site takes it, or its next save
+        would write the old user back, which the host refuses now."""
+        from tui.core import inventory
+        from tui.core.errors import SiteError
+        from tui.core.hosting import ADMIN_USER
+
+        site = self.app.site
+        if site is None:
+            return
+        try:
+            entries = inventory.parse(site.path / "inventory.ini")
+        except (SiteError, OSError):
+            return
+        for name, host in site.hosts.items():
+            entry = entries.get(name)
+            if (entry is not None and host.hardened and entry.user == ADMIN_USER
+                    and host.user != ADMIN_USER):
+                host.user = ADMIN_USER
 
     def ask_become_password(self, p: Progress) -> None:
         """sudo on a host asked for a password: ask for it once, run the apply again with it
