@@ -154,7 +154,6 @@ trials:
   returned: when action is trial
 """
 
-import contextlib
 import json
 import os
 import re
@@ -182,20 +181,25 @@ TRIAL_DIR = "/var/lib/abri/trial"
 TRIAL_PREFIX = "abri-trial-"
 
 
-#: where a running backup or restore keeps its progress (tmpfs: gone at reboot), read by
-#: abri on the controller while the run goes on (tui/core/transfers.py)
+#: where a running backup or restore keeps its progress, and its last word when it ends
+#: (tmpfs: gone at reboot), read by abri on the controller while a run goes on
+#: (tui/core/transfers.py)
 TRANSFER_FILE = "/run/abri/transfer.json"
 
 
-def _transfer_write(stack, action, status):
-    """One restic status line, as the controller reads it: bytes done and total, seconds
-    elapsed and remaining (restic names the bytes of a restore bytes_restored)."""
-    done = status.get("bytes_done", status.get("bytes_restored", 0))
-    data = {"stack": stack, "action": action, "bytes_done": int(done or 0),
-            "total_bytes": int(status.get("total_bytes") or 0),
-            "seconds_elapsed": int(status.get("seconds_elapsed") or 0),
-            "seconds_remaining": int(status.get("seconds_remaining") or 0),
-            "percent": float(status.get("percent_done") or 0)}
+def _transfer_write(stack, action, status, run, done=False):
+    """One restic status (or, done, its summary) line, as the controller reads it: bytes done
+    and total, seconds elapsed and remaining (a restore's bytes are bytes_restored; a
+    backup's summary says total_bytes_processed and total_duration)."""
+    moved = status.get("bytes_done", status.get("bytes_restored",
+                                                status.get("total_bytes_processed", 0)))
+    total = status.get("total_bytes", status.get("total_bytes_processed", 0))
+    elapsed = status.get("seconds_elapsed", status.get("total_duration", 0))
+    data = {"run": run, "stack": stack, "action": action, "bytes_done": int(moved or 0),
+            "total_bytes": int(total or 0), "seconds_elapsed": float(elapsed or 0),
+            "seconds_remaining": 0 if done else int(status.get("seconds_remaining") or 0),
+            "percent": 1.0 if done else float(status.get("percent_done") or 0),
+            "done": bool(done)}
     tmp = TRANSFER_FILE + ".tmp"
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
@@ -397,6 +401,8 @@ class Backup:
         TRANSFER_FILE while it runs, for abri on the controller to show (it holds no secret:
         a stack's name and byte counts). Fails like restic() with check."""
         os.makedirs(os.path.dirname(TRANSFER_FILE), mode=0o755, exist_ok=True)
+        run = os.urandom(6).hex()  # this restic run's lines differ from any earlier run's
+        summary = None
         with tempfile.TemporaryFile(mode="w+", encoding="utf-8") as err:
             proc = subprocess.Popen(["restic", *self.options, *args, "--json"],
                                     stdout=subprocess.PIPE, stderr=err, text=True,
@@ -409,18 +415,23 @@ class Backup:
                         data = json.loads(line)
                     except ValueError:
                         continue
-                    if not isinstance(data, dict) or data.get("message_type") != "status":
+                    if not isinstance(data, dict):
                         continue
-                    if time.monotonic() - shown >= 0.5:
+                    if data.get("message_type") == "summary":
+                        summary = data
+                    elif (data.get("message_type") == "status"
+                          and time.monotonic() - shown >= 0.5):
                         shown = time.monotonic()
-                        _transfer_write(stack, action, data)
+                        _transfer_write(stack, action, data, run)
                 proc.wait()
             finally:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
-                with contextlib.suppress(OSError):
-                    os.unlink(TRANSFER_FILE)
+            if proc.returncode == 0 and summary is not None:
+                # the last word stays in the file (a fast copy may end before it is read):
+                # the next run's lines carry another run id
+                _transfer_write(stack, action, summary, run, done=True)
             err.seek(0)
             stderr = err.read()
         if proc.returncode != 0:

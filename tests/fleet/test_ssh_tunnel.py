@@ -70,7 +70,10 @@ def get(address: tuple[str, int]) -> tuple[int, str]:
 def ssh_children() -> list[int]:
     pids: list[int] = []
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        pids += [int(p) for p in (task / "children").read_text().split()]
+        try:  # a thread of this process may end between the listing and the read
+            pids += [int(p) for p in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue
     return [p for p in pids if _comm(p) == "ssh"]
 
 

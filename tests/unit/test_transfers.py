@@ -59,6 +59,10 @@ def test_the_cli_prints_a_stack_at_most_every_few_seconds():
     assert [ln.split(":")[0].strip() for ln in lines] == [
         "h1 homeassistant backup", "h1 mosquitto backup", "h1 homeassistant backup"]
     assert "1.0 MB of" in lines[0] and "3.0 MB of" in lines[2]
+    clock = iter([7.0])
+    shown.clock = lambda: next(clock)
+    shown(transfers.parse("h1", _status(bytes_done=5_000_000, done=True)))  # 7.0: the end
+    assert out.getvalue().splitlines()[-1].endswith("5.0 MB of 400.0 MB, 1.2 MB/s, done")
 
 
 def test_a_local_host_is_followed_from_the_file(tmp_path, monkeypatch):
@@ -76,12 +80,20 @@ def test_a_local_host_is_followed_from_the_file(tmp_path, monkeypatch):
         if t.bytes_done == 2_000_000:
             got.set()
 
+    # what an earlier run left: the reader's first read, never shown
+    status.write_text(_status(bytes_done=9_000_000, done=True, run="earlier"))
     with transfers.watch(site, ["here"], emit):
+        time.sleep(1.5)  # the reader has read the file (at once, then every 0.5 s)
         status.write_text(_status(bytes_done=1_000_000))
         deadline = time.monotonic() + 20
         while not seen and time.monotonic() < deadline:
             time.sleep(0.1)
         status.write_text(_status(bytes_done=2_000_000))
         assert got.wait(20), seen
-    assert [t.bytes_done for t in seen] == [1_000_000, 2_000_000]  # each change once
-    assert all(t.host == "here" for t in seen)
+        status.write_text(_status(bytes_done=4_000_000, done=True))
+        deadline = time.monotonic() + 20
+        while not seen[-1].done and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert [t.bytes_done for t in seen] == [1_000_000, 2_000_000, 4_000_000]  # once each
+    assert all(t.host == "here" for t in seen) and seen[-1].done
+    assert seen[-1].line().endswith(", done")

@@ -38,8 +38,9 @@ class Transfer:
     action: str  # backup or restore
     bytes_done: int
     total_bytes: int
-    seconds_elapsed: int
+    seconds_elapsed: float
     seconds_remaining: int
+    done: bool = False  # restic's summary: the copy has ended
 
     @property
     def rate(self) -> float:
@@ -49,9 +50,10 @@ class Transfer:
     def line(self) -> str:
         total = f" of {size(self.total_bytes)}" if self.total_bytes else ""
         left = (f", {duration(self.seconds_remaining)} left"
-                if self.seconds_remaining and self.bytes_done < self.total_bytes else "")
+                if self.seconds_remaining and self.bytes_done < self.total_bytes
+                and not self.done else "")
         return (f"{self.host} {self.stack} {self.action}: {size(self.bytes_done)}{total}, "
-                f"{size(self.rate)}/s{left}")
+                f"{size(self.rate)}/s{left}{', done' if self.done else ''}")
 
 
 def size(n: float) -> str:
@@ -82,8 +84,9 @@ def parse(host: str, text: str) -> Transfer | None:
                         action=str(data.get("action", ""))[:16],
                         bytes_done=max(0, int(data.get("bytes_done") or 0)),
                         total_bytes=max(0, int(data.get("total_bytes") or 0)),
-                        seconds_elapsed=max(0, int(data.get("seconds_elapsed") or 0)),
-                        seconds_remaining=max(0, int(data.get("seconds_remaining") or 0)))
+                        seconds_elapsed=max(0.0, float(data.get("seconds_elapsed") or 0)),
+                        seconds_remaining=max(0, int(data.get("seconds_remaining") or 0)),
+                        done=data.get("done") is True)
     except (TypeError, ValueError):
         return None
 
@@ -94,21 +97,32 @@ class _Reader(threading.Thread):
         super().__init__(name=f"abri-transfer-{host}", daemon=True)
         self.host, self.argv, self.path, self.emit, self.stop = host, argv, path, emit, stop
         self.proc: subprocess.Popen | None = None
-        self.last: Transfer | None = None
+        self.last: str | None = None
+        self.first = True
 
     def seen(self, text: str) -> None:
-        got = parse(self.host, text.strip())
-        if got is not None and got != self.last:
-            self.last = got
+        text = text.strip()
+        first, self.first = self.first, False
+        if first or text == self.last:
+            # the first read is what an earlier run left (this run's module starts seconds
+            # after the reader): never shown; each later line once
+            self.last = text
+            return
+        self.last = text
+        got = parse(self.host, text)
+        if got is not None:
             with contextlib.suppress(Exception):  # the caller's display never stops a run
                 self.emit(got)
 
     def run(self) -> None:
         if self.path is not None:  # this machine: read the file itself
-            while not self.stop.wait(0.5):
-                with contextlib.suppress(OSError):
+            while True:
+                try:
                     self.seen(self.path.read_text(encoding="utf-8"))
-            return
+                except OSError:
+                    self.seen("")
+                if self.stop.wait(0.5):
+                    return
         try:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -166,7 +180,7 @@ def watch(site: Site, hosts: list[str], emit: Callable[[Transfer], None]) -> Ite
 
 class TerminalTransfers:
     """Prints a transfer's line when it changes, at most every few seconds per host and
-    stack, and always its first line."""
+    stack, and always its first and its last (done) line."""
 
     def __init__(self, stream=None, every: float = 5.0):
         import sys
@@ -182,7 +196,7 @@ class TerminalTransfers:
         key = (t.host, t.stack, t.action)
         now = self.clock()
         with self.lock:
-            if key in self.shown and now - self.shown[key] < self.every:
+            if not t.done and key in self.shown and now - self.shown[key] < self.every:
                 return
             self.shown[key] = now
         print(f"  {t.line()}", file=self.stream, flush=True)
