@@ -139,6 +139,7 @@ async def opened(pilot) -> None:
     else:
         raise AssertionError("the site never finished loading")
     await pilot.pause()
+    await pilot.pause()  # the tables' second layout pass (their widths once settled)
 
 
 async def until(pilot, condition, timeout: float = 10) -> None:

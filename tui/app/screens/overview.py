@@ -129,6 +129,9 @@ class OverviewScreen(Screen):
         await self.query_one("#overview").mount_all(self.tables())
         self.refresh_view()
         self.hosts_table.focus()
+        # the settings column takes the width the stacks table has once laid out: again
+        # after this refresh, in case the first look caught a width still settling
+        self.call_after_refresh(self.show_stacks)
 
     def on_screen_resume(self) -> None:
         self.refresh_view()
