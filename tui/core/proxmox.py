@@ -520,20 +520,7 @@ def _create(site, host, api: Api, tag: str, say, by_id: dict[int, Any]) -> Guest
                                  "root@pam --password-file FILE, or create the container "
                                  "yourself and add it as an ssh host"))
     # every check before the create request: a refusal leaves nothing behind
-    bridges = {b.get("iface") for b in api.get(f"/nodes/{node}/network",
-                                                {"type": "any_bridge"}) or []}
-    if g["bridge"] not in bridges:
-        raise GuestError(Problem(where, "bridge", f"{g['bridge']!r} is not a bridge of node "
-                                 f"{node}; its bridges: " + (", ".join(sorted(bridges))
-                                                             or "none")))
-    rootdir = api.get(f"/nodes/{node}/storage", {"content": "rootdir"}) or []
-    storage = _pick_storage(rootdir, g.get("storage"), where, node, "rootdir")
-    need = int(g["disk"]) * GIB
-    if int(storage.get("avail") or 0) < need:
-        raise GuestError(Problem(where, "disk", f"storage {storage['storage']} on node {node} "
-                                 f"has {int(storage.get('avail') or 0) / GIB:.1f} GiB free; "
-                                 f"the guest needs {g['disk']} GiB. Free space there, give "
-                                 "--storage another one, or a smaller --disk"))
+    storage = _bridge_and_storage(api, node, g, where, "rootdir")
     template = _template(api, where, say)
     vmid = int(g.get("vmid") or api.get("/cluster/nextid"))
     if vmid in by_id:
@@ -575,20 +562,7 @@ def _create_vm(site, host, api: Api, tag: str, say,
         raise GuestError(Problem(where, "ip", "a VM needs a fixed address (its address "
                                  "could only be learnt from a QEMU guest agent, which "
                                  "Debian's cloud image does not carry)"))
-    bridges = {b.get("iface") for b in api.get(f"/nodes/{node}/network",
-                                                {"type": "any_bridge"}) or []}
-    if g["bridge"] not in bridges:
-        raise GuestError(Problem(where, "bridge", f"{g['bridge']!r} is not a bridge of node "
-                                 f"{node}; its bridges: " + (", ".join(sorted(bridges))
-                                                             or "none")))
-    images = api.get(f"/nodes/{node}/storage", {"content": "images"}) or []
-    storage = _pick_storage(images, g.get("storage"), where, node, "images")
-    need = int(g["disk"]) * GIB
-    if int(storage.get("avail") or 0) < need:
-        raise GuestError(Problem(where, "disk", f"storage {storage['storage']} on node {node} "
-                                 f"has {int(storage.get('avail') or 0) / GIB:.1f} GiB free; "
-                                 f"the guest needs {g['disk']} GiB. Free space there, give "
-                                 "--storage another one, or a smaller --disk"))
+    storage = _bridge_and_storage(api, node, g, where, "images")
     if int(g["disk"]) < VM_IMAGE_GIB:
         raise GuestError(Problem(where, "disk", f"Debian's cloud image is {VM_IMAGE_GIB} GiB; "
                                  f"a VM's disk cannot be smaller (give --disk {VM_IMAGE_GIB} "
@@ -653,6 +627,27 @@ def _cloud_image(api: Api, where: str, say) -> str:
                             "filename": VM_IMAGE_FILE}), "image")
     return f"{store}:import/{VM_IMAGE_FILE}"
 
+
+
+def _bridge_and_storage(api: Any, node: str, g: dict[str, Any], where: str,
+                        content: str) -> dict[str, Any]:
+    """Checked before any create request (a refusal leaves nothing behind): the guest's
+    bridge is one of the node's, and the storage for its disk (content rootdir for a
+    container, images for a VM) has room for it. Returns that storage."""
+    bridges = {b.get("iface") for b in api.get(f"/nodes/{node}/network",
+                                                {"type": "any_bridge"}) or []}
+    if g["bridge"] not in bridges:
+        raise GuestError(Problem(where, "bridge", f"{g['bridge']!r} is not a bridge of node "
+                                 f"{node}; its bridges: " + (", ".join(sorted(bridges))
+                                                             or "none")))
+    listed = api.get(f"/nodes/{node}/storage", {"content": content}) or []
+    storage = _pick_storage(listed, g.get("storage"), where, node, content)
+    if int(storage.get("avail") or 0) < int(g["disk"]) * GIB:
+        raise GuestError(Problem(where, "disk", f"storage {storage['storage']} on node {node} "
+                                 f"has {int(storage.get('avail') or 0) / GIB:.1f} GiB free; "
+                                 f"the guest needs {g['disk']} GiB. Free space there, give "
+                                 "--storage another one, or a smaller --disk"))
+    return storage
 
 def _pick_storage(items: list[dict[str, Any]], wanted: str | None, where: str, node: str,
                   content: str) -> dict[str, Any]:
