@@ -166,21 +166,17 @@ def exposure_checks(site: Site, name: str) -> list[verify.Check]:
     meant for the host itself (exposure local, or its stack bound to loopback) that answers
     from here is a failure; a port closed from here is reported, not failed (this machine
     may sit outside the host's LAN)."""
-    from tui.core import tunnel
+    from tui.core import exposure, tunnel
 
     host = site.hosts[name]
     if host.kind == "local":
         return []
     declared: dict[int, tuple[str, bool]] = {}
-    for stack, _raw in host.stacks.items():
+    for stack in host.stacks:
         if stack not in site.catalog:
             continue
-        values = _values(site, name, stack)
-        for port, number in site.catalog[stack].active_ports(values):
-            local = port.exposure == "local" or (
-                port.loopback_setting is not None
-                and values.get(port.loopback_setting) == "loopback")
-            declared[number] = (f"{stack} {port.name}", local)
+        for port in exposure.of_stack(site, host, stack):
+            declared[port.number] = (f"{stack} {port.name}", port.reach == "loopback")
     answers = tunnel.exposure(host.service_address, sorted(declared))
     out = []
     for number, (label, local) in sorted(declared.items()):
