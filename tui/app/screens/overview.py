@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 STATUS_STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red",
                 "unreachable": "bold red", "canceled": "magenta"}
 OVERVIEW_PADDING = 2  # #overview's padding around the tables
-TABLE_CHROME = 2 + 1  # a table's round border, and a column kept for its scrollbar
+TABLE_CHROME = 2 + 2  # a table's round border, and the two columns of its vertical scrollbar
 
 
 def host_address(host) -> str:
@@ -232,15 +232,15 @@ class OverviewScreen(Screen):
         table.border_title = Content(f"Stacks on {name}  (s add · enter settings · x remove)")
         from tui.core import exposure
 
-        internet = [p for p in exposure.of_host(site, host) if p.internet]
+        published = {stack: exposure.of_stack(site, host, stack) if stack in site.catalog
+                     else [] for stack in host.stacks}
+        internet = [p for ports in published.values() for p in ports if p.internet]
         table.border_subtitle = Content.styled(
             f"⚠ reachable from the internet: {', '.join(p.label.split()[0] for p in internet)}",
             "bold $error") if internet else None
         rows = [(stack, site.catalog[stack].title if stack in site.catalog else "?",
                  settings_summary(values)) for stack, values in host.stacks.items()]
-        ports = {stack: ports_cell(exposure.of_stack(site, host, stack)
-                                   if stack in site.catalog else [])
-                 for stack in host.stacks}
+        ports = {stack: ports_cell(published[stack]) for stack in host.stacks}
         releases = {stack: release_of(site, name, stack) for stack in host.stacks}
         # the same columns for every host: names and titles as wide as the catalog's
         names = [s.name for s in site.catalog] + [r[0] for r in rows]
