@@ -68,6 +68,8 @@ PVE_FIELD = {"user": "pve_user"}
 ANY_STORAGE = "(the one with the most free space)"
 #: the kinds with a hardening switch: those abri deploys to over SSH (Site.set_hosting)
 HARDENABLE = ("ssh", "vps", "guest")
+RENAME_NOTE = ("The name cannot be changed: it names this host's folder host_vars/{name}/ "
+               "and its vault of secrets. To rename, add a new host and move the stacks.")
 HARDENING_HELP = ("Admin user abri with your key, SSH by key only, no root login, security "
                   "upgrades, a default-deny firewall: on the next apply. Off undoes nothing.")
 
@@ -84,8 +86,6 @@ def region_options(provider: str) -> list[tuple[str, str]]:
     return [(f"{region}: {COUNTRIES.get(code, code)} ({code})"
              + ("" if code in hosting.EUROPE else ", outside Europe"), region)
             for region, code in regions.items()]
-RENAME_NOTE = ("The name cannot be changed: it names this host's folder host_vars/{name}/ "
-               "and its vault of secrets. To rename, add a new host and move the stacks.")
 
 
 class HostEditor(WorkerScreen):
@@ -125,6 +125,8 @@ class HostEditor(WorkerScreen):
         #: the fingerprint read from the node, and the URL it was read from
         self.seen: tuple[str, str] | None = None
         self.busy = False
+        #: the hardening the user chose (or the host had set); None: the kind's default
+        self.hardening_explicit: bool | None = None
 
     def compose(self) -> ComposeResult:
         site: Site = self.app.site
