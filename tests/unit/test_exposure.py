@@ -80,3 +80,24 @@ def test_a_public_port_on_a_hardened_vps_is_opened_and_on_the_internet(tmp_path)
     [mqtt] = exposure.of_host(site, site.hosts["pi"])  # behind a router
     assert (mqtt.reach, mqtt.internet) == ("public", False)
     assert "router forwards" in mqtt.sentence(site.hosts["pi"])
+
+
+def test_verify_fails_a_port_the_firewall_should_close_that_answers(tmp_path, monkeypatch):
+    """abri verify's exposure checks read the same answer: on a hardened vps a lan port is
+    closed by its firewall, so one that answers from this machine is a failure; on a LAN
+    host it is what was declared."""
+    from tui.core import checks, tunnel
+
+    site = Site.init(tmp_path / "site")
+    site.add_host("v1", "vps", "203.0.113.1")
+    site.add_host("pi", "ssh", "192.168.1.20")
+    for host in ("v1", "pi"):
+        site.add_stack(host, "mosquitto")
+    monkeypatch.setattr(tunnel, "exposure", lambda address, ports, timeout=3: {
+        p: True for p in ports})
+    [vps] = checks.exposure_checks(site, "v1")
+    assert not vps.ok
+    assert vps.detail == ("203.0.113.1:1883 answers from this machine; declared for the host "
+                          "only (its firewall closes it)")
+    [lan] = checks.exposure_checks(site, "pi")
+    assert lan.ok and lan.detail.endswith("declared for the LAN")
