@@ -314,7 +314,8 @@ class OverviewScreen(Screen):
         host, stack = self.selected_host(), self.selected_stack()
         commands = [
             ("add_host", "Add a host", "This machine or another one (a)"),
-            ("edit_host", f"Edit host {host}", "Address, SSH user and key, kind (e)"),
+            ("edit_host", f"Edit host {host}", "Address, SSH user and key, kind, "
+             "hardening; a vps's provider and region (e)"),
             ("remove_host", f"Remove host {host}", "Take it out of the site; its secrets "
              "are kept (d)"),
             ("add_stack", f"Add a stack to {host}", "Pick a service from the catalog (s)"),
