@@ -20,6 +20,7 @@ before the stop is the whole transfer. No assertion: this is for reading.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import subprocess
@@ -53,7 +54,7 @@ def timed_steps(cmd: list[str], env: dict[str, str]) -> tuple[dict[str, float], 
         raise SystemExit(f"abri migrate failed ({code}):\n{text[-4000:]}")
     marks.append(("end", time.perf_counter()))
     steps: dict[str, float] = {}
-    for (name, t0), (_, t1) in zip(marks, marks[1:]):
+    for (name, t0), (_, t1) in itertools.pairwise(marks):
         steps[name] = steps.get(name, 0.0) + t1 - t0
     return steps, text
 
