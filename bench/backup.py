@@ -8,6 +8,8 @@ compressible JSON lines, as exported history is), it measures:
   tar|zstd   `tar -cf - DATA | zstd -q -o FILE` of the stacks' user-data folders into a file
              next to the repository, timed on the host: the baseline, measured twice in the
              same run (before and after the first backup; their mean is the baseline)
+  sealed     the same stream also encrypted (openssl AES-256-CTR) and hashed (SHA-256) as it
+             is written: closer to restic's work, printed for reading
   first      the first `abri backup` (restic installed beforehand, so that the apt download
              is not in it): the whole abri process, and restic's own time (the snapshots'
              backup_start..backup_end) for the same bytes
@@ -85,6 +87,15 @@ def baseline(host) -> tuple[float, int]:
     return seconds, size
 
 
+def sealed_baseline(host) -> float:
+    """The same stream as the baseline, also encrypted (AES-256-CTR) and hashed (SHA-256)
+    as it is written: closer to the work restic does (not a target, for reading)."""
+    return host_time(host, f"tar -cf - -C / {HA_CONFIG[1:]} {MQ_DATA[1:]} 2>/dev/null | "
+                           "zstd -q | openssl enc -aes-256-ctr -pbkdf2 -pass pass:bench | "
+                           "tee /srv/baseline.tar.zst.enc | sha256sum >/dev/null; "
+                           "rm -f /srv/baseline.tar.zst.enc")
+
+
 def repository_password(site: str, env: dict[str, str]) -> str:
     import yaml
 
@@ -150,6 +161,7 @@ def main() -> None:
             first_restic, first_read, first_added = restic_seconds(first_snaps)
             base2, _ = baseline(host)
             base = (base1 + base2) / 2
+            sealed = sealed_baseline(host)
 
             # a small change: a new camera snapshot, one history file appended to
             host.exec(f"head -c 2M /dev/urandom > {HA_CONFIG}/bench/media/new.jpg && "
@@ -166,6 +178,10 @@ def main() -> None:
     rows.append(("tar | zstd (baseline)", f"{base:.1f} s",
                  f"{mb / base:.0f} MB/s (runs {base1:.1f} s, {base2:.1f} s); "
                  f"archive {packed / 1e6:.0f} MB"))
+    rows.append(("tar | zstd | aes | sha256", f"{sealed:.1f} s",
+                 f"{mb / sealed:.0f} MB/s: the baseline also encrypted and hashed (for "
+                 f"reading; restic: {(first_read / first_restic) / (total / sealed):.2f}x "
+                 "of it)"))
     rows.append(("first backup, restic", f"{first_restic:.1f} s",
                  f"{first_read / 1e6 / first_restic:.0f} MB/s, "
                  f"{(first_read / first_restic) / (total / base):.2f}x the baseline's throughput; "
