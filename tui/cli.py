@@ -86,7 +86,9 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
                         "off), sovereignty "
                         "(strict, eu or off: which outside endpoints plan and apply accept), "
                         "image_bundle (this machine only: an archive from 'abri images "
-                        "bundle' that apply loads on hosts lacking an image; empty: off)")
+                        "bundle' that apply loads on hosts lacking an image; empty: off), "
+                        "remote_access (a vps of the site: a WireGuard tunnel from the home "
+                        "host to it and HTTPS there for Home Assistant; empty: off)")
     _site_option(q)
     q.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
 
@@ -506,6 +508,11 @@ def cmd_site(args) -> int:
         # this machine's settings (never committed: .abri/local.json)
         bundle = sets.pop("image_bundle", None)
         for key, value in sets.items():
+            if key == "remote_access":  # adds the proxy stack to the vps, or takes it off
+                from tui.core import remote
+
+                remote.enable(site, value)
+                continue
             try:
                 site.settings.set(key, value)
             except KeyError:
@@ -539,6 +546,10 @@ def cmd_site(args) -> int:
     else:
         for key, value in data.items():
             print(f"{key:<18} {shown(value)}")
+        from tui.core import remote
+
+        for line in remote.summary(site):
+            print(line)
     return EXIT_OK
 
 
@@ -1050,8 +1061,14 @@ def cmd_run(args) -> int:
     mode = "plan" if args.command == "plan" else "apply"
     if mode == "apply":
         _no_unfinished_upgrade(site, "apply")
-    return runner.run_cli(site, mode, limit=limit,
-                          verify=(mode == "apply" and not args.no_verify))
+    rc = runner.run_cli(site, mode, limit=limit,
+                        verify=(mode == "apply" and not args.no_verify))
+    if mode == "apply" and rc == EXIT_OK:
+        from tui.core import remote
+
+        for line in remote.summary(site):  # where it answers, the certificate to compare
+            print(line)
+    return rc
 
 
 def _no_unfinished_upgrade(site, command: str) -> None:

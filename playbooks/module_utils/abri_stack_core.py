@@ -267,6 +267,15 @@ class Stack:
         crt = os.path.join(self.dir, cert["path"] + ".crt")
         key = os.path.join(self.dir, cert["path"] + ".key")
         owner = int(cert.get("owner", 0))
+        if "crt" in cert:  # made by abri on the controller: the key comes from the vault
+            for rel, data, secret in ((cert["path"] + ".crt", cert["crt"], False),
+                                      (cert["path"] + ".key", self.secret(cert["key_ref"]),
+                                       True)):
+                if not os.path.isdir(os.path.dirname(os.path.join(self.dir, rel))):
+                    self.ensure_dir(os.path.dirname(os.path.join(self.dir, rel)), owner, 0o700)
+                self.ensure_file(rel, data.encode("utf-8"), 0o600, owner, secret=secret,
+                                 restart=True)
+            return
         if os.path.exists(crt) and os.path.exists(key):
             for path in (crt, key):
                 st = os.stat(path)

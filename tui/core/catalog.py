@@ -198,7 +198,10 @@ SCHEMA: dict[str, Any] = {
                 },
             },
         },
-        # self-signed TLS pairs made on the host when none is there (dest.crt, dest.key)
+        # self-signed TLS pairs (dest.crt, dest.key): made_by host (the default), made on the
+        # host when none is there; made_by controller, made by abri on this machine and kept
+        # in the host's vault, so the certificate's fingerprint is known here (abri shows it).
+        # when: a bool setting that must be true, or KEY=VALUE for a choice setting
         "certificates": {
             "type": "array",
             "items": {
@@ -208,9 +211,26 @@ SCHEMA: dict[str, Any] = {
                 "properties": {
                     "dest": {"type": "string", "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$"},
                     "owner": {"type": "integer", "minimum": 0},
-                    "when": {"type": "string", "pattern": _NAME},
+                    "when": {"type": "string",
+                             "pattern": r"^[a-z][a-z0-9_]{0,31}(=[A-Za-z0-9_.-]+)?$"},
                     "days": {"type": "integer", "minimum": 1},
+                    "made_by": {"enum": ["host", "controller"]},
                 },
+            },
+        },
+        # remote access (site setting remote_access=VPS): role proxy, the stack that serves
+        # the site's remote access on the vps (added to it by 'abri site set
+        # remote_access=HOST'); role upstream, a stack whose port (a name in ports) the proxy
+        # serves from a home host through abri's WireGuard tunnel. Templates get
+        # remote_access: the proxy {upstreams: [{host, stack, address, port}], name}, an
+        # upstream {proxies: [tunnel address of the vps]}, any other stack {}.
+        "remote_access": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["role"],
+            "properties": {
+                "role": {"enum": ["proxy", "upstream"]},
+                "port": {"type": "string", "pattern": _NAME},
             },
         },
         # a provider that keeps one account per consumer (a broker's users)
@@ -549,6 +569,8 @@ class Stack:
     backup_trial: dict[str, Any] = field(default_factory=dict)
     #: the outside endpoints the service calls (manifest: endpoints)
     endpoints: tuple[dict[str, Any], ...] = ()
+    #: its part in remote access (manifest: remote_access; role proxy or upstream)
+    remote_access: dict[str, Any] | None = None
     path: Path = field(default=Path("."), compare=False)
 
     @property
@@ -757,6 +779,17 @@ def load_stack(file: Path) -> Stack:
         problems.append(Problem(where, "heartbeat.capability",
                                 f"{heartbeat['capability']!r} is not in uses"))
     problems += _trial_problems(where, data)
+    remote = data.get("remote_access")
+    if remote and remote["role"] == "upstream" and remote.get("port") not in {
+            p.name for p in ports}:
+        problems.append(Problem(where, "remote_access.port", "an upstream names the port the "
+                                "proxy serves: one of its ports' names"))
+    for i, cert in enumerate(data.get("certificates", ())):
+        key, eq, _ = (cert.get("when") or "").partition("=")
+        want = "choice" if eq else "bool"
+        if key and (key not in by_key or by_key[key].type != want):
+            problems.append(Problem(where, f"certificates[{i}].when", f"{key!r} is not a "
+                                    f"setting of type {want}"))
     removed = set((api or {}).get("remove_after_onboarding", ()))
     for i, ep in enumerate(data.get("endpoints", ())):
         named = ep.get("integration")
@@ -784,6 +817,7 @@ def load_stack(file: Path) -> Stack:
         backup_consistency=(data.get("backup") or {}).get("consistency", "stop"),
         backup_trial=dict((data.get("backup") or {}).get("trial") or {}),
         endpoints=tuple(dict(e) for e in data.get("endpoints", ())),
+        remote_access=dict(remote) if remote else None,
         path=file.parent,
     )
 
@@ -860,6 +894,11 @@ class Catalog:
 
     def names(self) -> list[str]:
         return list(self.stacks)
+
+    def remote_access(self, role: str) -> list[str]:
+        """The stacks whose manifest gives them this part in remote access (proxy or
+        upstream)."""
+        return [s.name for s in self if (s.remote_access or {}).get("role") == role]
 
     def providers(self, capability: str) -> list[str]:
         return [s.name for s in self if capability in s.provides]

@@ -266,6 +266,7 @@ def _stack_state(site: Site, host: Host, stack: Stack, links: list[Binding]) -> 
     image = image_ref(pinned, site.settings.registry_mirror)
     uses = {b.capability: _wiring(site, b) for b in links
             if b.consumer_host == host.name and b.consumer == stack.name}
+    from tui.core import remote
     base_ctx = {
         "settings": settings,
         "stack": {"name": stack.name, "project": project, "dir": directory, "image": image},
@@ -273,6 +274,7 @@ def _stack_state(site: Site, host: Host, stack: Stack, links: list[Binding]) -> 
                  "url_address": _url_address(host)},
         "uses": {cap: {k: v for k, v in w.items() if not k.endswith("_ref")}
                  for cap, w in uses.items()},
+        "remote_access": remote.template_context(site, host.name, stack),
     }
     bootstrap = bool(stack.api and stack.api.get("bootstrap_loopback"))
     files = []
@@ -299,8 +301,20 @@ def _stack_state(site: Site, host: Host, stack: Stack, links: list[Binding]) -> 
         "certificates": [
             {"path": c["dest"], "owner": c.get("owner", 0), "days": c.get("days", 3650),
              "name": host.service_address if host.kind != "local" else _url_address(host)}
-            for c in stack.certificates if not c.get("when") or settings.get(c["when"])],
+            for c in stack.certificates
+            if c.get("made_by", "host") == "host" and remote.when_holds(c.get("when"),
+                                                                        settings)],
     }
+    # certificates abri made on this machine (kept in the host's vault): the certificate
+    # and its fingerprint are data, the key a reference
+    own = site.secrets.get(host.name, {}).get(stack.name) or {}
+    for c in remote.controller_certificates(stack, settings):
+        keys = remote.cert_keys(c["dest"])
+        if own.get(keys["crt"]):
+            state["certificates"].append({
+                "path": c["dest"], "owner": c.get("owner", 0), "name": own.get(keys["name"]),
+                "crt": own[keys["crt"]], "fingerprint": remote.fingerprint(own[keys["crt"]]),
+                "key_ref": _ref(host.name, stack.name, keys["key"])})
     accounts = stack.accounts
     if accounts:
         consumers = sorted((b for b in links if b.provider_host == host.name
@@ -499,7 +513,9 @@ def resolve_host(site: Site, name: str, links: list[Binding] | None = None) -> d
     host = site.hosts[name]
     order = site.catalog.ordered(list(host.stacks))
     stacks = [_stack_state(site, host, site.catalog[s], links) for s in order]
-    extra = ["openssl"] if any(s["certificates"] for s in stacks) else []
+    # openssl makes the certificates a host makes itself (not those abri made here)
+    extra = ["openssl"] if any("crt" not in c for s in stacks for c in s["certificates"]) \
+        else []
     mirror = site.settings.registry_mirror
     engine: dict[str, Any] = {
         "packages": {k: v + extra for k, v in ENGINE_PACKAGES.items()},
@@ -516,6 +532,11 @@ def resolve_host(site: Site, name: str, links: list[Binding] | None = None) -> d
         "stacks": stacks,
         "backup": _backup_state(site, host, stacks),
     }
+    from tui.core import remote
+
+    wireguard = remote.wireguard_state(site, name)
+    if wireguard is not None:
+        state["wireguard"] = wireguard
     if host.hardened and host.kind != "local":
         state["hardening"] = hardening_state(site, host)
     return state
@@ -563,8 +584,15 @@ def hardening_state(site: Site, host: Host) -> dict[str, Any]:
             if port.exposure in wanted and not loopback:
                 open_ports.append({"port": number, "protocol": port.protocol,
                                    "why": f"{name} {port.name}"})
-    return {"admin_user": ADMIN_USER, "admin_keys": admin_keys(host),
-            "ssh_port": int(host.port or 22), "open": open_ports}
+    from tui.core import remote
+
+    tunnel = remote.firewall(site, host.name)
+    open_ports += tunnel.get("open", [])
+    out = {"admin_user": ADMIN_USER, "admin_keys": admin_keys(host),
+           "ssh_port": int(host.port or 22), "open": open_ports}
+    if tunnel.get("tunnel"):
+        out["tunnel"] = tunnel["tunnel"]
+    return out
 
 
 def secret_refs(state: Any) -> set[str]:
