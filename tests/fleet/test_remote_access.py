@@ -218,6 +218,10 @@ def test_remote_access_through_the_tunnel(fleet, fleet_registry, tmp_path):
     printed = re.search(r"SHA-256 fingerprint ([0-9A-F:]{95})", first.stdout)
     assert printed, first.stdout[-3000:]
     assert f"remote access: https://{vps.address}/ serves homeassistant on home" in first.stdout
+    # abri verify (at the end of the apply) checked it from this machine too
+    report = first.stdout.split("Recap:")[-1]
+    assert "ok   remote access certificate" in report, report[-3000:]
+    assert "ok   remote access through the tunnel" in report, report[-3000:]
 
     # wireguard-go, because this kernel makes no WireGuard device
     assert home.exec("pgrep -x wireguard-go", check=False).returncode == 0
@@ -284,6 +288,15 @@ def test_remote_access_through_the_tunnel(fleet, fleet_registry, tmp_path):
     assert again.returncode == 0, again.stdout[-6000:] + again.stderr[-3000:]
     for name in ("home", "vps1"):
         assert _recap(again.stdout, name)["changed"] == 0, (name, again.stdout[-6000:])
+    # and the plan (check mode, the tunnel's module included) sees nothing to do
+    plan, plan_s = _apply(site, "plan")
+    print(f"[remote] plan: rc {plan.returncode}, {plan_s:.1f}s")
+    assert plan.returncode == 0, plan.stdout[-6000:] + plan.stderr[-3000:]
+    assert "vps1: 0 change(s)" in plan.stdout and "home: 0 change(s)" in plan.stdout, \
+        plan.stdout[-3000:]
+    verified = _apply(site, "verify")[0]
+    assert verified.returncode == 0 and "ok   remote access through the tunnel" in \
+        verified.stdout, verified.stdout[-3000:]
 
     # no private key or certificate key in any output or in the site's plaintext files
     private = [home.exec("wg show abri private-key").stdout.strip(),
@@ -291,7 +304,7 @@ def test_remote_access_through_the_tunnel(fleet, fleet_registry, tmp_path):
     cert_key = vps.exec("cat /opt/abri/proxy/certs/server.key").stdout.strip()
     assert all(len(k) == 44 for k in private) and "PRIVATE KEY" in cert_key
     body = cert_key.splitlines()[1]
-    outputs = first.stdout + first.stderr + again.stdout + again.stderr + shown
+    outputs = "".join(r.stdout + r.stderr for r in (first, again, plan, verified)) + shown
     for path in site.rglob("*"):
         if path.is_file() and path.name != "vault.yml" and ".abri" not in path.parts:
             outputs += path.read_text(errors="replace")

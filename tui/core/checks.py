@@ -180,15 +180,16 @@ def exposure_checks(site: Site, name: str) -> list[verify.Check]:
             local = port.exposure == "local" or (
                 port.loopback_setting is not None
                 and values.get(port.loopback_setting) == "loopback")
-            declared[number] = (f"{stack} {port.name}", local)
+            declared[number] = (f"{stack} {port.name}",
+                                "local" if local else port.exposure)
     answers = tunnel.exposure(host.service_address, sorted(declared))
     out = []
-    for number, (label, local) in sorted(declared.items()):
+    for number, (label, exposure) in sorted(declared.items()):
         seen = answers.get(number, False)
         where = "answers" if seen else "is closed"
-        meant = "the host only" if local else "the LAN"
+        meant = {"local": "the host only", "public": "the internet"}.get(exposure, "the LAN")
         out.append(verify.Check(
-            f"exposure {number}/tcp ({label})", not (local and seen),
+            f"exposure {number}/tcp ({label})", not (exposure == "local" and seen),
             f"{host.service_address}:{number} {where} from this machine; declared for {meant}"))
     return out
 
@@ -220,6 +221,9 @@ def _verify_site(site: Site, hosts: list[str]) -> list[tuple[str, list[verify.Ch
             if "tokens" in kinds:
                 checks.extend(_token_checks(site, links, name, stack))
         checks.extend(exposure_checks(site, name))
+        from tui.core import remote
+
+        checks.extend(remote.checks(site, name))
         if not checks:
             checks.append(verify.Check("nothing to verify", True,
                                        "no stack with checks on this host"))

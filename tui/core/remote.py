@@ -69,8 +69,14 @@ def addresses(site: Site) -> dict[str, str]:
 def problems(site: Site) -> list[Problem]:
     """What keeps the site's remote access from working (checked with the whole site)."""
     vps = site.settings.remote_access
+    proxy = proxy_stack(site)
+    out = [Problem(f"host '{h.name}', stack '{proxy}'", "stack", f"{proxy} runs only on "
+                   "the vps that serves the site's remote access, where 'abri site set "
+                   "remote_access=VPS' puts it"
+                   + (f" (now {vps})" if vps else " (none now)"))
+           for h in site.hosts.values() if proxy and proxy in h.stacks and h.name != vps]
     if not vps:
-        return []
+        return out
     where = "site"
     host = site.hosts.get(vps)
     vpses = [h.name for h in site.hosts.values() if h.kind == "vps"]
@@ -79,11 +85,10 @@ def problems(site: Site) -> list[Problem]:
 
         what = "is not a host of this site" if host is None else \
             f"is {a_kind(host.kind)} host, not a vps"
-        return [Problem(where, "remote_access", f"{vps!r} {what}; remote access is served by "
-                        "a vps: valid: " + (", ".join(vpses) or "none yet (abri host add NAME "
-                                            "--kind vps ...)"))]
-    out = []
-    proxy = proxy_stack(site)
+        return [*out, Problem(where, "remote_access", f"{vps!r} {what}; remote access is "
+                              "served by a vps: valid: " + (", ".join(vpses) or "none yet "
+                                                            "(abri host add NAME --kind vps "
+                                                            "...)"))]
     if proxy is None:
         out.append(Problem(where, "remote_access", "the catalog has no stack with "
                            "remote_access role proxy"))
@@ -334,3 +339,69 @@ def summary(site: Site) -> list[str]:
             lines.append(f"remote access: certificate {values.get('certificate', '')}, "
                          f"SHA-256 fingerprint {fingerprint(pem)}")
     return lines
+
+
+# ---------------------------------------------------------------------------------- check
+
+
+def checks(site: Site, name: str, timeout: float = 60.0) -> list:
+    """'abri verify' on the vps that serves remote access, from this machine as from the
+    internet: its HTTPS port presents the certificate abri made (the same fingerprint), and
+    a GET / answers 200 from the upstream through the tunnel (the proxy answers 502 while
+    the tunnel or the upstream is down). Retried for up to timeout seconds: the home host
+    may finish its handshake after the vps's apply."""
+    import hashlib
+    import socket
+    import ssl
+    import time
+
+    from tui.core import verify
+
+    vps = site.settings.remote_access
+    proxy = proxy_stack(site)
+    if name != vps or not proxy or proxy not in site.hosts[name].stacks:
+        return []
+    host = site.hosts[name]
+    manifest = site.catalog[proxy]
+    values = {**manifest.defaults(), **(host.stacks.get(proxy) or {})}
+    port = int(values[manifest.ports[0].setting])
+    expected = [fingerprint(pem) for cert in controller_certificates(manifest, values)
+                if (pem := (site.secrets.get(name, {}).get(proxy) or {}).get(
+                    cert_keys(cert["dest"])["crt"]))]
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # compared by fingerprint below: the pin is the check
+    address = host.service_address
+    seen, status, error = "", 0, ""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((address, port), timeout=10) as raw, \
+                    ctx.wrap_socket(raw) as tls:
+                der = tls.getpeercert(binary_form=True) or b""
+                seen = ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+                if not expected or seen in expected:
+                    tls.sendall(f"GET / HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n"
+                                "\r\n".encode())
+                    head = tls.recv(64).decode("latin-1")
+                    parts = head.split()
+                    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            error = ""
+        except OSError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        if status == 200 or (seen and expected and seen not in expected) \
+                or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    where = f"https://{address}:{port}/"
+    cert_ok = bool(seen) and (not expected or seen in expected)
+    out = [verify.Check("remote access certificate", cert_ok,
+                        f"{where} presents SHA-256 {seen or '(no answer: ' + error + ')'}"
+                        + ("" if cert_ok or not seen else
+                           f", not the certificate abri made ({expected[0]})"))]
+    if cert_ok:
+        served = ", ".join(f"{s} on {h}" for h, s in upstreams(site))
+        out.append(verify.Check("remote access through the tunnel", status == 200,
+                                f"GET {where} answered {status or error or 'nothing'} "
+                                f"({served})"))
+    return out
