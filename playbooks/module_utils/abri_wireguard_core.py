@@ -104,11 +104,15 @@ class WireGuard:
                 if line.endswith(" installed")}
 
     def kernel_has_wireguard(self):
-        """Whether this kernel makes WireGuard devices: the interface exists already, or a
-        probe interface can be made (and is removed at once)."""
+        """Whether this kernel makes WireGuard devices: the interface exists already as one,
+        or a probe interface can be made (and is removed at once). Check mode makes nothing:
+        it reads whether the module is loaded or installed."""
         if _quiet(["ip", "link", "show", self.iface]).returncode == 0:
             kind = _quiet(["ip", "-d", "link", "show", self.iface]).stdout
             return "wireguard" in kind and USERSPACE not in self._process_names()
+        if self.m.check_mode:
+            return os.path.isdir("/sys/module/wireguard") or \
+                _quiet(["modinfo", "-n", "wireguard"]).returncode == 0
         probe = "abri-wgprobe"
         made = _quiet(["ip", "link", "add", probe, "type", "wireguard"])
         if made.returncode == 0:
