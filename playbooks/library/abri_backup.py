@@ -22,6 +22,14 @@ description:
     I(snapshot)). The stacks are stopped first, and data that exists on the host is saved
     in a safety snapshot (C(kind=safety)) before it is overwritten. The stacks stay stopped;
     the deploy that follows starts and checks them.
+  - I(action=seed) puts a migration's live copy (the snapshots of I(snapshot)'s run in
+    I(source)) into the folders of the stacks that are coming to this host, before the
+    source stops, and only into folders that are empty or hold an earlier seed of the same
+    source (anything else is left alone, and the final restore saves it first as usual). Each
+    seeded stack gets a note in C(/var/lib/abri/seed/) naming SOURCE and the run. The
+    final I(action=restore) from the same SOURCE then brings a seeded stack up to date
+    (restic rewrites only what differs) without a safety snapshot of the seed, which is
+    a copy of what is in the repository anyway; other data gets its safety snapshot.
   - I(action=prune) applies the retention (keep daily, weekly, monthly) to the backups of
     every stack (safety snapshots are kept) and frees the space.
   - The repository password comes in I(secrets) (no_log) and reaches restic through its
@@ -85,9 +93,10 @@ options:
     description: What to do.
     type: str
     default: backup
-    choices: [backup, snapshots, restore, prune, stop, trial]
+    choices: [backup, snapshots, restore, seed, prune, stop, trial]
   snapshot:
-    description: For restore, a snapshot id (or its prefix); its backup run is restored.
+    description: For restore and seed, a snapshot id (or its prefix); its backup run is
+      restored (for seed it is required).
     type: str
     default: ""
   source:
@@ -165,6 +174,7 @@ from datetime import datetime
 
 from ansible.module_utils.abri_health import probe, wait_healthy
 from ansible.module_utils.abri_lock import host_lock
+from ansible.module_utils.abri_stack_core import MARKER as API_DONE
 from ansible.module_utils.basic import AnsibleModule
 
 #: restic's exit codes (0.17 and later)
@@ -177,6 +187,9 @@ STOPPED_DIR = "/var/lib/abri/backup-stopped"
 SSH_DIR = "/etc/abri/backup"
 #: the scratch folders of trial restores (one per stack, removed after its trial)
 TRIAL_DIR = "/var/lib/abri/trial"
+#: a note per stack seeded by a migration's live copy (source host and run), until the
+#: migration's final restore has brought the stack up to date
+SEED_DIR = "/var/lib/abri/seed"
 #: the Compose project (and prefix of its network and volumes) of a stack's trial
 TRIAL_PREFIX = "abri-trial-"
 
@@ -493,6 +506,7 @@ class Backup:
             out.append({"id": snap["id"], "short_id": snap.get("short_id", snap["id"][:8]),
                         "time": snap["time"], "stack": tags.get("stack", ""),
                         "run": tags.get("run", ""), "kind": tags.get("kind", "backup"),
+                        "api_done": tags.get("api") == "done",
                         "paths": snap.get("paths") or [],
                         "size": int(summary.get("total_bytes_processed", 0)),
                         "files": int(summary.get("total_files_processed", 0)),
@@ -500,9 +514,13 @@ class Backup:
         return sorted(out, key=lambda s: s["time"])
 
     def take(self, stack, paths, run, kind):
+        # whether abri's API setup of the stack was done here (its marker lives next to the
+        # data, not in it): a restore of the data then needs no loopback-only first start
+        api = (["--tag", "api=done"] if os.path.exists(os.path.join(stack["dir"], API_DONE))
+               else [])
         proc = self.watched(stack["name"], "backup", "backup", "--host", self.host, "--tag",
                             "abri", "--tag", f"stack={stack['name']}", "--tag", f"run={run}",
-                            "--tag", f"kind={kind}", *paths)
+                            "--tag", f"kind={kind}", *api, *paths)
         summary = {}
         for line in proc.stdout.splitlines():
             try:
@@ -645,8 +663,9 @@ class Backup:
             raise Failed("; ".join(problems))
         return {"snapshots": made, "run": run}
 
-    def restore(self, wanted):
-        self.repository(create=False)
+    def chosen_run(self, wanted):
+        """The snapshots of the backup run to put back, by stack: the run of the snapshot
+        `wanted` names, or the newest backup run."""
         snaps = self.snapshots()
         if wanted:
             match = [s for s in snaps if s["id"].startswith(wanted)]
@@ -673,6 +692,46 @@ class Backup:
         for st in self.spec["stacks"]:
             if st["name"] not in by_stack:
                 self.changes.append(f"{st['name']}: not in the backup {run}, left as it is")
+        return run, by_stack, targets
+
+    def seed_path(self, stack):
+        return os.path.join(SEED_DIR, stack["project"] + ".json")
+
+    def seeded_from(self, stack):
+        """The host whose live copy seeded the stack's folders here (None: no seed)."""
+        try:
+            with open(self.seed_path(stack)) as fh:
+                return json.load(fh).get("source")
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def seed(self, wanted):
+        """A migration's live copy put in place on the target before the source stops."""
+        if not (self.source and wanted):
+            raise Failed("a seed needs the source repository and the live copy's snapshot")
+        self.repository(create=False)
+        run, by_stack, targets = self.chosen_run(wanted)
+        seeded = []
+        for st in targets:
+            present = [p for p in self.folders(st) if os.path.isdir(p) and os.listdir(p)]
+            if present and self.seeded_from(st) != self.owner:
+                self.changes.append(f"{st['name']}: {self.host} holds data of its own there; "
+                                    "not seeded (the final restore saves it first)")
+                continue
+            if self.running(st):
+                self.changes.append(f"{st['name']}: runs on {self.host}; not seeded")
+                continue
+            os.makedirs(SEED_DIR, mode=0o700, exist_ok=True)
+            path = self.seed_path(st)
+            with open(path + ".tmp", "w") as fh:  # before the first byte lands
+                json.dump({"source": self.owner, "run": run, "at": time.time()}, fh)
+            os.replace(path + ".tmp", path)
+            seeded += self.put_back([st], by_stack)
+        return {"restored": seeded, "run": run}
+
+    def restore(self, wanted):
+        self.repository(create=False)
+        run, by_stack, targets = self.chosen_run(wanted)
         for st in targets:
             if self.stop(st):
                 self.changes.append(f"{st['name']}: stopped for the restore")
@@ -681,6 +740,10 @@ class Backup:
         reading = (self.env, self.options, self.repo, self.sftp, self.s3)
         for st in targets:
             present = [p for p in self.folders(st) if os.path.isdir(p) and os.listdir(p)]
+            if present and self.source and self.seeded_from(st) == self.owner:
+                self.changes.append(f"{st['name']}: holds the live copy seeded from "
+                                    f"{self.owner} before the stop; brought up to date")
+                continue
             if present:
                 if self.source and not safety:  # into the host's own repository
                     self.use_own()
@@ -696,6 +759,9 @@ class Backup:
             raise Failed(f"{exc}. The stacks stay stopped, the data saved before in the "
                          "safety snapshot; 'abri restore' again, or 'abri apply' to start "
                          "them as they are") from None
+        for st in targets:  # up to date now: a later restore treats it as the host's data
+            if os.path.exists(self.seed_path(st)):
+                os.unlink(self.seed_path(st))
         return {"restored": restored, "safety": safety, "run": run}
 
     def put_back(self, targets, by_stack):
@@ -712,6 +778,12 @@ class Backup:
                 os.makedirs(folder, exist_ok=True)
                 self.watched(st["name"], "restore", "restore", f"{snap['id']}:{source}",
                              "--target", folder, "--delete")
+            if snap.get("api_done"):  # the data was set up through its API already
+                marker = os.path.join(st["dir"], API_DONE)
+                os.makedirs(os.path.dirname(marker), mode=0o700, exist_ok=True)
+                with open(marker, "w", encoding="utf-8") as fh:
+                    fh.write("API setup done by abri on the host this data was backed up "
+                             "on; restored with it.\n")
             restored.append({"stack": st["name"], "id": snap["id"],
                              "short_id": snap["short_id"], "time": snap["time"]})
             self.changes.append(f"{st['name']}: restored snapshot {snap['short_id']} of "
@@ -1125,8 +1197,8 @@ def main():
             "host": {"type": "str", "required": True},
             "secrets": {"type": "dict", "default": {}, "no_log": True},
             "action": {"type": "str", "default": "backup",
-                       "choices": ["backup", "snapshots", "restore", "prune", "stop",
-                                   "trial"]},
+                       "choices": ["backup", "snapshots", "restore", "seed", "prune",
+                                   "stop", "trial"]},
             "snapshot": {"type": "str", "default": ""},
             "source": {"type": "dict", "default": {}},
             "host_keys": {"type": "dict", "default": {}},
@@ -1155,7 +1227,8 @@ def main():
         else:
             with host_lock(module, f"abri_backup {action}"):
                 result.update(getattr(b, action)(*([module.params["snapshot"]]
-                                                   if action == "restore" else [])))
+                                                   if action in ("restore", "seed")
+                                                   else [])))
     except Failed as exc:
         module.fail_json(msg=str(exc), changes=changes)
     if action == "trial":  # the live stacks are untouched: changed only by an install

@@ -168,6 +168,16 @@ def test_migrate_through_an_sftp_repository(fleet, fleet_registry, tmp_path):
     downtime = re.search(r"^Downtime: .*$", moved.stdout, re.M)
     assert downtime, moved.stdout[-3000:]
     print(f"[test_migrate] abri migrate h1 h2: {seconds:.1f}s; {downtime.group(0)}")
+    # the live copy was put in place on h2 before the stop, and the last restore only
+    # brought it up to date: no safety snapshot of a seed, nothing of h2's own overwritten
+    for stack in ("homeassistant", "mosquitto"):
+        assert (f"{stack}: holds the live copy seeded from h1 before the stop; brought up "
+                "to date") in moved.stdout, moved.stdout[-6000:]
+    assert "saved first as safety snapshot" not in moved.stdout, moved.stdout[-6000:]
+    assert not h2.exec("ls /var/lib/abri/seed", check=False).stdout.strip()
+    # the data was set up through Home Assistant's API on h1 (the snapshot says so): h2
+    # starts it on the network at once, with no loopback-only first start and restart
+    assert "leave the loopback-only start" not in moved.stdout, moved.stdout[-6000:]
     assert "verify: " in moved.stdout and " 0 failed" in moved.stdout, moved.stdout[-4000:]
     assert not (site / ".abri" / "migration.json").exists()
 

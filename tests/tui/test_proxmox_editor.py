@@ -259,3 +259,40 @@ async def test_editor_changes_a_guests_size_as_host_set_does(tmp_path, new_app, 
     guest = Site.load(site_dir).hosts["ha"].guest
     assert (guest["cores"], guest["memory"], guest["disk"]) == (4, 2048, 32)
     assert guest["ip"] == "dhcp"
+
+
+async def test_a_guest_takes_the_hardening_switch_when_added_and_edited(tmp_path, new_app,
+                                                                        standin):
+    """Off by default for a guest; switched on it is written as 'abri host set NAME
+    --hardening on' writes it, when the guest is added and when it is edited."""
+    from textual.widgets import Switch
+
+    from tui.core.site import Site
+
+    site_dir = tmp_path / "site"
+    site_with_node(site_dir, standin)
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot)
+        editor = await guest_form(pilot)
+        switch = editor.query_one("#hardening", Switch)
+        assert editor.query_one("#hardening-row").display and switch.value is False
+        switch.value = True
+        put(app, "#ip", "dhcp")
+        await pilot.pause()
+        await pilot.press("ctrl+o")
+        await settle(pilot)
+        assert not isinstance(app.screen, HostEditor)
+        assert app.site.hosts["mq-vm"].hardening is True
+        app.screen.hosts_table.move_cursor(row=list(app.site.hosts).index("mq-vm"))
+        await pilot.press("e")
+        await until(pilot, lambda: isinstance(app.screen, HostEditor))
+        switch = app.screen.query_one("#hardening", Switch)
+        assert switch.value is True
+        switch.value = False
+        await pilot.pause()
+        await pilot.press("ctrl+o")
+        await settle(pilot)
+        assert not isinstance(app.screen, HostEditor)
+        assert app.save_site()
+    assert Site.load(site_dir).hosts["mq-vm"].hardening is False

@@ -155,6 +155,44 @@ def test_host_editor_guest_with_the_nodes_lists(snap_compare):
         standin.stop()
 
 
+def test_host_editor_vps(snap_compare):
+    """A vps being added: its provider, the provider's regions with their countries, and
+    the hardening switch on (the kind's default)."""
+    make_site(SITE, stacks=())
+
+    async def run_before(pilot):
+        await pilot.press("a")
+        await until(pilot, lambda: pilot.app.screen.query("#name"))
+        screen = pilot.app.screen
+        screen.query_one("#kind").value = "vps"
+        screen.query_one("#name", Input).value = "vps1"
+        screen.query_one("#address", Input).value = "203.0.113.10"
+        screen.query_one("#user", Input).value = "root"
+        screen.query_one("#provider").value = "hetzner"
+        await pilot.pause()
+        screen.query_one("#region").value = "fsn1"
+        screen.query_one("#hardening-row").scroll_visible(animate=False)
+        await pilot.pause()
+
+    assert snap_compare(app_for(), run_before=ready(run_before))
+
+
+def test_overview_vps_ports_on_the_internet(snap_compare):
+    """A vps with its hardening off: its broker's ports are reachable from the internet."""
+    site = make_site(SITE, stacks=())
+    site.add_host("vps1", "vps", "203.0.113.10", user="root", provider="hetzner",
+                  region="fsn1")
+    site.set_hosting("vps1", hardening="off")
+    site.add_stack("vps1", "mosquitto", {"tls": "true"})
+    site.save()
+
+    async def run_before(pilot):
+        await pilot.press("down")
+        await pilot.pause()
+
+    assert snap_compare(app_for(), run_before=ready(run_before))
+
+
 def test_stack_picker(snap_compare):
     make_site(SITE, stacks=())
     assert snap_compare(app_for(), run_before=ready(), press=["s"])

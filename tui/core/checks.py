@@ -162,35 +162,33 @@ def verify_site(site: Site, hosts: list[str]) -> list[tuple[str, list[verify.Che
 
 
 def exposure_checks(site: Site, name: str) -> list[verify.Check]:
-    """From where each published port answers, against what its manifest declares: a port
-    meant for the host itself (exposure local, or its stack bound to loopback) that answers
-    from here is a failure; a port closed from here is reported, not failed (this machine
-    may sit outside the host's LAN)."""
-    from tui.core import tunnel
+    """From where each published port answers, against where it should be reachable from
+    (tui.core.exposure): a port meant for the host itself (on loopback, or closed by the
+    hardening firewall) that answers from here is a failure; a port closed from here is
+    reported, not failed (this machine may sit outside the host's LAN)."""
+    from tui.core import exposure, tunnel
 
     host = site.hosts[name]
     if host.kind == "local":
         return []
-    declared: dict[int, tuple[str, bool]] = {}
-    for stack, _raw in host.stacks.items():
+    meant_for = {"loopback": "the host only", "closed": "the host only (its firewall closes "
+                 "it)", "lan": "the LAN", "public": "the internet"}
+    declared: dict[int, tuple[str, str]] = {}
+    for stack in host.stacks:
         if stack not in site.catalog:
             continue
-        values = _values(site, name, stack)
-        for port, number in site.catalog[stack].active_ports(values):
-            local = port.exposure == "local" or (
-                port.loopback_setting is not None
-                and values.get(port.loopback_setting) == "loopback")
-            declared[number] = (f"{stack} {port.name}",
-                                "local" if local else port.exposure)
+        for port in exposure.of_stack(site, host, stack):
+            declared[port.number] = (f"{stack} {port.name}", port.reach)
     answers = tunnel.exposure(host.service_address, sorted(declared))
     out = []
-    for number, (label, exposure) in sorted(declared.items()):
+    for number, (label, reach) in sorted(declared.items()):
         seen = answers.get(number, False)
         where = "answers" if seen else "is closed"
-        meant = {"local": "the host only", "public": "the internet"}.get(exposure, "the LAN")
+        local = reach in ("loopback", "closed")
         out.append(verify.Check(
-            f"exposure {number}/tcp ({label})", not (exposure == "local" and seen),
-            f"{host.service_address}:{number} {where} from this machine; declared for {meant}"))
+            f"exposure {number}/tcp ({label})", not (local and seen),
+            f"{host.service_address}:{number} {where} from this machine; declared for "
+            f"{meant_for[reach]}"))
     return out
 
 

@@ -8,7 +8,9 @@ same command again after an interruption completes the migration from where it w
    images of the stacks that come pulled there (before the downtime, not during it);
 2. copy: a backup of SOURCE while its stacks run (``live``: read as they are), into a
    repository TARGET can read; it carries almost all the data;
-3. stop and copy what changed, in one run on SOURCE: its stacks are stopped (containers
+3. seed: TARGET restores that live copy into the stacks' folders there (still before the
+   downtime), so that the last restore only rewrites what changed since;
+4. stop and copy what changed, in one run on SOURCE: its stacks are stopped (containers
    and data kept; the downtime starts), then a second backup, now consistent, which restic
    deduplicates against the first (only what changed is sent), and they stay stopped;
 5. move: the stacks, their settings and their secrets move to TARGET in the site (one save;
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
     from tui.core.site import Site
 
 RECORD = "migration.json"
-PHASES = ("deploy", "copy", "final", "move", "restore", "verify")
+PHASES = ("deploy", "copy", "seed", "final", "move", "restore", "verify")
 
 
 def record_path(site: Site):
@@ -80,6 +82,13 @@ def images_for(site: Site, source: str, target: str, stacks: list[str]) -> list[
     trial.move_stacks(source, target, stacks)
     state = resolve.resolve_host(trial, target)
     return sorted({s["image"] for s in state["stacks"] if s["name"] in stacks})
+
+
+def seed_state(site: Site, source: str, target: str, stacks: list[str]) -> dict[str, Any]:
+    """TARGET's backup state as it will be once the stacks are there (their folders)."""
+    trial = site.copy()
+    trial.move_stacks(source, target, stacks)
+    return resolve.resolve_host(trial, target)["backup"]
 
 
 def plan(site: Site, source: str, target: str) -> list[str]:
@@ -171,6 +180,21 @@ def run(site: Site, source: str, target: str) -> int:
         if not result.ok:
             return failed(result, "copy")
         _print_made(result)
+        made = backup.made_rows(result)
+        step("seed", live=made[0]["id"] if made else None)
+    if at("seed") and record.get("live"):
+        _say(f"put that copy in place on {target} (the last restore then brings only what "
+             "changed)")
+        result = runner.run_site(site, "backup", limit=target, on_progress=progress,
+                                 on_transfer=moving,
+                                 extra_vars={"abri_backup_action": "seed",
+                                             "abri_backup_source": access,
+                                             "abri_backup_snapshot": record["live"],
+                                             "abri_backup_only": stacks,
+                                             "abri_backup_seed": seed_state(
+                                                 site, source, target, stacks)})
+        if not result.ok:
+            return failed(result, "seed")
         step("final")
     if at("final"):
         _say(f"stop the stacks of {source} (downtime starts) and copy what changed since "

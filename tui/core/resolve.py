@@ -570,22 +570,12 @@ def hardening_state(site: Site, host: Host) -> dict[str, Any]:
     """What the kit's abri_harden converges: the admin user and its key, the sshd drop-in's
     SSH port, and the ports the firewall opens. A vps opens SSH and the ports the site
     declares public (a manifest port with exposure public) only; another hardened host opens
-    its LAN ports too. A port bound to loopback is never opened."""
+    its LAN ports too. A port bound to loopback is never opened (tui.core.exposure)."""
+    from tui.core import exposure, remote
     from tui.core.hosting import ADMIN_USER
 
-    wanted = ("public",) if host.kind == "vps" else ("public", "lan")
-    open_ports: list[dict[str, Any]] = []
-    for name in site.catalog.ordered([s for s in host.stacks if s in site.catalog]):
-        stack = site.catalog[name]
-        values = {**stack.defaults(), **(host.stacks.get(name) or {})}
-        for port, number in stack.active_ports(values):
-            loopback = (port.loopback_setting is not None
-                        and values.get(port.loopback_setting) == "loopback")
-            if port.exposure in wanted and not loopback:
-                open_ports.append({"port": number, "protocol": port.protocol,
-                                   "why": f"{name} {port.name}"})
-    from tui.core import remote
-
+    open_ports = [{"port": p.number, "protocol": p.protocol, "why": f"{p.stack} {p.name}"}
+                  for p in exposure.of_host(site, host) if p.opened]
     tunnel = remote.firewall(site, host.name)
     open_ports += tunnel.get("open", [])
     out = {"admin_user": ADMIN_USER, "admin_keys": admin_keys(host),

@@ -10,7 +10,13 @@ masked fields, kept in the vault only); "Read certificate" shows the fingerprint
 certificate the node presents, to compare with the node's own before confirming it, and OK
 pins the node's CA and checks the credentials (tui.core.proxmox, in a worker, as 'abri host
 add' does). A new guest takes its node, type, size and address; its bridge and storage are
-chosen from the lists the node gives once it is chosen (read in a worker)."""
+chosen from the lists the node gives once it is chosen (read in a worker).
+
+A vps takes its provider and region (the regions of the chosen provider, each with its
+country, from tui/data/endpoints.yml; any well-formed name for 'other'). Every host abri
+deploys to remotely (ssh, vps, guest) has a hardening switch, on by default for a vps only;
+left at the kind's default it is not written, as with 'abri host add'. Both go through the
+engine's checks (Site.add_host, Site.set_hosting), the ones the CLI uses."""
 
 from __future__ import annotations
 
@@ -23,21 +29,22 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widget import Widget
-from textual.widgets import Button, Checkbox, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, Input, Label, Select, Static, Switch
 
 from tui.app.messages import PingResult
 from tui.app.screens.base import WorkerScreen
 from tui.app.screens.dialogs import problems_text
 from tui.app.widgets import KeyBar, TitleBar
-from tui.core import proxmox, validate
+from tui.core import hosting, proxmox, validate
 from tui.core.errors import AbriError, Problem
 from tui.core.inventory import KINDS
+from tui.core.iso3166 import COUNTRIES
 from tui.core.site import Site
 
 KIND_LABELS = {
     "local": "local: this machine",
     "ssh": "ssh: a machine reached over SSH",
-    "vps": "vps: a rented server (hardened)",
+    "vps": "vps: a rented server (hardened by default)",
     "proxmox": "proxmox: a Proxmox VE node",
     "guest": "guest: a container or VM on a Proxmox node",
 }
@@ -50,7 +57,8 @@ VALIDATORS = {"name": validate.host_name, "address": validate.address, "port": v
               "ip": validate.guest_ip}
 FIELDS = ("name", "kind", "address", "port", "user", "key", "parent", "api_url", "node",
           "pve_user", "password", "token_id", "token_secret", "ca_fingerprint", "type",
-          "cores", "memory", "disk", "bridge", "storage", "ip", "gateway")
+          "cores", "memory", "disk", "bridge", "storage", "ip", "gateway", "provider", "region",
+          "hardening")
 REMOTE_ONLY = ("address", "port", "user", "key")  # connection fields: none for local
 NODE_FIELDS = ("api_url", "node", "pve_user", "password", "token_id", "token_secret",
                "ca_fingerprint")
@@ -58,8 +66,26 @@ GUEST_FIELDS = ("type", "cores", "memory", "disk", "bridge", "storage", "ip", "g
 #: the engine names a node's user 'user'; here that is the SSH user's row
 PVE_FIELD = {"user": "pve_user"}
 ANY_STORAGE = "(the one with the most free space)"
+#: the kinds with a hardening switch: those abri deploys to over SSH (Site.set_hosting)
+HARDENABLE = ("ssh", "vps", "guest")
 RENAME_NOTE = ("The name cannot be changed: it names this host's folder host_vars/{name}/ "
                "and its vault of secrets. To rename, add a new host and move the stacks.")
+HARDENING_HELP = ("Admin user abri with your key, SSH by key only, no root login, security "
+                  "upgrades, a default-deny firewall: on the next apply. Off undoes nothing.")
+
+
+def provider_options() -> list[tuple[str, str]]:
+    return [(f"{name}: {entry['operator']}"
+             + (f" ({entry['country']})" if entry["country"] != "unknown" else ""), name)
+            for name, entry in hosting.providers().items()]
+
+
+def region_options(provider: str) -> list[tuple[str, str]]:
+    """The provider's regions, each with the country of its data centres."""
+    regions = hosting.providers().get(provider, {}).get("regions") or {}
+    return [(f"{region}: {COUNTRIES.get(code, code)} ({code})"
+             + ("" if code in hosting.EUROPE else ", outside Europe"), region)
+            for region, code in regions.items()]
 
 
 class HostEditor(WorkerScreen):
@@ -99,6 +125,8 @@ class HostEditor(WorkerScreen):
         #: the fingerprint read from the node, and the URL it was read from
         self.seen: tuple[str, str] | None = None
         self.busy = False
+        #: the hardening the user chose (or the host had set); None: the kind's default
+        self.hardening_explicit: bool | None = None
 
     def compose(self) -> ComposeResult:
         site: Site = self.app.site
@@ -134,6 +162,7 @@ class HostEditor(WorkerScreen):
                 nodes, value=host.parent if host and host.parent else Select.NULL,
                 prompt="the node that owns this guest" if nodes else "no proxmox host yet",
                 id="parent", compact=True))
+            yield from self.hosting_rows(host)
             if not self.editing:
                 yield from self.node_rows()
                 yield from self.guest_rows()
@@ -146,6 +175,7 @@ class HostEditor(WorkerScreen):
                 yield from self.row("disk", "Disk GiB", Input(
                     str(g.get("disk", "")), id="disk", compact=True),
                     help="The next apply changes the guest on its node; a disk only grows.")
+            yield from self.hardening_row(host)
             yield Static(id="host-problems", classes="form-problems")
             yield Static(id="ping", classes="ping", markup=False)
             with Horizontal(classes="form-buttons"):
@@ -153,6 +183,30 @@ class HostEditor(WorkerScreen):
                 yield Button("Test connection", id="test", compact=True)
                 yield Button("Cancel", id="cancel", compact=True)
         yield KeyBar()
+
+    def hosting_rows(self, host):
+        vps = host.vps if host and host.kind == "vps" else {}
+        provider = vps.get("provider") or "other"
+        region = vps.get("region") or ""
+        yield from self.row("provider", "Provider", Select(
+            provider_options(), value=provider, allow_blank=False, id="provider",
+            compact=True), help="Who runs the server, and under whose law (abri audit).")
+        known = region_options(provider)
+        with Vertical(id="region-row", classes="field"):
+            with Horizontal(classes="field-line"):
+                yield Label("Region", classes="field-label")
+                yield Select(known, value=region if region and known else Select.NULL,
+                             prompt="not given", id="region", compact=True)
+                yield Input(region if not known else "", id="region_name", compact=True,
+                            placeholder="the provider's name for it, e.g. fr-par (optional)")
+            yield Static(id="region-error", classes="field-error", markup=False)
+
+    def hardening_row(self, host):
+        self.hardening_explicit = host.hardening if host else None
+        on = hosting.hardened(host.kind, host.hardening) if host else \
+            hosting.hardened(self.initial_kind, None)
+        yield from self.row("hardening", "Hardening", Switch(on, id="hardening"),
+                            help=HARDENING_HELP)
 
     def node_rows(self):
         def text(field, label, placeholder, password=False, help=""):
@@ -217,6 +271,14 @@ class HostEditor(WorkerScreen):
         for field in REMOTE_ONLY:
             self.query_one(f"#{field}-row").display = kind != "local" and not adding_pve
         self.query_one("#parent-row").display = kind == "guest"
+        self.query_one("#provider-row").display = kind == "vps"
+        self.query_one("#region-row").display = kind == "vps"
+        self.show_region_widget()
+        self.query_one("#hardening-row").display = kind in HARDENABLE
+        if self.hardening_explicit is None:  # not chosen: the kind's default
+            switch = self.query_one("#hardening", Switch)
+            with switch.prevent(Switch.Changed):
+                switch.value = hosting.hardened(str(kind), None)
         if self.editing:
             for field in ("cores", "memory", "disk"):
                 if self.query(f"#{field}-row"):
@@ -232,6 +294,33 @@ class HostEditor(WorkerScreen):
     def kind_changed(self, event: Select.Changed) -> None:
         self.show_kind(event.value)
         self.set_error("kind", "")
+
+    def show_region_widget(self) -> None:
+        """A known provider's regions are a list; 'other' takes any well-formed name."""
+        known = bool(region_options(str(self.query_one("#provider", Select).value)))
+        self.query_one("#region", Select).display = known
+        self.query_one("#region_name", Input).display = not known
+
+    @on(Select.Changed, "#provider")
+    def provider_changed(self, event: Select.Changed) -> None:
+        region = self.query_one("#region", Select)
+        before = region.value
+        options = region_options(str(event.value))
+        region.set_options(options)
+        if before in [value for _, value in options]:
+            region.value = before
+        self.show_region_widget()
+        self.set_error("provider", "")
+        self.set_error("region", "")
+
+    @on(Select.Changed, "#region")
+    def region_changed(self) -> None:
+        self.set_error("region", "")
+
+    @on(Switch.Changed, "#hardening")
+    def hardening_changed(self, event: Switch.Changed) -> None:
+        self.hardening_explicit = event.value
+        self.set_error("hardening", "")
 
     @on(Select.Changed, "#parent")
     def parent_changed(self, event: Select.Changed) -> None:
@@ -257,6 +346,14 @@ class HostEditor(WorkerScreen):
         field = event.input.id or ""
         value = event.value.strip()
         message = ""
+        if field == "region_name":  # a region of a provider abri has no list of
+            try:
+                if value:
+                    hosting.region("other", value)
+            except ValueError as exc:
+                message = str(exc)
+            self.set_error("region", message)
+            return
         if value and field in VALIDATORS:
             try:
                 VALIDATORS[field](value)
@@ -283,7 +380,27 @@ class HostEditor(WorkerScreen):
         out["parent"] = str(parent) if kind == "guest" and parent != Select.NULL else None
         if kind == "local":
             out.update({field: None for field in REMOTE_ONLY})
+        out["provider"] = out["region"] = None
+        if kind == "vps":
+            out["provider"] = str(self.query_one("#provider", Select).value)
+            out["region"] = (self.choice("region") if self.query_one("#region", Select).display
+                             else self.text("region_name"))
         return out
+
+    def set_hardening(self, trial: Site, name: str, old: Any) -> list[Problem]:
+        """The switch, written as 'abri host set NAME --hardening' writes it: only when
+        chosen, and not when it is the kind's default on a host that had none set."""
+        kind = self.kind()
+        want = self.hardening_explicit
+        if kind not in HARDENABLE or want is None:
+            return []
+        if want == hosting.hardened(kind, None) and (old is None or old.hardening is None):
+            return []
+        try:
+            trial.set_hosting(name, hardening="on" if want else "off")
+        except AbriError as exc:
+            return exc.problems
+        return []
 
     def kind(self) -> str:
         return str(self.query_one("#kind", Select).value)
@@ -329,7 +446,8 @@ class HostEditor(WorkerScreen):
             proxmox.add_guest(trial, self.text("name") or "", parent, values)
         except AbriError as exc:
             return None, exc.problems
-        return trial, []
+        problems = self.set_hardening(trial, self.text("name") or "", None)
+        return (None, problems) if problems else (trial, [])
 
     def trial(self) -> tuple[Site | None, list[Problem]]:
         """The site with this host added (or replaced), and what the engine says about it."""
@@ -341,16 +459,15 @@ class HostEditor(WorkerScreen):
             return self.guest_trial()
         try:
             new = trial.add_host(v["name"] or "", v["kind"] or "", v["address"], v["port"],
-                                 v["user"], v["key"], v["parent"])
+                                 v["user"], v["key"], v["parent"], v["provider"], v["region"])
         except AbriError as exc:
             return None, exc.problems
+        problems = self.set_hardening(trial, new.name, old)
+        if problems:
+            return None, problems
         if old is not None:
             new.stacks = old.stacks
             new.proxmox, new.guest = dict(old.proxmox), dict(old.guest)
-            # provider, region and hardening are set with the CLI for now: an edit keeps them
-            new.hardening = old.hardening
-            if new.kind == old.kind == "vps":
-                new.vps = old.vps
             trial.hosts = {n: trial.hosts[n] for n in order}
             if old.kind == "guest" and new.kind == "guest" and self.query("#cores"):
                 try:  # checked as 'abri host set' checks it (a smaller disk refused)
@@ -516,6 +633,7 @@ class HostEditor(WorkerScreen):
         ping = self.query_one("#ping", Static)
         ping.update(f"Testing the connection to {self.values()['name']}…")
         ping.set_classes("ping -running")
+        ping.scroll_visible(animate=False)
         self.ping(trial, str(self.values()["name"]))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="ping")
@@ -528,6 +646,7 @@ class HostEditor(WorkerScreen):
         mark = "✔" if message.ok else "✘"
         ping.update(f"{mark} {message.host}: {message.detail}")
         ping.set_classes("ping " + ("-ok" if message.ok else "-failed"))
+        self.call_after_refresh(ping.scroll_visible, animate=False)
 
     def worker_changed(self, event) -> None:
         if event.worker.group == "pve-node" and event.state.name == "ERROR":

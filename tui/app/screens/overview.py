@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 STATUS_STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red",
                 "unreachable": "bold red", "canceled": "magenta"}
 OVERVIEW_PADDING = 2  # #overview's padding around the tables
-TABLE_CHROME = 2 + 1  # a table's round border, and a column kept for its scrollbar
+TABLE_CHROME = 2 + 2  # a table's round border, and the two columns of its vertical scrollbar
 
 
 def host_address(host) -> str:
@@ -57,6 +57,36 @@ def release_of(site, host: str, stack: str) -> str:
 
 def settings_summary(values: dict) -> str:
     return ", ".join(f"{k}={show_value(v)}" for k, v in values.items() if v not in ("", None))
+
+
+#: how each reach is shown (tui.core.exposure): what answers from outside stands out
+REACH_STYLE = {"loopback": "dim", "closed": "dim", "lan": "", "public": "bold yellow"}
+
+
+def ports_cell(ports) -> Text:
+    """A stack's published ports on its host, one a line, each with where it is reachable
+    from (tui.core.exposure); one reachable from the internet says so on a line of its own."""
+    text = Text()
+    for i, port in enumerate(ports):
+        if i:
+            text.append("\n")
+        text.append(port.label, style="bold red" if port.internet
+                    else REACH_STYLE.get(port.reach, ""))
+        if port.internet:
+            text.append("\n  ⚠ internet", style="bold red")
+    return text if ports else Text("-", style="dim")
+
+
+def hardening_cell(host) -> Text:
+    """on or off for a host abri can harden; a vps with it off stands out (its ports are
+    on the internet); - for a kind that is not hardened (local, proxmox)."""
+    from tui.core.inventory import TARGET_KINDS
+
+    if host.kind == "local" or host.kind not in TARGET_KINDS:
+        return Text("-", style="dim")
+    if host.hardened:
+        return Text("on", style="green")
+    return Text("off", style="bold red" if host.kind == "vps" else "")
 
 
 class OverviewScreen(Screen):
@@ -129,16 +159,16 @@ class OverviewScreen(Screen):
         await self.query_one("#overview").mount_all(self.tables())
         self.refresh_view()
         self.hosts_table.focus()
-        # the settings column takes the width the stacks table has once laid out: again
-        # after this refresh, in case the first look caught a width still settling
-        self.call_after_refresh(self.show_stacks)
+        # the stacks and settings columns take the width the tables have once laid out:
+        # again after this refresh, in case the first look caught a width still settling
+        self.call_after_refresh(self.refresh_view)
 
     def on_screen_resume(self) -> None:
         self.refresh_view()
 
     def on_resize(self) -> None:
         if self.ready:
-            self.show_stacks()
+            self.refresh_view()
 
     # ------------------------------------------------------------------ view
     def refresh_view(self) -> None:
@@ -147,13 +177,29 @@ class OverviewScreen(Screen):
             return
         table = self.hosts_table
         keep = self.selected_host()
-        table.clear()
+        rows = []
         for host in site.hosts.values():
             status, label = self.app.last_run.get(host.name, ("", "not run yet"))
-            table.add_row(Text(host.name), Text(host.kind), Text(host_address(host)),
-                          Text(", ".join(host.stacks) or "-"),
-                          Text(label, style=STATUS_STYLE.get(status, "dim")),
-                          key=host.name)
+            rows.append((host.name, host.kind, hardening_cell(host), host_address(host),
+                         ", ".join(host.stacks) or "-",
+                         Text(label, style=STATUS_STYLE.get(status, "dim"))))
+        table.clear(columns=True)
+        # every column as wide as its widest cell but Stacks, which takes the width left
+        # and wraps, so the hardening column fits at 80 columns
+        heads = ("Host", "Kind", "Hardening", "Address", "Last run")
+        cols = (0, 1, 2, 3, 5)
+        widths = [max(len(h), *(len(str(r[c])) for r in rows)) for h, c in zip(heads, cols,
+                                                                              strict=True)]
+        width = (table.size.width or self.app.size.width - OVERVIEW_PADDING) - TABLE_CHROME
+        stacks_w = max(width - sum(w + 2 for w in widths) - 2,
+                       max((len(s) for s in site.catalog.stacks), default=6), len("Stacks"))
+        for head, w in zip(heads[:4], widths[:4], strict=True):
+            table.add_column(head, width=w)
+        table.add_column("Stacks", width=stacks_w)
+        table.add_column("Last run", width=widths[4])
+        for name, kind, hardening, address, stacks, last in rows:
+            table.add_row(Text(name), Text(kind), hardening, Text(address), Text(stacks),
+                          last, key=name, height=None)
         names = list(site.hosts)
         if keep in names:
             table.move_cursor(row=names.index(keep))
@@ -179,13 +225,22 @@ class OverviewScreen(Screen):
         site = self.app.site
         table.clear(columns=True)
         if site is None or name is None:
-            table.add_columns("Stack", "Release", "Title", "Settings")
+            table.add_columns("Stack", "Release", "Ports", "Title", "Settings")
             self.refresh_bindings()
             return
         host = site.hosts[name]
         table.border_title = Content(f"Stacks on {name}  (s add · enter settings · x remove)")
+        from tui.core import exposure
+
+        published = {stack: exposure.of_stack(site, host, stack) if stack in site.catalog
+                     else [] for stack in host.stacks}
+        internet = [p for ports in published.values() for p in ports if p.internet]
+        table.border_subtitle = Content.styled(
+            f"⚠ reachable from the internet: {', '.join(p.label.split()[0] for p in internet)}",
+            "bold $error") if internet else None
         rows = [(stack, site.catalog[stack].title if stack in site.catalog else "?",
                  settings_summary(values)) for stack, values in host.stacks.items()]
+        ports = {stack: ports_cell(published[stack]) for stack in host.stacks}
         releases = {stack: release_of(site, name, stack) for stack in host.stacks}
         # the same columns for every host: names and titles as wide as the catalog's
         names = [s.name for s in site.catalog] + [r[0] for r in rows]
@@ -195,17 +250,20 @@ class OverviewScreen(Screen):
         stack_w = max(len(n) for n in ["Stack", *names])
         title_w = max(len(t) for t in ["Title", *titles])
         release_w = max(len(r) for r in ["Release", *releases.values()])
-        left = width - (stack_w + 2) - (release_w + 2) - (title_w + 2) - 2
+        ports_w = max(len(line) for line in ["Ports", *(line for cell in ports.values()
+                                                         for line in cell.plain.split("\n"))])
+        left = width - (stack_w + 2) - (release_w + 2) - (ports_w + 2) - (title_w + 2) - 2
         with_title = left >= 50  # the title only where the settings still fit on a line or two
         if not with_title:
-            left = width - (stack_w + 2) - (release_w + 2) - 2
+            left = width - (stack_w + 2) - (release_w + 2) - (ports_w + 2) - 2
         table.add_column("Stack", width=stack_w)
         table.add_column("Release", width=release_w)
+        table.add_column("Ports", width=ports_w)
         if with_title:
             table.add_column("Title", width=title_w)
         table.add_column("Settings", width=max(left, 10))
         for stack, title, summary in rows:
-            cells = [Text(stack), Text(releases[stack])]
+            cells = [Text(stack), Text(releases[stack]), ports[stack]]
             cells += [Text(title), Text(summary)] if with_title else [Text(summary)]
             table.add_row(*cells, key=stack, height=None)
         self.refresh_bindings()
@@ -256,7 +314,8 @@ class OverviewScreen(Screen):
         host, stack = self.selected_host(), self.selected_stack()
         commands = [
             ("add_host", "Add a host", "This machine or another one (a)"),
-            ("edit_host", f"Edit host {host}", "Address, SSH user and key, kind (e)"),
+            ("edit_host", f"Edit host {host}", "Address, SSH user and key, kind, "
+             "hardening; a vps's provider and region (e)"),
             ("remove_host", f"Remove host {host}", "Take it out of the site; its secrets "
              "are kept (d)"),
             ("add_stack", f"Add a stack to {host}", "Pick a service from the catalog (s)"),

@@ -30,7 +30,7 @@ class StackTable(DataTable):
 def tables(hosts_title: str, stacks_title: str) -> ComposeResult:
     hosts = DataTable(id="hosts", cursor_type="row", zebra_stripes=True)
     hosts.border_title = hosts_title
-    hosts.add_columns("Host", "Kind", "Address", "Stacks", "Last run")
+    hosts.add_columns("Host", "Kind", "Hardening", "Address", "Stacks", "Last run")
     yield hosts
     stacks = StackTable(id="stacks", cursor_type="row")
     stacks.border_title = stacks_title

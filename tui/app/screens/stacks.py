@@ -166,6 +166,10 @@ class StackSettingsScreen(Screen[bool]):
                         yield setting_widget(setting, value, f"set-{setting.key}")
                     yield Static(setting.help, id=f"help-{setting.key}", classes="field-help",
                                  markup=False)
+                    if any(p.setting == setting.key for p in stack.ports):
+                        # where the port it sets is reachable from on this host
+                        yield Static(id=f"exposure-{setting.key}", classes="field-exposure",
+                                     markup=False)
                     yield Static(id=f"error-{setting.key}", classes="field-error",
                                  markup=False)
             yield Static(id="stack-problems", classes="form-problems")
@@ -237,7 +241,34 @@ class StackSettingsScreen(Screen[bool]):
         box = self.query_one("#stack-problems", Static)
         box.update(problems_text(rest) if rest else "")
         box.set_class(bool(rest), "-shown")
+        self.show_exposure(sets, errors)
         return trial, not errors and not rest and trial is not None
+
+    def show_exposure(self, sets: dict[str, str], errors: dict[str, str]) -> None:
+        """Next to each port setting: where that port is reachable from on this host, with
+        the values as typed (tui.core.exposure, as the firewall and verify read it)."""
+        from tui.core import exposure
+
+        stack = self.stack
+        values = {key: stack.setting(key).convert(raw) for key, raw in sets.items()}
+        host = self.app.site.hosts[self.host]
+        active = {p.name: p for p in exposure.of_stack(self.app.site, host, stack.name,
+                                                         values)}
+        for key in {p.setting for p in stack.ports}:
+            lines, internet = [], False
+            for port in (p for p in stack.ports if p.setting == key):
+                if key in errors:
+                    continue
+                if port.name in active:
+                    lines.append(active[port.name].sentence(host))
+                    internet = internet or active[port.name].internet
+                else:
+                    lines.append(f"not published while {port.when} is off ({port.name}, "
+                                 f"{port.protocol})")
+            widget = self.query_one(f"#exposure-{key}", Static)
+            widget.update("\n".join(lines))
+            widget.display = bool(lines)
+            widget.set_class(internet, "-internet")
 
     @on(Input.Changed)
     @on(Select.Changed)
