@@ -543,6 +543,19 @@ def build_netwatch_image(force: bool = False, base: ImageResult | None = None) -
     )
 
 
+def build_pebble_image(force: bool = False, base: ImageResult | None = None) -> ImageResult:
+    """Debian 13's pebble (an ACME test CA) and pebble-challtestsrv on the fleet's Debian
+    base: abri-test/pebble:<hash>."""
+    base = base or build_debian_base()
+    recipe_dir = IMAGES_DIR / "pebble"
+    h = recipe_hash(recipe_dir, base.ref)
+    ref = f"{IMAGE_NS}/pebble:{h}"
+    return _cached_or_build(
+        "pebble", ref,
+        lambda: _docker_build(recipe_dir, ref, {"BASE_IMAGE": base.ref}, h), force,
+    )
+
+
 VERIFY_HA_CONFIGURATION = """\
 homeassistant:
   name: abri image check
@@ -1441,7 +1454,8 @@ if __name__ == "__main__":  # pragma: no cover - manual use
         imgs = build_images()
         extra = [build_homeassistant_image(version=UPGRADE_FROM),
                  build_homeassistant_broken_image(base=imgs.homeassistant),
-                 build_netwatch_image(base=imgs.debian)]
+                 build_netwatch_image(base=imgs.debian),
+                 build_pebble_image(base=imgs.debian)]
         ensure_registry(imgs)
         for r in [*imgs.all(), *extra]:
             print(f"{r.name:15} {r.ref:55} {'built' if r.built else 'reused'} {r.seconds:.0f}s")

@@ -68,13 +68,15 @@ with ThreadPoolExecutor(max_workers=64) as pool:
 HTTPS = """
 import hashlib, json, socket, ssl, sys, urllib.error, urllib.request
 address, path = sys.argv[1], sys.argv[2]
-ctx = ssl.create_default_context()
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE
+cafile = sys.argv[3] if len(sys.argv) > 3 else None
+ctx = ssl.create_default_context(cafile=cafile)
+if not cafile:  # a name and a CA file: verified as a browser would
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
 out = {}
 try:
     with socket.create_connection((address, 443), timeout=10) as raw:
-        with ctx.wrap_socket(raw) as tls:
+        with ctx.wrap_socket(raw, server_hostname=address) as tls:
             der = tls.getpeercert(binary_form=True)
             out["fingerprint"] = ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
             out["tls"] = tls.version()
@@ -146,8 +148,96 @@ class Net:
     def scan(self, address: str, ports: list[int] = SCANNED) -> set[int]:
         return set(self.client_python(SCAN, address, json.dumps(ports), timeout=300))
 
-    def https(self, address: str, path: str = "/") -> dict:
-        return self.client_python(HTTPS, address, path)
+    def https(self, address: str, path: str = "/", cafile: str | None = None) -> dict:
+        return self.client_python(HTTPS, address, path, *([cafile] if cafile else []))
+
+    def pebble(self, vps, domain: str, tmp_path) -> dict:
+        """A test ACME CA on the internet network (pebble, EAB required), its DNS answering
+        every name with the vps's address; the client resolves the domain to the vps too.
+        Returns the directory URL, the EAB key id and HMAC key, the directory's root (a file
+        here, for abri) and the issuing root (in the client, for the browser-like check)."""
+        import base64
+        import os
+        import ssl
+        import urllib.request
+
+        from tests.unit.test_remote_certificates import make_certificate
+
+        fleet = self.vps_fleet
+        name = f"{fleet.prefix}-pebble-{_random.token_hex(3)}"
+        docker("run", "-d", "--name", name, *fleet._labels, "--network", fleet.network,
+               "--entrypoint", "sleep", harness.build_pebble_image().ref, "infinity")
+        fleet._containers.append(name)
+        address = self._address(name, fleet.network)
+        # the directory's TLS pair: a root of the test's, a leaf for the container's address
+        root_crt, root_key = make_certificate(tmp_path, ["pebble-root.abri.test"], 30,
+                                              tag="pebble-root")
+        leaf_crt, leaf_key = _leaf_for_address(tmp_path, address, root_crt, root_key)
+        kid, hmac = "kid-abri", base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+        config = {"pebble": {
+            "listenAddress": "0.0.0.0:14000", "managementListenAddress": "0.0.0.0:15000",
+            "certificate": "/pebble/cert.pem", "privateKey": "/pebble/key.pem",
+            "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "",
+            "externalAccountBindingRequired": True, "externalAccountMACKeys": {kid: hmac}}}
+        docker("exec", name, "mkdir", "-p", "/pebble")
+        for src, dest in ((leaf_crt, "cert.pem"), (leaf_key, "key.pem")):
+            docker("cp", str(src), f"{name}:/pebble/{dest}")
+        docker("exec", "-i", name, "sh", "-c", "cat > /pebble/config.json",
+               input=json.dumps(config))
+        docker("exec", "-d", name, "sh", "-c",
+               f"pebble-challtestsrv -defaultIPv4 {vps.address} -defaultIPv6 '' -dns01 :8053 "
+               "-http01 '' -https01 '' -tlsalpn01 '' -doh '' -management :8055 "
+               ">/pebble/dns.log 2>&1")
+        docker("exec", "-d", name, "sh", "-c", "pebble -config /pebble/config.json "
+               "-dnsserver 127.0.0.1:8053 >/pebble/pebble.log 2>&1")
+        ctx = ssl.create_default_context(cafile=str(root_crt))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"https://{address}:15000/roots/0", context=ctx,
+                                            timeout=5) as resp:
+                    issuing_root = resp.read().decode()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+        docker("exec", "-i", self.client, "sh", "-c", "cat > /tmp/acme-root.pem",
+               input=issuing_root)
+        docker("exec", self.client, "sh", "-c", f"echo '{vps.address} {domain}' >> /etc/hosts")
+        return {"name": name, "directory": f"https://{address}:14000/dir", "kid": kid,
+                "hmac": hmac, "root_file": root_crt, "client_root": "/tmp/acme-root.pem"}
+
+
+def _leaf_for_address(tmp, address: str, root_crt, root_key):
+    """A certificate for an IP address signed by the given root (both PEM files)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    ca = x509.load_pem_x509_certificate(root_crt.read_bytes())
+    ca_key = serialization.load_pem_private_key(root_key.read_bytes(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)]))
+            .issuer_name(ca.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(address))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    crt, pem = tmp / "pebble-leaf.crt", tmp / "pebble-leaf.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    return crt, pem
 
 
 def _handshake(host, peer_public: str) -> int:
@@ -310,4 +400,63 @@ def test_remote_access_through_the_tunnel(fleet, fleet_registry, tmp_path):
             outputs += path.read_text(errors="replace")
     for value in (*private, body):
         assert value not in outputs, "a private key appeared in the output or the site"
+
+    # ---- certificate acme: a real ACME CA (pebble) that requires EAB, the vps's name
+    # resolved to it by the CA's DNS; Caddy asks it with the key id and HMAC key from the
+    # vault, answers its domain check, and serves a certificate that verifies against the
+    # CA's issuing root for the name (from the client, as a browser would)
+    t = time.monotonic()
+    domain = "home.abri.test"
+    ca = net.pebble(vps, domain, tmp_path)
+    _abri("stack", "certificate", "vps1", "proxy", "--acme-root-file", str(ca["root_file"]),
+          "--site", str(site))
+    set_acme = _abri("stack", "set", "vps1", "proxy", "--set", "certificate=acme",
+                     "--set", f"domain={domain}", "--set", f"acme_directory={ca['directory']}",
+                     "--set", f"eab_key_id={ca['kid']}", "--set", f"eab_hmac_key={ca['hmac']}",
+                     "--site", str(site))
+    assert ca["hmac"] not in set_acme
+    acme, acme_s = _apply(site)
+    print(f"[remote] apply with certificate acme: rc {acme.returncode}, {acme_s:.1f}s")
+    assert acme.returncode == 0, acme.stdout[-8000:] + acme.stderr[-3000:]
+    assert f"remote access: https://{domain}/" in acme.stdout, acme.stdout[-3000:]
+    report = acme.stdout.split("Recap:")[-1]
+    assert "ok   remote access certificate" in report, report[-3000:]
+    assert "ok   remote access through the tunnel" in report, report[-3000:]
+    answer = net.https(domain, "/", ca["client_root"])
+    assert answer.get("status") == 200 and "Home Assistant" in answer["body"], answer
+    pebble_log = docker("exec", ca["name"], "cat", "/pebble/pebble.log").stdout
+    assert "Issued certificate" in pebble_log or "issued" in pebble_log.lower(), \
+        pebble_log[-3000:]
+    print(f"[remote] ACME certificate from pebble (EAB) verified for {domain} "
+          f"{time.monotonic() - t:.1f}s after the switch")
+    assert net.scan(vps.address) == {22, 80, 443}  # the CA's check needs port 80
+    assert ca["hmac"] not in acme.stdout + acme.stderr
+    assert ca["hmac"] not in "".join(
+        p.read_text(errors="replace") for p in site.rglob("*")
+        if p.is_file() and p.name != "vault.yml" and ".abri" not in p.parts)
+    assert "ACME_EAB_HMAC_KEY" in vps.exec("cat /opt/abri/proxy/.env").stdout
+    assert vps.exec("stat -c %a /opt/abri/proxy/.env").stdout.strip() == "600"
+
+    # ---- certificate own: the user's certificate for the domain, from the vault
+    from tests.unit.test_remote_certificates import make_certificate
+
+    own_crt, own_key = make_certificate(tmp_path, [domain])
+    _abri("stack", "certificate", "vps1", "proxy", "--cert-file", str(own_crt), "--key-file",
+          str(own_key), "--site", str(site))
+    _abri("stack", "set", "vps1", "proxy", "--set", "certificate=own", "--site", str(site))
+    own, own_s = _apply(site)
+    print(f"[remote] apply with certificate own: rc {own.returncode}, {own_s:.1f}s")
+    assert own.returncode == 0, own.stdout[-8000:] + own.stderr[-3000:]
+    printed_own = re.search(r"certificate own, SHA-256 fingerprint ([0-9A-F:]{95})", own.stdout)
+    assert printed_own, own.stdout[-3000:]
+    answer = _served(net, vps.address, timeout=120)
+    assert answer.get("status") == 200 and answer["fingerprint"] == printed_own.group(1), answer
+    assert net.scan(vps.address) == {22, 443}  # port 80 closed again
+    key_body = own_key.read_text().splitlines()[1]
+    assert key_body not in own.stdout + own.stderr
+    last, last_s = _apply(site, "apply", "--no-verify")
+    print(f"[remote] second apply with certificate own: rc {last.returncode}, {last_s:.1f}s")
+    assert last.returncode == 0, last.stdout[-6000:] + last.stderr[-3000:]
+    for name in ("home", "vps1"):
+        assert _recap(last.stdout, name)["changed"] == 0, (name, last.stdout[-6000:])
     print(f"[remote] whole test: {time.monotonic() - start:.1f}s")

@@ -24,6 +24,7 @@ import datetime
 import ipaddress
 from typing import TYPE_CHECKING, Any
 
+from tui.core.catalog import when_holds
 from tui.core.errors import AbriError, Problem
 
 if TYPE_CHECKING:
@@ -111,7 +112,133 @@ def problems(site: Site) -> list[Problem]:
                            "the tunnel"))
     if len(peers(site)) > NETWORK.num_addresses - 3:
         out.append(Problem(where, "remote_access", f"too many home hosts for {NETWORK}"))
+    if proxy is not None and proxy in host.stacks:
+        out += certificate_problems(site, vps, proxy)
     return out
+
+
+def certificate_problems(site: Site, host_name: str, stack_name: str) -> list[Problem]:
+    """What the proxy's certificate setting still lacks: acme needs the domain, the CA's
+    directory and the EAB credentials; own needs the user's certificate, for the domain."""
+    stack = site.catalog[stack_name]
+    values = {**stack.defaults(), **(site.hosts[host_name].stacks.get(stack_name) or {})}
+    mine = site.secrets.get(host_name, {}).get(stack_name) or {}
+    where = f"host '{host_name}', stack '{stack_name}'"
+    how = f"abri stack set {host_name} {stack_name} --set"
+    mode = values.get("certificate")
+    out = []
+    if mode == "acme":
+        for key, example in (("domain", "home.example.eu"),
+                             ("acme_directory", "the https:// URL your CA gives you"),
+                             ("eab_key_id", "the key id your CA gives you")):
+            if not values.get(key):
+                out.append(Problem(where, key, f"certificate acme needs it ({how} "
+                                   f"{key}=...: {example})"))
+        if not mine.get("eab_hmac_key"):
+            out.append(Problem(where, "eab_hmac_key", f"certificate acme needs your CA's EAB "
+                               f"HMAC key ({how} eab_hmac_key=...; kept in the vault)"))
+    for cert in user_certificates(stack, values):
+        pem = mine.get(cert_keys(cert["dest"])["crt"])
+        if not pem:
+            if not cert.get("optional"):
+                out.append(Problem(where, "certificate", f"certificate {mode} needs your "
+                                   f"certificate and key: abri stack certificate {host_name} "
+                                   f"{stack_name} --cert-file FILE --key-file FILE"))
+            continue
+        names = certificate_names(pem)
+        if mode == "own" and values.get("domain") and not covers(names, values["domain"]):
+            out.append(Problem(where, "domain", f"{values['domain']!r} is not a name of your "
+                               f"certificate (it holds {', '.join(names) or 'no DNS name'})"))
+    return out
+
+
+def certificate_names(pem: str) -> list[str]:
+    """The DNS names (subjectAltName) of a PEM certificate (its first one: the leaf)."""
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    try:
+        alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(n) for n in alt.get_values_for_type(x509.DNSName)]
+
+
+def covers(names: list[str], domain: str) -> bool:
+    """Whether one of a certificate's names (a *. wildcard for one label) is the domain."""
+    for name in names:
+        name = name.lower()
+        if name == domain or (name.startswith("*.") and "." in domain
+                              and domain.split(".", 1)[1] == name[2:]):
+            return True
+    return False
+
+
+def read_user_certificate(cert_text: str, key_text: str | None, *, field: str = "cert_file"
+                          ) -> tuple[str, str | None]:
+    """Check the user's certificate (with its chain) and key before they go into the vault:
+    PEM, the key matches the certificate, not expired. Returns (certificate PEM, key PEM);
+    ValueError says what is wrong (the key's text never appears in it)."""
+    import datetime as _dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    if "\x00" in cert_text or "-----BEGIN CERTIFICATE-----" not in cert_text:
+        raise ValueError("is not a PEM certificate (it must hold -----BEGIN CERTIFICATE-----)")
+    try:
+        chain = x509.load_pem_x509_certificates(cert_text.encode())
+    except ValueError as exc:
+        raise ValueError(f"is not a readable PEM certificate ({exc})") from None
+    leaf = chain[0]
+    now = _dt.datetime.now(_dt.UTC)
+    if leaf.not_valid_after_utc < now:
+        raise ValueError(f"expired on {leaf.not_valid_after_utc:%Y-%m-%d}")
+    cert_pem = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in chain)
+    if key_text is None:
+        return cert_pem, None
+    try:
+        key = serialization.load_pem_private_key(key_text.encode(), password=None)
+    except (ValueError, TypeError):
+        raise ValueError("the key file is not an unencrypted PEM private key") from None
+    mine = key.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    theirs = leaf.public_key().public_bytes(serialization.Encoding.DER,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    if mine != theirs:
+        raise ValueError("the key does not belong to the certificate (their public keys "
+                         "differ)")
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    return cert_pem, key_pem
+
+
+def set_user_certificate(site: Site, host_name: str, stack_name: str, cert_pem: str,
+                         key_pem: str | None) -> str:
+    """Keep the user's certificate (and key) for the stack's made_by user certificate that
+    takes it (with a key: the server's; without: an optional CA root). Returns its
+    fingerprint."""
+    host = site.hosts.get(host_name)
+    where = f"host '{host_name}'"
+    if host is None:
+        raise AbriError(Problem(where, "name", "is not in this site"))
+    if stack_name not in host.stacks or stack_name not in site.catalog:
+        raise AbriError(Problem(where, "stack", f"{stack_name!r} is not on this host"))
+    stack = site.catalog[stack_name]
+    takes = [c for c in stack.certificates if c.get("made_by") == "user"
+             and bool(c.get("optional")) == (key_pem is None)]
+    if not takes:
+        what = "a certificate with its key" if key_pem is not None else "a CA root alone"
+        raise AbriError(Problem(where, "stack", f"{stack_name} takes no {what}"))
+    keys = cert_keys(takes[0]["dest"])
+    mine = site.secrets.setdefault(host_name, {}).setdefault(stack_name, {})
+    mine[keys["crt"]] = cert_pem
+    mine[keys["name"]] = ", ".join(certificate_names(cert_pem))
+    if key_pem is not None:
+        mine[keys["key"]] = key_pem
+    else:
+        mine.pop(keys["key"], None)
+    return fingerprint(cert_pem)
 
 
 def enable(site: Site, value: str) -> None:
@@ -181,17 +308,21 @@ def ensure_secrets(site: Site) -> list[str]:
     return made
 
 
-def when_holds(when: str | None, values: dict[str, Any]) -> bool:
-    """A manifest's `when`: a bool setting that is true, or KEY=VALUE of a choice."""
-    if not when:
-        return True
-    key, eq, value = when.partition("=")
-    return values.get(key) == value if eq else bool(values.get(key))
-
-
 def controller_certificates(stack, values: dict[str, Any]) -> list[dict[str, Any]]:
     return [c for c in stack.certificates
             if c.get("made_by") == "controller" and when_holds(c.get("when"), values)]
+
+
+def vault_certificates(stack, values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The certificates kept in the vault that the stack uses with these settings: those
+    abri made here and the user's own."""
+    return [c for c in stack.certificates
+            if c.get("made_by") in ("controller", "user") and when_holds(c.get("when"), values)]
+
+
+def user_certificates(stack, values: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in stack.certificates
+            if c.get("made_by") == "user" and when_holds(c.get("when"), values)]
 
 
 def certificate_name(host) -> str:
@@ -289,7 +420,11 @@ def template_context(site: Site, host_name: str, stack) -> dict[str, Any]:
             port = next(p for p in manifest.ports if p.name == manifest.remote_access["port"])
             ups.append({"host": host, "stack": name, "address": where[host],
                         "port": int(values[port.setting])})
-        return {"upstreams": ups, "name": certificate_name(site.hosts[vps])}
+        mine = site.secrets.get(host_name, {}).get(stack.name) or {}
+        values = {**stack.defaults(), **(site.hosts[host_name].stacks.get(stack.name) or {})}
+        given = [c["dest"] for c in user_certificates(stack, values)
+                 if mine.get(cert_keys(c["dest"])["crt"])]
+        return {"upstreams": ups, "name": certificate_name(site.hosts[vps]), "given": given}
     if role == "upstream" and host_name in where and host_name != vps:
         return {"proxies": [where[vps]]}
     return {}
@@ -328,17 +463,29 @@ def summary(site: Site) -> list[str]:
     manifest = site.catalog[proxy]
     values = {**manifest.defaults(), **(host.stacks.get(proxy) or {})}
     port = int(values[manifest.ports[0].setting]) if manifest.ports else 443
-    address = certificate_name(host)
+    address = values.get("domain") or certificate_name(host)
     shown = f"[{address}]" if ":" in address else address
     url = f"https://{shown}/" if port == 443 else f"https://{shown}:{port}/"
     served = ", ".join(f"{s} on {h}" for h, s in upstreams(site))
     lines = [f"remote access: {url} serves {served or 'nothing yet'} through the tunnel"]
-    for cert in controller_certificates(manifest, values):
-        pem = (site.secrets.get(vps, {}).get(proxy) or {}).get(cert_keys(cert["dest"])["crt"])
-        if pem:
-            lines.append(f"remote access: certificate {values.get('certificate', '')}, "
-                         f"SHA-256 fingerprint {fingerprint(pem)}")
+    for pem in pinned(site, vps, proxy, manifest, values):
+        lines.append(f"remote access: certificate {values.get('certificate', '')}, "
+                     f"SHA-256 fingerprint {fingerprint(pem)}")
+    if values.get("certificate") == "acme":
+        from urllib.parse import urlsplit
+
+        lines.append(f"remote access: certificate acme for {values.get('domain')} from "
+                     f"{urlsplit(values.get('acme_directory') or '').hostname} (asked by the "
+                     "proxy at its start, renewed by it)")
     return lines
+
+
+def pinned(site: Site, host_name: str, stack_name: str, manifest, values) -> list[str]:
+    """The PEM certificates the stack serves that abri knows in advance (made here, or the
+    user's own; not a CA root), whose fingerprints verify compares."""
+    mine = site.secrets.get(host_name, {}).get(stack_name) or {}
+    return [pem for c in vault_certificates(manifest, values) if not c.get("optional")
+            and (pem := mine.get(cert_keys(c["dest"])["crt"]))]
 
 
 # ---------------------------------------------------------------------------------- check
@@ -365,24 +512,26 @@ def checks(site: Site, name: str, timeout: float = 60.0) -> list:
     manifest = site.catalog[proxy]
     values = {**manifest.defaults(), **(host.stacks.get(proxy) or {})}
     port = int(values[manifest.ports[0].setting])
-    expected = [fingerprint(pem) for cert in controller_certificates(manifest, values)
-                if (pem := (site.secrets.get(name, {}).get(proxy) or {}).get(
-                    cert_keys(cert["dest"])["crt"]))]
+    expected = [fingerprint(pem) for pem in pinned(site, name, proxy, manifest, values)]
+    domain = values.get("domain") or None
+    acme = values.get("certificate") == "acme"
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # compared by fingerprint below: the pin is the check
+    # compared by fingerprint below (the pin is the check); an ACME certificate by its name
+    # and issuer (the CA may be one this machine does not trust, a private one)
+    ctx.verify_mode = ssl.CERT_NONE
     address = host.service_address
-    seen, status, error = "", 0, ""
+    seen, status, error, der = "", 0, "", b""
     deadline = time.monotonic() + timeout
     while True:
         try:
             with socket.create_connection((address, port), timeout=10) as raw, \
-                    ctx.wrap_socket(raw) as tls:
+                    ctx.wrap_socket(raw, server_hostname=domain) as tls:
                 der = tls.getpeercert(binary_form=True) or b""
                 seen = ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
-                if not expected or seen in expected:
-                    tls.sendall(f"GET / HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n"
-                                "\r\n".encode())
+                if (not expected or seen in expected) and (not acme or issued(der, domain)):
+                    tls.sendall(f"GET / HTTP/1.1\r\nHost: {domain or address}\r\n"
+                                "Connection: close\r\n\r\n".encode())
                     head = tls.recv(64).decode("latin-1")
                     parts = head.split()
                     status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
@@ -393,15 +542,31 @@ def checks(site: Site, name: str, timeout: float = 60.0) -> list:
                 or time.monotonic() > deadline:
             break
         time.sleep(2)
-    where = f"https://{address}:{port}/"
-    cert_ok = bool(seen) and (not expected or seen in expected)
+    where = f"https://{address}:{port}/" + (f" (as {domain})" if domain else "")
+    cert_ok = bool(seen) and (not expected or seen in expected) and (
+        not acme or issued(der, domain))
+    wrong = (f", not the certificate abri knows ({expected[0]})" if expected else
+             f", not one a CA issued for {domain}")
     out = [verify.Check("remote access certificate", cert_ok,
                         f"{where} presents SHA-256 {seen or '(no answer: ' + error + ')'}"
-                        + ("" if cert_ok or not seen else
-                           f", not the certificate abri made ({expected[0]})"))]
+                        + ("" if cert_ok or not seen else wrong))]
     if cert_ok:
         served = ", ".join(f"{s} on {h}" for h, s in upstreams(site))
         out.append(verify.Check("remote access through the tunnel", status == 200,
                                 f"GET {where} answered {status or error or 'nothing'} "
                                 f"({served})"))
     return out
+
+
+def issued(der: bytes, domain: str | None) -> bool:
+    """Whether a DER certificate names the domain and was signed by someone else than
+    itself (a CA's, not a self-signed one)."""
+    from cryptography import x509
+
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return False
+    names = [str(n) for n in alt.get_values_for_type(x509.DNSName)]
+    return bool(domain) and covers(names, domain) and cert.issuer != cert.subject

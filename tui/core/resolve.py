@@ -307,14 +307,17 @@ def _stack_state(site: Site, host: Host, stack: Stack, links: list[Binding]) -> 
     }
     # certificates abri made on this machine (kept in the host's vault): the certificate
     # and its fingerprint are data, the key a reference
+    # and the user's own (abri stack certificate): the same, kept in the vault
     own = site.secrets.get(host.name, {}).get(stack.name) or {}
-    for c in remote.controller_certificates(stack, settings):
+    for c in remote.vault_certificates(stack, settings):
         keys = remote.cert_keys(c["dest"])
         if own.get(keys["crt"]):
-            state["certificates"].append({
-                "path": c["dest"], "owner": c.get("owner", 0), "name": own.get(keys["name"]),
-                "crt": own[keys["crt"]], "fingerprint": remote.fingerprint(own[keys["crt"]]),
-                "key_ref": _ref(host.name, stack.name, keys["key"])})
+            entry = {"path": c["dest"], "owner": c.get("owner", 0),
+                     "name": own.get(keys["name"]), "crt": own[keys["crt"]],
+                     "fingerprint": remote.fingerprint(own[keys["crt"]])}
+            if own.get(keys["key"]):  # a CA's root comes alone
+                entry["key_ref"] = _ref(host.name, stack.name, keys["key"])
+            state["certificates"].append(entry)
     accounts = stack.accounts
     if accounts:
         consumers = sorted((b for b in links if b.provider_host == host.name
@@ -346,6 +349,9 @@ def _stack_state(site: Site, host: Host, stack: Stack, links: list[Binding]) -> 
         for name, spec in sorted(stack.env.items()):
             kind, _, what = spec.partition(":")
             if kind == "secret":
+                if what not in stack.generated_keys and not (
+                        site.secrets.get(host.name, {}).get(stack.name) or {}).get(what):
+                    continue  # the user's to give (an EAB key) and not given: not set
                 env[name] = {"value_ref": _ref(host.name, stack.name, what)}
             else:
                 cap, _, fieldname = what.partition(".")

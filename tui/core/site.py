@@ -547,7 +547,7 @@ class Site:
         problems = self._apply_sets(where, stack, values, secrets, sets or {})
         if problems:
             raise AbriError(problems)
-        for key in stack.secret_keys:
+        for key in stack.generated_keys:
             if not secrets.get(key):
                 secrets[key] = vault.generate()
         self.image_pins.setdefault(stack_name, stack.image_ref())
