@@ -171,7 +171,7 @@ class Net:
         address = self._address(name, fleet.network)
         # the directory's TLS pair: a root of the test's, a leaf for the container's address
         root_crt, root_key = make_certificate(tmp_path, ["pebble-root.abri.test"], 30,
-                                              tag="pebble-root")
+                                              tag="pebble-root", ca=True)
         leaf_crt, leaf_key = _leaf_for_address(tmp_path, address, root_crt, root_key)
         kid, hmac = "kid-abri", base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
         config = {"pebble": {

@@ -25,8 +25,9 @@ HMAC = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
 
 
 def make_certificate(tmp: Path, names: list[str], days: int = 90, *, issuer_key=None,
-                     tag: str = "own") -> tuple[Path, Path]:
-    """A certificate for the names (and its key) in two PEM files."""
+                     tag: str = "own", ca: bool = False) -> tuple[Path, Path]:
+    """A certificate for the names (and its key) in two PEM files; with ca, a root that
+    signs others."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
@@ -36,7 +37,13 @@ def make_certificate(tmp: Path, names: list[str], days: int = 90, *, issuer_key=
             .not_valid_after(now + datetime.timedelta(days=days))
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
                            critical=False)
-            .sign(issuer_key or key, hashes.SHA256()))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if ca:
+        cert = cert.add_extension(x509.KeyUsage(
+            digital_signature=True, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+            encipher_only=False, decipher_only=False), critical=True)
+    cert = cert.sign(issuer_key or key, hashes.SHA256())
     crt, pem = tmp / f"{tag}.crt", tmp / f"{tag}.key"
     crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
@@ -182,7 +189,8 @@ def test_own_certificate_checked_then_kept_in_the_vault(abri, remote_site, tmp_p
 
 def test_a_private_acme_ca_root_is_trusted_when_given(abri, remote_site, tmp_path):
     site = remote_site
-    root, _ = make_certificate(tmp_path, ["ca.home.example.eu"], days=3650, tag="root")
+    root, _ = make_certificate(tmp_path, ["ca.home.example.eu"], days=3650, tag="root",
+                               ca=True)
     r = abri("stack", "certificate", "vps1", "proxy", "--acme-root-file", str(root),
              "--site", site)
     assert r.code == 0, r.err
