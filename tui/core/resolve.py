@@ -23,6 +23,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tui.core import remote
 from tui.core.errors import Problem
 
 if TYPE_CHECKING:
@@ -266,7 +267,6 @@ def _stack_state(site: Site, host: Host, stack: Stack, links: list[Binding]) -> 
     image = image_ref(pinned, site.settings.registry_mirror)
     uses = {b.capability: _wiring(site, b) for b in links
             if b.consumer_host == host.name and b.consumer == stack.name}
-    from tui.core import remote
     base_ctx = {
         "settings": settings,
         "stack": {"name": stack.name, "project": project, "dir": directory, "image": image},
@@ -532,8 +532,6 @@ def resolve_host(site: Site, name: str, links: list[Binding] | None = None) -> d
         "stacks": stacks,
         "backup": _backup_state(site, host, stacks),
     }
-    from tui.core import remote
-
     wireguard = remote.wireguard_state(site, name)
     if wireguard is not None:
         state["wireguard"] = wireguard
@@ -584,8 +582,6 @@ def hardening_state(site: Site, host: Host) -> dict[str, Any]:
             if port.exposure in wanted and not loopback:
                 open_ports.append({"port": number, "protocol": port.protocol,
                                    "why": f"{name} {port.name}"})
-    from tui.core import remote
-
     tunnel = remote.firewall(site, host.name)
     open_ports += tunnel.get("open", [])
     out = {"admin_user": ADMIN_USER, "admin_keys": admin_keys(host),
