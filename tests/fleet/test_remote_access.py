@@ -250,6 +250,19 @@ def _handshake(host, peer_public: str) -> int:
     return 0
 
 
+def _forwarded(host, url: str) -> int:
+    """The status Home Assistant answers a GET with an X-Forwarded-For header, sent from
+    the host (its python3)."""
+    script = ("import urllib.error, urllib.request\n"
+              f"req = urllib.request.Request({url!r}, headers={{'X-Forwarded-For': "
+              "'198.51.100.9'})\n"
+              "try:\n"
+              "    print(urllib.request.urlopen(req, timeout=20).status)\n"
+              "except urllib.error.HTTPError as exc:\n"
+              "    print(exc.code)\n")
+    return int(host.exec("python3 -", input=script).stdout.strip())
+
+
 def _served(net: Net, address: str, timeout: float = 240) -> dict:
     """Wait until HTTPS on the vps answers with Home Assistant's page (the tunnel and
     Home Assistant may still be coming up); returns the last answer."""
@@ -333,6 +346,10 @@ def test_remote_access_through_the_tunnel(fleet, fleet_registry, tmp_path):
     integrations = home.exec("cat /opt/abri/homeassistant/config/abri/integrations.yaml").stdout
     assert "use_x_forwarded_for: true" in integrations
     assert 'trusted_proxies: ["10.86.0.1"]' in integrations, integrations
+    # ... and Home Assistant acts on it: X-Forwarded-For from the vps's tunnel address is
+    # taken, from anywhere else (the home host's own loopback) refused with 400
+    assert _forwarded(vps, "http://10.86.0.2:8123/") == 200
+    assert _forwarded(home, "http://127.0.0.1:8123/") == 400
     # the tunnel: a handshake on both ends (the vps's UDP port answers the home host)
     home_pub = home.exec("wg show abri public-key").stdout.strip()
     vps_pub = vps.exec("wg show abri public-key").stdout.strip()

@@ -221,3 +221,59 @@ def test_kit_wireguard_config_and_firewall_text():
     rules = _harden_core().firewall_rules(
         [22], [], {"interface": "abri", "from": "10.86.0.1", "tcp": [8123]})
     assert 'iifname "abri" ip saddr 10.86.0.1 tcp dport { 8123 } accept' in rules
+
+
+def _tls_server(crt: str, key: str, tmp: Path, status: str):
+    """A TLS server on loopback answering every request with status (one thread)."""
+    import socket
+    import ssl
+    import threading
+
+    (tmp / "s.crt").write_text(crt)
+    (tmp / "s.key").write_text(key)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp / "s.crt", tmp / "s.key")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            try:
+                with ctx.wrap_socket(conn, server_side=True) as tls:
+                    tls.recv(4096)
+                    tls.sendall(f"HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n".encode())
+            except (OSError, ssl.SSLError):
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return sock
+
+
+def test_verify_compares_the_fingerprint_and_wants_200(abri, home_and_vps, tmp_path):
+    site = home_and_vps
+    assert abri("host", "set", "vps1", "--address", "127.0.0.1", "--site", site).code == 0
+    assert abri("site", "set", "remote_access=vps1", "--site", site).code == 0
+    loaded = Site.load(site)
+    mine = loaded.secrets["vps1"]["proxy"]
+    crt, key = mine["certificate:certs/server:crt"], mine["certificate:certs/server:key"]
+    other_key, other_crt = remote.self_signed("127.0.0.1", 1)
+    for pair, status, want in (((crt, key), "200 OK", (True, True)),
+                               ((crt, key), "502 Bad Gateway", (True, False)),
+                               ((other_crt, other_key), "200 OK", (False,))):
+        server = _tls_server(*pair, tmp_path, status)
+        try:
+            port = server.getsockname()[1]
+            assert abri("stack", "set", "vps1", "proxy", "--set", f"port={port}", "--site",
+                        site).code == 0
+            found = remote.checks(Site.load(site), "vps1", timeout=1)
+        finally:
+            server.close()
+        assert tuple(c.ok for c in found) == want, found
+        if not want[0]:
+            assert "not the certificate abri made" in found[0].detail
+    assert remote.checks(loaded, "home") == []  # only the vps is checked

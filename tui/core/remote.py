@@ -440,14 +440,14 @@ def firewall(site: Site, host_name: str) -> dict[str, Any]:
     if host_name == vps:
         return {"open": [{"port": WG_PORT, "protocol": "udp",
                           "why": "wireguard (remote access tunnel)"}]}
-    ctx_ports = []
+    served = []
     for host, name in upstreams(site):
         if host == host_name:
             manifest = site.catalog[name]
             values = {**manifest.defaults(), **(site.hosts[host].stacks.get(name) or {})}
             port = next(p for p in manifest.ports if p.name == manifest.remote_access["port"])
-            ctx_ports.append(int(values[port.setting]))
-    return {"tunnel": {"interface": INTERFACE, "from": where[vps], "tcp": sorted(ctx_ports)}}
+            served.append(int(values[port.setting]))
+    return {"tunnel": {"interface": INTERFACE, "from": where[vps], "tcp": sorted(served)}}
 
 
 def summary(site: Site) -> list[str]:

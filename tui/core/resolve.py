@@ -23,6 +23,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tui.core import remote
 from tui.core.errors import Problem
 
 if TYPE_CHECKING:
@@ -266,7 +267,6 @@ def _stack_state(site: Site, host: Host, stack: Stack, links: list[Binding]) -> 
     image = image_ref(pinned, site.settings.registry_mirror)
     uses = {b.capability: _wiring(site, b) for b in links
             if b.consumer_host == host.name and b.consumer == stack.name}
-    from tui.core import remote
     base_ctx = {
         "settings": settings,
         "stack": {"name": stack.name, "project": project, "dir": directory, "image": image},
@@ -538,8 +538,6 @@ def resolve_host(site: Site, name: str, links: list[Binding] | None = None) -> d
         "stacks": stacks,
         "backup": _backup_state(site, host, stacks),
     }
-    from tui.core import remote
-
     wireguard = remote.wireguard_state(site, name)
     if wireguard is not None:
         state["wireguard"] = wireguard
@@ -577,7 +575,7 @@ def hardening_state(site: Site, host: Host) -> dict[str, Any]:
     SSH port, and the ports the firewall opens. A vps opens SSH and the ports the site
     declares public (a manifest port with exposure public) only; another hardened host opens
     its LAN ports too. A port bound to loopback is never opened (tui.core.exposure)."""
-    from tui.core import exposure, remote
+    from tui.core import exposure
     from tui.core.hosting import ADMIN_USER
 
     open_ports = [{"port": p.number, "protocol": p.protocol, "why": f"{p.stack} {p.name}"}
