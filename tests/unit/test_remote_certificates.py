@@ -25,13 +25,16 @@ HMAC = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
 
 
 def make_certificate(tmp: Path, names: list[str], days: int = 90, *, issuer_key=None,
-                     tag: str = "own", ca: bool = False) -> tuple[Path, Path]:
-    """A certificate for the names (and its key) in two PEM files; with ca, a root that
-    signs others."""
+                     issuer: str | None = None, tag: str = "own", ca: bool = False
+                     ) -> tuple[Path, Path]:
+    """A certificate for the names (and its key) in two PEM files, self-signed or signed by
+    issuer_key in the name issuer; with ca, a root that signs others."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+    signer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]) if issuer \
+        else subject
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(signer)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=2))
             .not_valid_after(now + datetime.timedelta(days=days))
@@ -138,7 +141,7 @@ def test_own_certificate_checked_then_kept_in_the_vault(abri, remote_site, tmp_p
     site = remote_site
     before = fingerprint(site)
     good_crt, good_key = make_certificate(tmp_path, ["home.example.eu"])
-    other_crt, other_key = make_certificate(tmp_path, ["home.example.eu"], tag="other")
+    _other_crt, other_key = make_certificate(tmp_path, ["home.example.eu"], tag="other")
     old_crt, old_key = make_certificate(tmp_path, ["home.example.eu"], days=-1, tag="old")
     junk = tmp_path / "junk.pem"
     junk.write_text("not a certificate\n")
@@ -207,3 +210,26 @@ def test_a_private_acme_ca_root_is_trusted_when_given(abri, remote_site, tmp_pat
     r = abri("stack", "certificate", "vps1", "proxy", "--acme-root-file", str(root),
              "--cert-file", str(root), "--site", site)
     assert r.code == 2 and "--acme-root-file alone" in r.err, r.err
+
+
+def test_verify_takes_an_acme_certificate_only_from_a_ca_for_the_domain(tmp_path):
+    from tui.core import remote
+
+    def der(path: Path) -> bytes:
+        return x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(
+            serialization.Encoding.DER)
+
+    _, ca_key_file = make_certificate(tmp_path, ["ca.example.eu"], tag="ca", ca=True)
+    ca_key = serialization.load_pem_private_key(ca_key_file.read_bytes(), password=None)
+    issued_crt, _ = make_certificate(tmp_path, ["home.example.eu"], issuer_key=ca_key,
+                                     issuer="ca.example.eu", tag="issued")
+    self_crt, _ = make_certificate(tmp_path, ["home.example.eu"], tag="self")
+    wild_crt, _ = make_certificate(tmp_path, ["*.example.eu"], issuer_key=ca_key,
+                                   issuer="ca.example.eu", tag="wild")
+    assert remote.issued(der(issued_crt), "home.example.eu") is True
+    assert remote.issued(der(wild_crt), "home.example.eu") is True
+    assert remote.issued(der(wild_crt), "a.home.example.eu") is False
+    assert remote.issued(der(issued_crt), "other.example.eu") is False
+    assert remote.issued(der(self_crt), "home.example.eu") is False  # self-signed
+    assert remote.issued(der(issued_crt), None) is False
+    assert remote.issued(b"not a certificate", "home.example.eu") is False

@@ -545,7 +545,7 @@ def checks(site: Site, name: str, timeout: float = 60.0) -> list:
     where = f"https://{address}:{port}/" + (f" (as {domain})" if domain else "")
     cert_ok = bool(seen) and (not expected or seen in expected) and (
         not acme or issued(der, domain))
-    wrong = (f", not the certificate abri knows ({expected[0]})" if expected else
+    wrong = (f", not the certificate abri made or was given ({expected[0]})" if expected else
              f", not one a CA issued for {domain}")
     out = [verify.Check("remote access certificate", cert_ok,
                         f"{where} presents SHA-256 {seen or '(no answer: ' + error + ')'}"
