@@ -86,7 +86,9 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
                         "off), sovereignty "
                         "(strict, eu or off: which outside endpoints plan and apply accept), "
                         "image_bundle (this machine only: an archive from 'abri images "
-                        "bundle' that apply loads on hosts lacking an image; empty: off)")
+                        "bundle' that apply loads on hosts lacking an image; empty: off), "
+                        "remote_access (a vps of the site: a WireGuard tunnel from the home "
+                        "host to it and HTTPS there for Home Assistant; empty: off)")
     _site_option(q)
     q.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
 
@@ -238,6 +240,21 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     q.add_argument("host")
     q.add_argument("stack")
     q.add_argument("--set", action="append", required=True, metavar="KEY=VALUE", dest="sets")
+    q = tsub.add_parser(
+        "certificate", help="give a stack your own TLS certificate (kept in the host's vault)",
+        description="Keep your certificate for a stack that takes one: with --cert-file and "
+        "--key-file the server's certificate (its chain after it) and its unencrypted key, "
+        "used by the remote-access proxy when its setting certificate is own; with "
+        "--acme-root-file alone the root certificate a private ACME CA's directory is served "
+        "with (certificate acme with your own CA, such as step-ca). Checked first (PEM, the "
+        "key belongs to the certificate, not expired); the key is never printed.")
+    _site_option(q)
+    q.add_argument("host")
+    q.add_argument("stack")
+    q.add_argument("--cert-file", type=Path, help="the certificate (PEM, chain after it)")
+    q.add_argument("--key-file", type=Path, help="its private key (PEM, unencrypted)")
+    q.add_argument("--acme-root-file", type=Path,
+                   help="the root certificate of a private ACME CA (PEM)")
     q = tsub.add_parser("show", help="a stack's settings, ports and volumes")
     _site_option(q)
     _json_option(q)
@@ -506,6 +523,11 @@ def cmd_site(args) -> int:
         # this machine's settings (never committed: .abri/local.json)
         bundle = sets.pop("image_bundle", None)
         for key, value in sets.items():
+            if key == "remote_access":  # adds the proxy stack to the vps, or takes it off
+                from tui.core import remote
+
+                remote.enable(site, value)
+                continue
             try:
                 site.settings.set(key, value)
             except KeyError:
@@ -539,6 +561,10 @@ def cmd_site(args) -> int:
     else:
         for key, value in data.items():
             print(f"{key:<18} {shown(value)}")
+        from tui.core import remote
+
+        for line in remote.summary(site):
+            print(line)
     return EXIT_OK
 
 
@@ -982,6 +1008,8 @@ def cmd_stack(args) -> int:
     site = _load(args)
     where = f"host '{args.host}', stack '{args.stack}'"
     example = f"--set {_example_setting(site, args.stack)}"
+    if args.action == "certificate":
+        return _stack_certificate(site, args, where)
     if args.action == "add":
         sets = _parse_sets(args.sets, where, example)
         host = site.hosts.get(args.host)
@@ -1000,6 +1028,39 @@ def cmd_stack(args) -> int:
         site.remove_stack(args.host, args.stack)
         site.save()
         print(f"Removed {args.stack} from {args.host}; the next apply stops it, its data kept")
+    return EXIT_OK
+
+
+def _stack_certificate(site, args, where: str) -> int:
+    from tui.core import remote
+
+    def text(path: Path, option: str) -> str:
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AbriError(Problem(where, option, f"{path} cannot be read "
+                                    f"({exc.__class__.__name__}); give a PEM file")) from None
+
+    if args.acme_root_file and not (args.cert_file or args.key_file):
+        cert, key, option = text(args.acme_root_file, "--acme-root-file"), None, \
+            "--acme-root-file"
+    elif args.cert_file and args.key_file and not args.acme_root_file:
+        cert, key, option = (text(args.cert_file, "--cert-file"),
+                             text(args.key_file, "--key-file"), "--cert-file")
+    else:
+        raise AbriError(Problem(where, "--cert-file", "give --cert-file with --key-file (your "
+                                "certificate), or --acme-root-file alone (a private ACME "
+                                "CA's root)"))
+    try:
+        cert_pem, key_pem = remote.read_user_certificate(cert, key)
+    except ValueError as exc:
+        field = "--key-file" if str(exc).startswith("the key") else option
+        raise AbriError(Problem(where, field, str(exc))) from None
+    fingerprint = remote.set_user_certificate(site, args.host, args.stack, cert_pem, key_pem)
+    site.save()
+    names = ", ".join(remote.certificate_names(cert_pem)) or "no DNS name"
+    print(f"Kept the certificate for {args.stack} on {args.host} in its vault ({names}; "
+          f"SHA-256 fingerprint {fingerprint})")
     return EXIT_OK
 
 
@@ -1050,8 +1111,14 @@ def cmd_run(args) -> int:
     mode = "plan" if args.command == "plan" else "apply"
     if mode == "apply":
         _no_unfinished_upgrade(site, "apply")
-    return runner.run_cli(site, mode, limit=limit,
-                          verify=(mode == "apply" and not args.no_verify))
+    rc = runner.run_cli(site, mode, limit=limit,
+                        verify=(mode == "apply" and not args.no_verify))
+    if mode == "apply" and rc == EXIT_OK:
+        from tui.core import remote
+
+        for line in remote.summary(site):  # where it answers, the certificate to compare
+            print(line)
+    return rc
 
 
 def _no_unfinished_upgrade(site, command: str) -> None:

@@ -95,7 +95,7 @@ def _ports(entries, proto):
     return sorted({int(e["port"]) for e in entries if e.get("protocol", "tcp") == proto})
 
 
-def firewall_rules(ssh_ports, open_ports):
+def firewall_rules(ssh_ports, open_ports, tunnel=None):
     """The nftables file: replaces table inet abri in one transaction (and nothing else).
 
     input: default deny; loopback, the host's own container networks, replies and ICMP are
@@ -103,7 +103,8 @@ def firewall_rules(ssh_ports, open_ports):
     priority filter - 10; a drop here is final): Docker publishes ports by DNAT before the
     input hook, so new connections from outside to containers are dropped unless their
     original destination port is an open one; containers' own traffic and replies pass on to
-    Docker's rules."""
+    Docker's rules. tunnel ({interface, from, tcp}): the remote-access tunnel's far end may
+    reach these TCP ports through the tunnel interface only."""
     tcp = sorted(set(ssh_ports) | set(_ports(open_ports, "tcp")))
     udp = _ports(open_ports, "udp")
     why = "".join(f"#   {e['port']}/{e.get('protocol', 'tcp')}: {e.get('why', '')}\n"
@@ -128,6 +129,9 @@ def firewall_rules(ssh_ports, open_ports):
     ]
     if udp:
         lines.append("\t\tudp dport { " + ", ".join(map(str, udp)) + " } accept")
+    if tunnel and tunnel.get("tcp"):
+        lines.append(f'\t\tiifname "{tunnel["interface"]}" ip saddr {tunnel["from"]} '
+                     "tcp dport { " + ", ".join(map(str, tunnel["tcp"])) + " } accept")
     lines += [
         "\t}",
         "\tchain forward {",
@@ -279,7 +283,8 @@ class Harden:
         return sorted(ports)
 
     def firewall(self):
-        rules = firewall_rules(self.ssh_ports(), self.spec.get("open") or [])
+        rules = firewall_rules(self.ssh_ports(), self.spec.get("open") or [],
+                               self.spec.get("tunnel"))
         if not self.m.check_mode:
             os.makedirs(os.path.dirname(FIREWALL_FILE), exist_ok=True)
         new_rules = self._file(FIREWALL_FILE, rules, 0o600, "the firewall's rules "

@@ -267,6 +267,17 @@ class Stack:
         crt = os.path.join(self.dir, cert["path"] + ".crt")
         key = os.path.join(self.dir, cert["path"] + ".key")
         owner = int(cert.get("owner", 0))
+        if "crt" in cert:  # made by abri on the controller or the user's: the key (when
+            # there is one: a CA's root comes alone) from the vault
+            pairs = [(cert["path"] + ".crt", cert["crt"], False)]
+            if cert.get("key_ref"):
+                pairs.append((cert["path"] + ".key", self.secret(cert["key_ref"]), True))
+            for rel, data, secret in pairs:
+                if not os.path.isdir(os.path.dirname(os.path.join(self.dir, rel))):
+                    self.ensure_dir(os.path.dirname(os.path.join(self.dir, rel)), owner, 0o700)
+                self.ensure_file(rel, data.encode("utf-8"), 0o600, owner, secret=secret,
+                                 restart=True)
+            return
         if os.path.exists(crt) and os.path.exists(key):
             for path in (crt, key):
                 st = os.stat(path)

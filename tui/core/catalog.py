@@ -21,6 +21,7 @@ from tui.core.errors import AbriError, Problem
 # timezone: an IANA name (zoneinfo); country: an ISO 3166-1 alpha-2 code
 SETTING_TYPES = ("str", "int", "port", "bool", "choice", "secret", "timezone", "country")
 
+_WHEN = r"^[a-z][a-z0-9_]{0,31}(=[A-Za-z0-9_.-]+)?$"
 _NAME = r"^[a-z][a-z0-9_]{0,31}$"
 
 #: how a backup reads a stack's user data (manifest: backup.consistency)
@@ -74,6 +75,21 @@ SCHEMA: dict[str, Any] = {
         # install: when an integration, node or library is installed or built), and the
         # mitigation abri has in force (none; disabled in the config abri writes;
         # removed_after_onboarding, with the integration's domain)
+        # outside endpoints whose address is a setting's value (a URL or a host name the
+        # user gives, such as an ACME CA's directory), contacted while `when` holds
+        "setting_endpoints": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["setting", "purpose", "when"],
+                "properties": {
+                    "setting": {"type": "string", "pattern": _NAME},
+                    "purpose": {"type": "string", "minLength": 1},
+                    "when": {"type": "string", "pattern": _WHEN},
+                },
+            },
+        },
         "endpoints": {
             "type": "array",
             "items": {
@@ -117,7 +133,8 @@ SCHEMA: dict[str, Any] = {
                     "protocol": {"enum": ["tcp", "udp"]},
                     "purpose": {"type": "string", "minLength": 1},
                     "exposure": {"enum": ["lan", "local", "public"]},
-                    "when": {"type": "string", "pattern": _NAME},
+                    # a bool setting that must be true, or KEY=VALUE for a choice setting
+                    "when": {"type": "string", "pattern": _WHEN},
                     # a choice setting whose value "loopback" keeps the port on the host
                     "loopback_setting": {"type": "string", "pattern": _NAME},
                 },
@@ -198,7 +215,12 @@ SCHEMA: dict[str, Any] = {
                 },
             },
         },
-        # self-signed TLS pairs made on the host when none is there (dest.crt, dest.key)
+        # self-signed TLS pairs (dest.crt, dest.key): made_by host (the default), made on the
+        # host when none is there; made_by controller, made by abri on this machine and kept
+        # in the host's vault, so the certificate's fingerprint is known here (abri shows it);
+        # made_by user, the user's own certificate and key ('abri stack certificate'), kept
+        # in the vault the same way.
+        # when: a bool setting that must be true, or KEY=VALUE for a choice setting
         "certificates": {
             "type": "array",
             "items": {
@@ -208,9 +230,27 @@ SCHEMA: dict[str, Any] = {
                 "properties": {
                     "dest": {"type": "string", "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$"},
                     "owner": {"type": "integer", "minimum": 0},
-                    "when": {"type": "string", "pattern": _NAME},
+                    "when": {"type": "string", "pattern": _WHEN},
                     "days": {"type": "integer", "minimum": 1},
+                    "made_by": {"enum": ["host", "controller", "user"]},
+                    # made_by user: the stack also runs without it (only written when given)
+                    "optional": {"type": "boolean"},
                 },
+            },
+        },
+        # remote access (site setting remote_access=VPS): role proxy, the stack that serves
+        # the site's remote access on the vps (added to it by 'abri site set
+        # remote_access=HOST'); role upstream, a stack whose port (a name in ports) the proxy
+        # serves from a home host through abri's WireGuard tunnel. Templates get
+        # remote_access: the proxy {upstreams: [{host, stack, address, port}], name}, an
+        # upstream {proxies: [tunnel address of the vps]}, any other stack {}.
+        "remote_access": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["role"],
+            "properties": {
+                "role": {"enum": ["proxy", "upstream"]},
+                "port": {"type": "string", "pattern": _NAME},
             },
         },
         # a provider that keeps one account per consumer (a broker's users)
@@ -549,6 +589,10 @@ class Stack:
     backup_trial: dict[str, Any] = field(default_factory=dict)
     #: the outside endpoints the service calls (manifest: endpoints)
     endpoints: tuple[dict[str, Any], ...] = ()
+    #: the outside endpoints a setting names (manifest: setting_endpoints)
+    setting_endpoints: tuple[dict[str, Any], ...] = ()
+    #: its part in remote access (manifest: remote_access; role proxy or upstream)
+    remote_access: dict[str, Any] | None = None
     path: Path = field(default=Path("."), compare=False)
 
     @property
@@ -571,6 +615,13 @@ class Stack:
             keys.append(f"{cap}_password")
         return keys
 
+    @property
+    def generated_keys(self) -> list[str]:
+        """The secrets abri makes when the site has none (generate: true, and the broker
+        passwords); a secret without generate is the user's to give (an EAB key)."""
+        by_key = {s.key: s for s in self.settings}
+        return [k for k in self.secret_keys if k not in by_key or by_key[k].generate]
+
     def defaults(self) -> dict[str, Any]:
         return {s.key: s.default for s in self.settings if not s.secret}
 
@@ -578,7 +629,7 @@ class Stack:
         """The ports this stack claims on its host with the given (complete) settings."""
         out = []
         for port in self.ports:
-            if port.when and not values.get(port.when):
+            if not when_holds(port.when, values):
                 continue
             out.append((port, int(values[port.setting])))
         return out
@@ -586,6 +637,30 @@ class Stack:
     def image_ref(self, mirror: str = "") -> str:
         registry = mirror or self.image["registry"]
         return f"{registry}/{self.image['repository']}:{self.image['tag']}"
+
+
+def when_holds(when: str | None, values: dict[str, Any]) -> bool:
+    """A manifest's `when`: a bool setting that is true, or KEY=VALUE of a choice."""
+    if not when:
+        return True
+    key, eq, value = when.partition("=")
+    return values.get(key) == value if eq else bool(values.get(key))
+
+
+def _when_problems(where: str, field: str, when: str | None,
+                   by_key: dict[str, Setting]) -> list[Problem]:
+    """A `when` names a bool setting, or KEY=VALUE with a choice setting and one of its
+    choices."""
+    if not when:
+        return []
+    key, eq, value = when.partition("=")
+    want = "choice" if eq else "bool"
+    if key not in by_key or by_key[key].type != want:
+        return [Problem(where, field, f"{key!r} is not a setting of type {want}")]
+    if eq and value not in by_key[key].choices:
+        return [Problem(where, field, f"{value!r} is not one of {key}'s choices: "
+                        + ", ".join(by_key[key].choices))]
+    return []
 
 
 def _json_path(path: Any) -> str:
@@ -659,9 +734,7 @@ def load_stack(file: Path) -> Stack:
         if target is None or target.type != "port":
             problems.append(Problem(where, f"ports[{i}].setting",
                                     f"{p.setting!r} is not a setting of type port"))
-        if p.when and (p.when not in by_key or by_key[p.when].type != "bool"):
-            problems.append(Problem(where, f"ports[{i}].when",
-                                    f"{p.when!r} is not a setting of type bool"))
+        problems += _when_problems(where, f"ports[{i}].when", p.when, by_key)
         ports.append(p)
     hc = data["healthcheck"]
     if hc["port_setting"] not in by_key:
@@ -757,6 +830,18 @@ def load_stack(file: Path) -> Stack:
         problems.append(Problem(where, "heartbeat.capability",
                                 f"{heartbeat['capability']!r} is not in uses"))
     problems += _trial_problems(where, data)
+    remote = data.get("remote_access")
+    if remote and remote["role"] == "upstream" and remote.get("port") not in {
+            p.name for p in ports}:
+        problems.append(Problem(where, "remote_access.port", "an upstream names the port the "
+                                "proxy serves: one of its ports' names"))
+    for i, cert in enumerate(data.get("certificates", ())):
+        problems += _when_problems(where, f"certificates[{i}].when", cert.get("when"), by_key)
+    for i, ep in enumerate(data.get("setting_endpoints", ())):
+        if ep["setting"] not in by_key or by_key[ep["setting"]].type != "str":
+            problems.append(Problem(where, f"setting_endpoints[{i}].setting",
+                                    f"{ep['setting']!r} is not a setting of type str"))
+        problems += _when_problems(where, f"setting_endpoints[{i}].when", ep["when"], by_key)
     removed = set((api or {}).get("remove_after_onboarding", ()))
     for i, ep in enumerate(data.get("endpoints", ())):
         named = ep.get("integration")
@@ -784,6 +869,8 @@ def load_stack(file: Path) -> Stack:
         backup_consistency=(data.get("backup") or {}).get("consistency", "stop"),
         backup_trial=dict((data.get("backup") or {}).get("trial") or {}),
         endpoints=tuple(dict(e) for e in data.get("endpoints", ())),
+        setting_endpoints=tuple(dict(e) for e in data.get("setting_endpoints", ())),
+        remote_access=dict(remote) if remote else None,
         path=file.parent,
     )
 
@@ -860,6 +947,11 @@ class Catalog:
 
     def names(self) -> list[str]:
         return list(self.stacks)
+
+    def remote_access(self, role: str) -> list[str]:
+        """The stacks whose manifest gives them this part in remote access (proxy or
+        upstream)."""
+        return [s.name for s in self if (s.remote_access or {}).get("role") == role]
 
     def providers(self, capability: str) -> list[str]:
         return [s.name for s in self if capability in s.provides]

@@ -219,6 +219,9 @@ def _verify_site(site: Site, hosts: list[str]) -> list[tuple[str, list[verify.Ch
             if "tokens" in kinds:
                 checks.extend(_token_checks(site, links, name, stack))
         checks.extend(exposure_checks(site, name))
+        from tui.core import remote
+
+        checks.extend(remote.checks(site, name))
         if not checks:
             checks.append(verify.Check("nothing to verify", True,
                                        "no stack with checks on this host"))

@@ -117,6 +117,9 @@ def site_vars(site: Site) -> str:
         # they were byte for byte
         **({"abri_sovereignty": site.settings.sovereignty}
            if site.settings.sovereignty != "eu" else {}),
+        # written only when set (the vps that serves remote access, tui.core.remote)
+        **({"abri_remote_access": site.settings.remote_access}
+           if site.settings.remote_access else {}),
         "abri_images": dict(sorted(site.image_pins.items())),
     }
     note = ("# Managed by abri: site settings ('abri site set KEY=VALUE') and the image each "

@@ -23,6 +23,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tui.core import remote
 from tui.core.errors import Problem
 
 if TYPE_CHECKING:
@@ -273,6 +274,7 @@ def _stack_state(site: Site, host: Host, stack: Stack, links: list[Binding]) -> 
                  "url_address": _url_address(host)},
         "uses": {cap: {k: v for k, v in w.items() if not k.endswith("_ref")}
                  for cap, w in uses.items()},
+        "remote_access": remote.template_context(site, host.name, stack),
     }
     bootstrap = bool(stack.api and stack.api.get("bootstrap_loopback"))
     files = []
@@ -299,8 +301,23 @@ def _stack_state(site: Site, host: Host, stack: Stack, links: list[Binding]) -> 
         "certificates": [
             {"path": c["dest"], "owner": c.get("owner", 0), "days": c.get("days", 3650),
              "name": host.service_address if host.kind != "local" else _url_address(host)}
-            for c in stack.certificates if not c.get("when") or settings.get(c["when"])],
+            for c in stack.certificates
+            if c.get("made_by", "host") == "host" and remote.when_holds(c.get("when"),
+                                                                        settings)],
     }
+    # certificates abri made on this machine (kept in the host's vault): the certificate
+    # and its fingerprint are data, the key a reference
+    # and the user's own (abri stack certificate): the same, kept in the vault
+    own = site.secrets.get(host.name, {}).get(stack.name) or {}
+    for c in remote.vault_certificates(stack, settings):
+        keys = remote.cert_keys(c["dest"])
+        if own.get(keys["crt"]):
+            entry = {"path": c["dest"], "owner": c.get("owner", 0),
+                     "name": own.get(keys["name"]), "crt": own[keys["crt"]],
+                     "fingerprint": remote.fingerprint(own[keys["crt"]])}
+            if own.get(keys["key"]):  # a CA's root comes alone
+                entry["key_ref"] = _ref(host.name, stack.name, keys["key"])
+            state["certificates"].append(entry)
     accounts = stack.accounts
     if accounts:
         consumers = sorted((b for b in links if b.provider_host == host.name
@@ -332,6 +349,9 @@ def _stack_state(site: Site, host: Host, stack: Stack, links: list[Binding]) -> 
         for name, spec in sorted(stack.env.items()):
             kind, _, what = spec.partition(":")
             if kind == "secret":
+                if what not in stack.generated_keys and not (
+                        site.secrets.get(host.name, {}).get(stack.name) or {}).get(what):
+                    continue  # the user's to give (an EAB key) and not given: not set
                 env[name] = {"value_ref": _ref(host.name, stack.name, what)}
             else:
                 cap, _, fieldname = what.partition(".")
@@ -499,7 +519,9 @@ def resolve_host(site: Site, name: str, links: list[Binding] | None = None) -> d
     host = site.hosts[name]
     order = site.catalog.ordered(list(host.stacks))
     stacks = [_stack_state(site, host, site.catalog[s], links) for s in order]
-    extra = ["openssl"] if any(s["certificates"] for s in stacks) else []
+    # openssl makes the certificates a host makes itself (not those abri made here)
+    extra = ["openssl"] if any("crt" not in c for s in stacks for c in s["certificates"]) \
+        else []
     mirror = site.settings.registry_mirror
     engine: dict[str, Any] = {
         "packages": {k: v + extra for k, v in ENGINE_PACKAGES.items()},
@@ -516,6 +538,9 @@ def resolve_host(site: Site, name: str, links: list[Binding] | None = None) -> d
         "stacks": stacks,
         "backup": _backup_state(site, host, stacks),
     }
+    wireguard = remote.wireguard_state(site, name)
+    if wireguard is not None:
+        state["wireguard"] = wireguard
     if host.hardened and host.kind != "local":
         state["hardening"] = hardening_state(site, host)
     return state
@@ -555,8 +580,13 @@ def hardening_state(site: Site, host: Host) -> dict[str, Any]:
 
     open_ports = [{"port": p.number, "protocol": p.protocol, "why": f"{p.stack} {p.name}"}
                   for p in exposure.of_host(site, host) if p.opened]
-    return {"admin_user": ADMIN_USER, "admin_keys": admin_keys(host),
-            "ssh_port": int(host.port or 22), "open": open_ports}
+    tunnel = remote.firewall(site, host.name)
+    open_ports += tunnel.get("open", [])
+    out = {"admin_user": ADMIN_USER, "admin_keys": admin_keys(host),
+           "ssh_port": int(host.port or 22), "open": open_ports}
+    if tunnel.get("tunnel"):
+        out["tunnel"] = tunnel["tunnel"]
+    return out
 
 
 def secret_refs(state: Any) -> set[str]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from tui.core import accounts, hosting, inventory, render, validate
+from tui.core import accounts, hosting, inventory, remote, render, validate
 from tui.core import secrets as vault
 from tui.core.atomic import write_atomic
 from tui.core.catalog import Catalog
@@ -61,9 +61,13 @@ class SiteSettings:
     #: US jurisdiction; eu, US endpoints reported (only image pulls accepted silently);
     #: off, no check
     sovereignty: str = "eu"
+    #: the vps that serves remote access (a WireGuard tunnel to the home hosts and the
+    #: proxy stack on it, tui.core.remote); empty: off
+    remote_access: str = ""
 
     FIELDS = ("registry_mirror", "registry_insecure", "stacks_root", "backup_repository",
-              *KEEP_FIELDS, "upgrade_timer", "verify_timer", "backup_timer", "sovereignty")
+              *KEEP_FIELDS, "upgrade_timer", "verify_timer", "backup_timer", "sovereignty",
+              "remote_access")
 
     def set(self, key: str, raw: Any) -> None:
         """Set one site setting from user input; ValueError says what would be valid."""
@@ -90,6 +94,9 @@ class SiteSettings:
             setattr(self, key, timers.check_calendar(str(raw)))
         elif key == "sovereignty":
             self.sovereignty = validate.sovereignty(str(raw))
+        elif key == "remote_access":
+            text = "" if raw is None else str(raw).strip()
+            self.remote_access = validate.host_name(text) if text else ""
         else:
             raise KeyError(key)
 
@@ -540,7 +547,7 @@ class Site:
         problems = self._apply_sets(where, stack, values, secrets, sets or {})
         if problems:
             raise AbriError(problems)
-        for key in stack.secret_keys:
+        for key in stack.generated_keys:
             if not secrets.get(key):
                 secrets[key] = vault.generate()
         self.image_pins.setdefault(stack_name, stack.image_ref())
@@ -649,6 +656,7 @@ class Site:
             out.extend(wiring)
             out.extend(resolve.binding_problems(self, links))
             out.extend(accounts.problems(self))
+            out.extend(remote.problems(self))
         return out
 
     def _host_problems(self, host: Host) -> list[Problem]:
@@ -807,6 +815,7 @@ class Site:
         """Validate, then write every managed file atomically. Nothing is written when the
         site has problems."""
         self.check()
+        remote.ensure_secrets(self)  # tunnel keys and certificates abri makes, when missing
         files = render.site_files(self)
         existing_inventory = None
         inv = self.path / "inventory.ini"

@@ -51,6 +51,8 @@ class StackPicker(ModalScreen[str | None]):
         on_host = site.hosts[self.host].stacks
         options = []
         for stack in site.catalog:
+            if (stack.remote_access or {}).get("role") == "proxy" and stack.name not in on_host:
+                continue  # placed by the site setting remote_access, never picked
             text = Text()
             text.append(stack.title, style="bold")
             text.append(f"  ({stack.name})")
