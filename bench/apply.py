@@ -51,6 +51,15 @@ def run(cmd: list[str], env: dict[str, str], cwd: str | None = None) -> tuple[fl
     return elapsed, proc.stdout
 
 
+def print_rows(rows: list[tuple[str, str, str]], load: float) -> None:
+    """A bench's figures (label, value, note) as aligned lines, and the load they met."""
+    width = max(len(r[0]) for r in rows)
+    for label, value, note in rows:
+        print(f"{label:<{width}}  {value:>9}  {note}")
+    print(f"(load average {load:.1f} at the start on {os.cpu_count()} cores; the machine may "
+          "be shared)")
+
+
 def recap(out: str) -> dict[str, int]:
     found = re.findall(r"ok=(\d+) changed=(\d+) failed=(\d+)", out)
     if not found:

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.apply import BIN, make_site, run  # noqa: E402
+from bench.apply import BIN, make_site, print_rows, run  # noqa: E402
 from tests.fleet import harness  # noqa: E402
 
 HA_CONFIG = "/opt/abri/homeassistant/config"
@@ -195,11 +195,7 @@ def main() -> None:
     rows.append(("second backup, abri", f"{second_wall:.1f} s",
                  f"{second_wall / first_wall:.2f} of the first"))
     rows.append(("repository", f"{repo_size / 1e6:.0f} MB", "after both backups"))
-    width = max(len(r[0]) for r in rows)
-    for label, value, note in rows:
-        print(f"{label:<{width}}  {value:>9}  {note}")
-    print(f"(load average {load:.1f} at the start on {os.cpu_count()} cores; the machine may "
-          "be shared)")
+    print_rows(rows, load)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.apply import BIN, NESTED, run  # noqa: E402
+from bench.apply import BIN, NESTED, print_rows, run  # noqa: E402
 from bench.backup import GENERATE, HA_CONFIG, data_bytes  # noqa: E402
 from tests.fleet import harness  # noqa: E402
 
@@ -103,11 +103,7 @@ def main() -> None:
             ("ratio", f"{downtime / (live + seed):.2f}",
              "downtime / (live copy + seed): the share of moving the data that the "
              "downtime holds")]
-    width = max(len(r[0]) for r in rows)
-    for label, value, note in rows:
-        print(f"{label:<{width}}  {value:>9}  {note}")
-    print(f"(load average {load:.1f} at the start on {os.cpu_count()} cores; the machine may "
-          "be shared)")
+    print_rows(rows, load)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.apply import BIN, make_site, run  # noqa: E402
+from bench.apply import BIN, make_site, print_rows, run  # noqa: E402
 from bench.backup import (  # noqa: E402
     GENERATE,
     HA_CONFIG,
@@ -110,11 +110,7 @@ def main() -> None:
     for stack, seconds in sorted(per_stack.items()):
         rows.append((f"  trial of {stack}", f"{int(seconds)} s", "restore, start, health, "
                      "checks, removal (the module's own time)"))
-    width = max(len(r[0]) for r in rows)
-    for label, value, note in rows:
-        print(f"{label:<{width}}  {value:>9}  {note}")
-    print(f"(load average {load:.1f} at the start on {os.cpu_count()} cores; the machine may "
-          "be shared)")
+    print_rows(rows, load)
 
 
 if __name__ == "__main__":

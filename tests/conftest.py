@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import subprocess
+import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,3 +79,27 @@ def fingerprint(directory: Path) -> dict[str, tuple[str, int]]:
             out[str(path.relative_to(directory))] = (
                 hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mode)
     return out
+
+
+def load_kit_util(name: str, stand_ins: dict[str, object] | None = None):
+    """The kit's playbooks/module_utils/NAME.py loaded without Ansible's module loader: its
+    import of ansible.module_utils.abri_engine_core gets a stand-in whose attributes are
+    stand_ins (None each by default)."""
+    root = Path(__file__).resolve().parents[1]
+    engine = "ansible.module_utils.abri_engine_core"
+    fake = types.ModuleType(engine)
+    for attr, value in (stand_ins or {}).items():
+        setattr(fake, attr, value)
+    before = sys.modules.get(engine)
+    sys.modules[engine] = fake
+    try:
+        spec = importlib.util.spec_from_file_location(
+            name, root / "playbooks" / "module_utils" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        if before is None:
+            del sys.modules[engine]
+        else:
+            sys.modules[engine] = before
+    return mod

@@ -391,27 +391,27 @@ def build_forky_base(force: bool = False) -> ImageResult:
     return _cached_or_build("debian-forky", ref, build, force)
 
 
-def build_mosquitto_image(force: bool = False, base: ImageResult | None = None) -> ImageResult:
+def _on_debian_base(name: str, tag: str, force: bool,
+                    base: ImageResult | None) -> ImageResult:
+    """A service or tool image from the recipe folder images/NAME on the fleet's Debian base
+    (BASE_IMAGE): abri-test/NAME:<tag><hash>."""
     base = base or build_debian_base()
-    recipe_dir = IMAGES_DIR / "mosquitto"
+    recipe_dir = IMAGES_DIR / name
     h = recipe_hash(recipe_dir, base.ref)
-    ref = f"{IMAGE_NS}/mosquitto:{MOSQUITTO_VERSION}-{h}"
+    ref = f"{IMAGE_NS}/{name}:{tag}{h}"
     return _cached_or_build(
-        "mosquitto", ref,
+        name, ref,
         lambda: _docker_build(recipe_dir, ref, {"BASE_IMAGE": base.ref}, h), force,
     )
+
+
+def build_mosquitto_image(force: bool = False, base: ImageResult | None = None) -> ImageResult:
+    return _on_debian_base("mosquitto", f"{MOSQUITTO_VERSION}-", force, base)
 
 
 def build_caddy_image(force: bool = False, base: ImageResult | None = None) -> ImageResult:
     """Debian 13's Caddy shaped like caddy:2: abri-test/caddy:<version>-<hash>."""
-    base = base or build_debian_base()
-    recipe_dir = IMAGES_DIR / "caddy"
-    h = recipe_hash(recipe_dir, base.ref)
-    ref = f"{IMAGE_NS}/caddy:{CADDY_VERSION}-{h}"
-    return _cached_or_build(
-        "caddy", ref,
-        lambda: _docker_build(recipe_dir, ref, {"BASE_IMAGE": base.ref}, h), force,
-    )
+    return _on_debian_base("caddy", f"{CADDY_VERSION}-", force, base)
 
 
 def build_homeassistant_image(force: bool = False, base: ImageResult | None = None,
@@ -533,27 +533,13 @@ def build_esphome_image(force: bool = False, base: ImageResult | None = None) ->
 def build_netwatch_image(force: bool = False, base: ImageResult | None = None) -> ImageResult:
     """Debian 13's dnsmasq and nft on the fleet's Debian base, for Recorder:
     abri-test/netwatch:<hash>."""
-    base = base or build_debian_base()
-    recipe_dir = IMAGES_DIR / "netwatch"
-    h = recipe_hash(recipe_dir, base.ref)
-    ref = f"{IMAGE_NS}/netwatch:{h}"
-    return _cached_or_build(
-        "netwatch", ref,
-        lambda: _docker_build(recipe_dir, ref, {"BASE_IMAGE": base.ref}, h), force,
-    )
+    return _on_debian_base("netwatch", "", force, base)
 
 
 def build_pebble_image(force: bool = False, base: ImageResult | None = None) -> ImageResult:
     """Debian 13's pebble (an ACME test CA) and pebble-challtestsrv on the fleet's Debian
     base: abri-test/pebble:<hash>."""
-    base = base or build_debian_base()
-    recipe_dir = IMAGES_DIR / "pebble"
-    h = recipe_hash(recipe_dir, base.ref)
-    ref = f"{IMAGE_NS}/pebble:{h}"
-    return _cached_or_build(
-        "pebble", ref,
-        lambda: _docker_build(recipe_dir, ref, {"BASE_IMAGE": base.ref}, h), force,
-    )
+    return _on_debian_base("pebble", "", force, base)
 
 
 VERIFY_HA_CONFIGURATION = """\

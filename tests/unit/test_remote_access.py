@@ -7,9 +7,6 @@ configuration text. The fleet test test_remote_access.py runs it all on real hos
 from __future__ import annotations
 
 import base64
-import importlib.util
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -18,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from tests.conftest import fingerprint
+from tests.conftest import fingerprint, load_kit_util
 from tests.unit.test_vps_hosts import _harden_core
 from tui.core import remote
 from tui.core.site import Site, _read_yaml
@@ -185,22 +182,7 @@ def test_off_takes_the_proxy_off_and_the_tunnel_out_of_the_state(abri, home_and_
 
 
 def _wireguard_core():
-    name = "ansible.module_utils.abri_engine_core"
-    fake = types.ModuleType(name)
-    fake.run = None
-    before = sys.modules.get(name)
-    sys.modules[name] = fake
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "abri_wireguard_core", ROOT / "playbooks/module_utils/abri_wireguard_core.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        if before is None:
-            del sys.modules[name]
-        else:
-            sys.modules[name] = before
-    return mod
+    return load_kit_util("abri_wireguard_core", {"run": None})
 
 
 def test_kit_wireguard_config_and_firewall_text():

@@ -4,39 +4,21 @@ kit's own firewall and sshd texts (the fleet test test_vps.py runs them on a rea
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-import types
 from pathlib import Path
 
 import yaml
 
-from tests.conftest import fingerprint
+from tests.conftest import fingerprint, load_kit_util
 from tui.core import audit
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _harden_core():
-    """The kit's module_utils file, loaded without Ansible's module loader (its one import
-    of abri_engine_core is given a stand-in)."""
-    name = "ansible.module_utils.abri_engine_core"
-    fake = types.ModuleType(name)
-    fake.os_release = fake.run = fake.write_atomic = None
-    before = sys.modules.get(name)
-    sys.modules[name] = fake
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "abri_harden_core", ROOT / "playbooks/module_utils/abri_harden_core.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        if before is None:
-            del sys.modules[name]
-        else:
-            sys.modules[name] = before
-    return mod
+    """The kit's module_utils file, loaded without Ansible's module loader."""
+    return load_kit_util("abri_harden_core", {"os_release": None, "run": None,
+                                              "write_atomic": None})
 
 
 def _vars(site: Path, host: str) -> dict:
