@@ -82,7 +82,7 @@ async def test_turning_remote_access_on_writes_it_and_adds_the_proxy(tmp_path, n
         assert isinstance(app.screen, RemoteAccessScreen)
         assert not app.dirty
         now = text(app, "#remote-now")
-        assert now.startswith("Remote access is served by vps1. remote access: "
+        assert now.startswith("Remote access is served by vps1. "
                               "https://203.0.113.10/ serves homeassistant on home")
         assert "certificate self-signed, SHA-256 fingerprint" in now
         await pilot.press("escape")
@@ -92,7 +92,7 @@ async def test_turning_remote_access_on_writes_it_and_adds_the_proxy(tmp_path, n
     assert proxy in host_vars(site_dir, "vps1")["abri_stacks"]
     assert proxy not in host_vars(site_dir, "home")["abri_stacks"]
     # what the screen showed is the engine's summary, fingerprint included
-    assert all(line in now for line in remote.summary(site))
+    assert all(line.removeprefix("remote access: ") in now for line in remote.summary(site))
 
 
 async def test_a_refusal_names_remote_access_and_writes_nothing(tmp_path, new_app):
@@ -230,3 +230,36 @@ async def test_turning_it_off_takes_the_proxy_off(tmp_path, new_app):
         assert text(app, "#remote-now").startswith("Remote access is off.")
     assert Site.load(site_dir).settings.remote_access == ""
     assert proxy not in (host_vars(site_dir, "vps1").get("abri_stacks") or {})
+
+
+async def test_the_palette_opens_remote_access(tmp_path, new_app):
+    site_dir = tmp_path / "site"
+    home_and_vps(site_dir)
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await opened(pilot)
+        assert "Remote access" in {c.title for c in app.get_system_commands(app.screen)}
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"remote access")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, RemoteAccessScreen))
+
+
+async def test_unsaved_changes_are_saved_first(tmp_path, new_app):
+    """The screen writes the site at once: with changes made elsewhere and not saved yet it
+    asks for ctrl+s first rather than writing them along."""
+    site_dir = tmp_path / "site"
+    home_and_vps(site_dir)
+    before = fingerprint(site_dir)
+    app = new_app(site_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_remote(pilot)
+        app.dirty = True
+        await choose(pilot, "#remote-vps", "vps1")
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        assert app.site.settings.remote_access == ""
+        assert isinstance(app.screen, RemoteAccessScreen) and app.screen is screen
+    assert fingerprint(site_dir) == before

@@ -97,8 +97,8 @@ class RemoteAccessScreen(Screen[bool]):
                 options, value=current if current in (OFF, *vpses) else OFF,
                 allow_blank=False, id="remote-vps", compact=True),
                 "The vps that serves it (the home host dials it; nothing at home is "
-                "opened). " + ("" if vpses else "No vps in this site yet: add one with a "
-                               "on the overview, kind vps."))
+                "opened)." + ("" if vpses else " No vps in this site yet: add one with a "
+                              "on the overview, kind vps."))
             yield from self.field("certificate", Select(
                 [(Content(m), m) for m in MODE_HELP], value=mode, allow_blank=False,
                 id="remote-certificate", compact=True), MODE_HELP[mode])
@@ -136,7 +136,8 @@ class RemoteAccessScreen(Screen[bool]):
 
         site = self.app.site
         vps = site.settings.remote_access
-        lines = list(remote.summary(site))
+        # the engine's lines for the terminal, without their "remote access: " prefix
+        lines = [line.removeprefix("remote access: ") for line in remote.summary(site)]
         if not vps:
             served = ", ".join(f"{s} on {h}" for h, s in remote.upstreams(site))
             lines = ["Remote access is off." + (f" Turned on, a vps serves {served}."
