@@ -136,7 +136,11 @@ async def test_acme_without_a_domain_is_refused_on_the_domain_field(tmp_path, ne
         assert "certificate acme needs it" in message and "domain=" in message
         for key in ("acme_directory", "eab_key_id", "eab_hmac_key"):
             assert not text(app, f"#error-{key}"), key
-        # a malformed value is named too
+        # a malformed value is shown as it is typed, and refused on save
+        await fill(pilot, {"domain": "Home Example!"})
+        assert "a DNS name in lowercase" in text(app, "#error-domain")
+        await fill(pilot, {"domain": "home.example.eu"})
+        assert not text(app, "#error-domain")
         await fill(pilot, {"domain": "Home Example!"})
         await pilot.press("ctrl+o")
         await pilot.pause()

@@ -215,6 +215,23 @@ class RemoteAccessScreen(Screen[bool]):
         self.show_fields()
         self.show_problems([])
 
+    @on(Input.Changed)
+    def typed(self, event: Input.Changed) -> None:
+        """A proxy setting checked as it is typed, with its manifest's check (the one
+        'abri stack set' applies); the whole site is checked on save."""
+        key = (event.input.id or "").removeprefix("remote-")
+        site, proxy = self.app.site, self.proxy
+        if key in FILES or key == SECRET or not proxy or proxy not in site.catalog:
+            return
+        setting = site.catalog[proxy].setting(key)
+        if setting is None:
+            return
+        try:
+            setting.convert(event.value.strip())
+            self.error(key, "")
+        except ValueError as exc:
+            self.error(key, str(exc))
+
     # ------------------------------------------------------------------ save
     def text(self, key: str) -> str:
         return self.query_one(f"#remote-{key}", Input).value.strip()
