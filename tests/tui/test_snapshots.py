@@ -345,3 +345,29 @@ def test_import_screen_shows_the_backup(snap_compare, tmp_path):
         await pilot.pause()
 
     assert snap_compare(app_for(), run_before=ready(run_before), terminal_size=(100, 40))
+
+
+def test_remote_access_acme_without_domain(snap_compare):
+    # the overview's 'w': a vps picked, acme chosen and saved without its domain: the
+    # engine's refusal next to the domain field, the HMAC key masked, nothing written
+    from tui.core import remote
+
+    site = make_site(SITE)
+    site.add_host("vps1", "vps", "203.0.113.10")
+    remote.enable(site, "vps1")
+    site.set_stack("vps1", remote.proxy_stack(site), {
+        "certificate": "acme", "domain": "home.example.eu",
+                                     "acme_directory": "https://acme.example.eu/directory",
+                                     "eab_key_id": "kid-1", "eab_hmac_key": "hmac-" + "k" * 20})
+    site.save()
+
+    async def run_before(pilot) -> None:
+        await pilot.press("w")
+        await until(pilot, lambda: pilot.app.screen.query("#remote-domain"))
+        pilot.app.screen.query_one("#remote-domain", Input).value = ""
+        pilot.app.screen.query_one("#remote-eab_hmac_key", Input).value = "typed-" + "x" * 20
+        await pilot.pause()
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+
+    assert snap_compare(app_for(), run_before=ready(run_before), terminal_size=(100, 40))

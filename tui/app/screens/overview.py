@@ -105,6 +105,7 @@ class OverviewScreen(Screen):
         Binding("u", "upgrade", "Upgrade", show=False),
         Binding("o", "audit", "Outside endpoints", show=False),  # in the palette
         Binding("i", "import_backup", "Import a backup", show=False),  # in the palette
+        Binding("w", "remote_access", "Remote access", show=False),  # in the palette
         Binding("q", "app.quit", "Quit"),
     ]
 
@@ -306,7 +307,8 @@ class OverviewScreen(Screen):
             return True if self.selected_host() else None
         if action == "remove_stack":
             return True if self.selected_stack() else None
-        if action in ("apply", "verify", "backups", "upgrade", "import_backup"):
+        if action in ("apply", "verify", "backups", "upgrade", "import_backup",
+                      "remote_access"):
             return True if self.app.site.hosts else None
         return True
 
@@ -331,6 +333,8 @@ class OverviewScreen(Screen):
             ("upgrade", "Upgrade", "Newer releases; each checked, rolled back on failure (u)"),
             ("import_backup", "Import a Home Assistant backup", "From Home Assistant OS, a "
              "Raspberry Pi or another install, into a host's Home Assistant (i)"),
+            ("remote_access", "Remote access", "Home Assistant over HTTPS on a vps: the vps, "
+             "the certificate (w)"),
         ]
         for action, title, help_text in commands:
             check = "remove_stack" if action == "stack_settings" else action
@@ -492,6 +496,11 @@ class OverviewScreen(Screen):
         from tui.app.screens.ha_import import ImportScreen
 
         self.app.push_screen(ImportScreen())
+
+    def action_remote_access(self) -> None:
+        from tui.app.screens.remote import RemoteAccessScreen
+
+        self.app.push_screen(RemoteAccessScreen())
 
     def action_upgrade(self) -> None:
         from tui.app.screens.upgrade import UpgradeScreen
