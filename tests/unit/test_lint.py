@@ -24,3 +24,16 @@ def test_ruff():
 def test_yamllint():
     proc = _run("yamllint", "--strict", ".")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_test_modules_have_unique_basenames():
+    """pytest imports tests/unit/test_x.py and tests/fleet/test_x.py under one module name
+    (rootdir-based 'prepend' import): the second is an import-file-mismatch error that only
+    a whole-suite run shows (a CI run was red for it twice)."""
+    seen: dict[str, Path] = {}
+    clashes = []
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        if path.name in seen:
+            clashes.append(f"{seen[path.name].relative_to(ROOT)} and {path.relative_to(ROOT)}")
+        seen.setdefault(path.name, path)
+    assert not clashes, "test modules sharing a name: " + "; ".join(clashes)

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import fingerprint
-from tests.unit.test_remote_access import _file, _stack, _state
+from tests.unit.test_remote_rules import _file, _stack, _state
 
 HMAC = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
 
