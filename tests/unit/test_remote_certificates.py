@@ -129,6 +129,17 @@ def test_acme_resolves_to_caddy_with_eab_from_the_environment(abri, remote_site)
     us = next(f for f in audit["findings"] if f["stack"] == "proxy"
               and "image pull" not in f["purpose"])
     assert us["country"] == "US" and "acme_directory" in us["fix"], us
+    # and a strict site refuses it before any host is touched (the same gate as plan/apply)
+    from tui.core import audit
+    from tui.core.errors import AbriError
+    from tui.core.site import Site
+
+    loaded = Site.load(site)
+    loaded.settings.set("sovereignty", "strict")
+    with pytest.raises(AbriError) as refused:
+        audit.gate(loaded, ["vps1"])
+    assert any(pr.field == "sovereignty" and "acme-v02.api.letsencrypt.org" in pr.message
+               for pr in refused.value.problems), refused.value.problems
     # back to self-signed: port 80 closed again, the Caddyfile without ACME, the EAB key kept
     r = abri("stack", "set", "vps1", "proxy", "--set", "certificate=self-signed", "--site", site)
     assert r.code == 0, r.err
